@@ -1,0 +1,212 @@
+"""Settings from app settings / environment variables, validated once at start-up.
+
+Every error names the setting, the value it had and what was expected, so that a
+misconfigured deployment says what to fix in the first log line it writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from shared.ids import (
+    InvalidResourceId,
+    ResourceGroupId,
+    ResourceId,
+    Scope,
+    is_valid_resource_group_name,
+    parse_resource_group,
+)
+
+DEFAULT_POLL_SCHEDULE = "0 */1 * * * *"
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+AZURE_COPY_CAP = 100  # Azure's limit: copies in flight per subscription per target region
+CREDENTIAL_KINDS = ("default", "managed-identity", "emulator")
+
+_REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,39}$")
+_TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+_NCRONTAB_FIELD_RE = re.compile(r"^[0-9*/,\-A-Za-z]+$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+    def __init__(self, setting: str, value: str | None, expected: str) -> None:
+        shown = "<unset>" if value is None else repr(value)
+        super().__init__(f"setting {setting} is invalid: got {shown}, expected {expected}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class TargetResourceGroup:
+    """Where copies go: a resource group name in the source's subscription, or a full id."""
+
+    name: str | None = None
+    group: ResourceGroupId | None = None
+
+    def for_source(self, subscription: str, source_resource_group: str) -> ResourceGroupId:
+        if self.group is not None:
+            return self.group
+        return ResourceGroupId(subscription, self.name or source_resource_group)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything snapcopy reads from its environment."""
+
+    target_regions: tuple[str, ...]
+    target_resource_group: TargetResourceGroup
+    source_scopes: tuple[Scope, ...]
+    table_endpoint: str | None
+    connection_string: str | None
+    table_name: str
+    arm_endpoint: str
+    arm_credential: str
+    arm_ca_bundle: str | None
+    poll_schedule: str
+    max_copies_per_region: int
+    max_start_attempts: int
+
+    def in_scope(self, resource: ResourceId) -> bool:
+        """True when COPY_SOURCE_SCOPES is empty or one of its scopes holds `resource`."""
+        return not self.source_scopes or any(scope.contains(resource) for scope in self.source_scopes)
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ConfigError(name, raw, f"a whole number from {low} to {high}") from None
+    if not low <= number <= high:
+        raise ConfigError(name, raw, f"a whole number from {low} to {high}")
+    return number
+
+
+def poll_schedule(env: Mapping[str, str] | None = None) -> str:
+    """The timer's NCRONTAB schedule (six fields, seconds first), read at import time."""
+    env = os.environ if env is None else env
+    raw = _get(env, "POLL_SCHEDULE") or DEFAULT_POLL_SCHEDULE
+    fields = raw.split()
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD_RE.match(field) for field in fields):
+        raise ConfigError(
+            "POLL_SCHEDULE", raw, "an NCRONTAB expression with six fields, e.g. '0 */1 * * * *' (every minute)"
+        )
+    return raw
+
+
+def _regions(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _get(env, "COPY_TARGET_REGIONS")
+    regions = [region.lower() for region in _csv(raw)]
+    if not regions:
+        raise ConfigError("COPY_TARGET_REGIONS", raw, "a comma-separated list of Azure regions, e.g. 'westus3'")
+    for region in regions:
+        if not _REGION_RE.match(region):
+            raise ConfigError("COPY_TARGET_REGIONS", raw, f"region names like 'westus3'; {region!r} is not one")
+    if len(set(regions)) != len(regions):
+        raise ConfigError("COPY_TARGET_REGIONS", raw, "each region once")
+    return tuple(regions)
+
+
+def _target_group(env: Mapping[str, str]) -> TargetResourceGroup:
+    raw = _get(env, "COPY_TARGET_RESOURCE_GROUP")
+    if raw is None:
+        return TargetResourceGroup()
+    if raw.startswith("/"):
+        try:
+            return TargetResourceGroup(group=parse_resource_group(raw))
+        except InvalidResourceId as error:
+            raise ConfigError("COPY_TARGET_RESOURCE_GROUP", raw, f"a resource group name or id ({error})") from None
+    if not is_valid_resource_group_name(raw):
+        raise ConfigError(
+            "COPY_TARGET_RESOURCE_GROUP", raw, "a resource group name or /subscriptions/…/resourceGroups/… id"
+        )
+    return TargetResourceGroup(name=raw)
+
+
+def _scopes(env: Mapping[str, str]) -> tuple[Scope, ...]:
+    raw = _get(env, "COPY_SOURCE_SCOPES")
+    scopes = []
+    for part in _csv(raw):
+        try:
+            scopes.append(Scope.parse(part))
+        except InvalidResourceId as error:
+            raise ConfigError("COPY_SOURCE_SCOPES", raw, f"comma-separated scopes ({error})") from None
+    return tuple(scopes)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad one."""
+    env = os.environ if env is None else env
+
+    endpoint = _get(env, "STATE_TABLE_ENDPOINT")
+    connection = _get(env, "STATE_CONNECTION_STRING")
+    if (endpoint is None) == (connection is None):
+        raise ConfigError(
+            "STATE_TABLE_ENDPOINT/STATE_CONNECTION_STRING",
+            None if endpoint is None else "both set",
+            "exactly one: the Table endpoint (managed identity) or a connection string (Azurite)",
+        )
+    if endpoint is not None and urlparse(endpoint).scheme not in ("https", "http"):
+        raise ConfigError("STATE_TABLE_ENDPOINT", endpoint, "an https:// Table service URL")
+
+    table_name = _get(env, "STATE_TABLE_NAME") or "snapcopy"
+    if not _TABLE_RE.match(table_name):
+        raise ConfigError("STATE_TABLE_NAME", table_name, "3-63 letters and digits, starting with a letter")
+
+    arm_endpoint = (_get(env, "ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT).rstrip("/")
+    parsed = urlparse(arm_endpoint)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ConfigError("ARM_ENDPOINT", arm_endpoint, "an https:// URL (ARM requires TLS)")
+
+    credential = (_get(env, "ARM_CREDENTIAL") or "default").lower()
+    if credential not in CREDENTIAL_KINDS:
+        raise ConfigError("ARM_CREDENTIAL", credential, "one of " + ", ".join(CREDENTIAL_KINDS))
+    if credential == "emulator" and not _is_loopback(parsed.hostname):
+        raise ConfigError("ARM_CREDENTIAL", credential, "'emulator' only with a loopback ARM_ENDPOINT")
+
+    ca_bundle = _get(env, "ARM_CA_BUNDLE")
+    if ca_bundle is not None and not os.path.isfile(ca_bundle):
+        raise ConfigError("ARM_CA_BUNDLE", ca_bundle, "the path of a PEM file that exists")
+
+    return Settings(
+        target_regions=_regions(env),
+        target_resource_group=_target_group(env),
+        source_scopes=_scopes(env),
+        table_endpoint=endpoint,
+        connection_string=connection,
+        table_name=table_name,
+        arm_endpoint=arm_endpoint,
+        arm_credential=credential,
+        arm_ca_bundle=ca_bundle,
+        poll_schedule=poll_schedule(env),
+        max_copies_per_region=_int(env, "MAX_COPIES_PER_REGION", AZURE_COPY_CAP, 1, AZURE_COPY_CAP),
+        max_start_attempts=_int(env, "COPY_MAX_START_ATTEMPTS", 5, 1, 50),
+    )

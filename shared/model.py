@@ -1,0 +1,232 @@
+"""The nouns of replication: snapshots as ARM shows them, chains, copy jobs, region slots.
+
+Plain values only: no I/O here, so the scheduler can be tested with literals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from shared.ids import ResourceGroupId, ResourceId
+
+SOURCE_TAG = "snapcopy-source"  # on every copy we make: names its source (loop guard, audit)
+MAX_TAGS = 50  # Azure's limit per resource
+_MAX_SNAPSHOT_NAME = 80
+
+
+class CopyState(StrEnum):
+    QUEUED = "queued"
+    COPYING = "copying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (CopyState.QUEUED, CopyState.COPYING)
+
+
+@dataclass(frozen=True)
+class CopyError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot as ARM reports it (source or copy); only the fields snapcopy uses."""
+
+    id: ResourceId
+    location: str
+    incremental: bool
+    family_id: str | None
+    time_created: datetime
+    provisioning_state: str
+    create_option: str
+    source_resource_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    size_bytes: int | None = None
+    completion_percent: float | None = None
+    copy_error: CopyError | None = None
+
+    @property
+    def is_copy(self) -> bool:
+        """A CopyStart copy (ours or anyone's) or anything carrying our tag: never a source."""
+        return self.create_option.lower() == "copystart" or SOURCE_TAG in self.tags
+
+    @property
+    def is_ready(self) -> bool:
+        return self.provisioning_state.lower() == "succeeded"
+
+    @property
+    def order_key(self) -> str:
+        return order_key(self.time_created, self.id.name)
+
+    @property
+    def disk_id(self) -> str | None:
+        """The source disk, when ARM says the snapshot was taken from one."""
+        source = self.source_resource_id or ""
+        return source if "/providers/microsoft.compute/disks/" in source.lower() else None
+
+
+def order_key(time_created: datetime, name: str) -> str:
+    """A Table RowKey that sorts in creation order (name breaks ties)."""
+    return f"{time_created.strftime('%Y%m%dT%H%M%S.%fZ')}|{name.lower()}"
+
+
+@dataclass(frozen=True)
+class ChainKey:
+    """One chain: a snapshot family copied into one target region, in order, one at a time."""
+
+    family_id: str
+    region: str
+
+    @property
+    def partition(self) -> str:
+        return f"chain|{self.family_id.lower()}|{self.region}"
+
+
+@dataclass(frozen=True)
+class RegionKey:
+    """Azure's cap applies per target subscription per target region."""
+
+    subscription: str
+    region: str
+
+    @property
+    def partition(self) -> str:
+        return f"region|{self.subscription.lower()}|{self.region}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One source snapshot's copy into one chain's region."""
+
+    chain: ChainKey
+    source_id: ResourceId
+    source_time: datetime
+    target_id: ResourceId
+    state: CopyState = CopyState.QUEUED
+    source_ready: bool = True
+    attempts: int = 0
+    not_before: datetime | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    percent: float = 0.0
+    error: CopyError | None = None
+    reason: str = ""
+    etag: str | None = None
+
+    @property
+    def key(self) -> str:
+        return order_key(self.source_time, self.source_id.name)
+
+    def evolve(self, **changes: object) -> Job:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The chain's summary row: what started last (the order watermark), what is copying."""
+
+    key: ChainKey
+    source_group: ResourceGroupId
+    target_group: ResourceGroupId
+    disk_id: str = ""
+    last_started_key: str = ""
+    copying_key: str = ""
+    last_completed_key: str = ""
+    last_completed_source: str = ""
+    last_completed_at: datetime | None = None
+    listed_through: datetime | None = None
+    etag: str | None = None
+
+    @property
+    def region(self) -> RegionKey:
+        return RegionKey(self.target_group.subscription, self.key.region)
+
+    def evolve(self, **changes: object) -> ChainHead:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class Phase(StrEnum):
+    STARTING = "starting"  # slot reserved, CopyStart PUT not yet known to have landed
+    COPYING = "copying"
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A region slot held by one chain's copy (one row per family: at most one in flight)."""
+
+    region: RegionKey
+    chain: ChainKey
+    job_key: str
+    source_id: ResourceId
+    target_id: ResourceId
+    phase: Phase
+    started_at: datetime
+    percent: float = 0.0
+    progressed_at: datetime | None = None
+    next_poll_at: datetime | None = None
+    etag: str | None = None
+
+    def evolve(self, **changes: object) -> InFlight:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A chain with queued work and no copy in flight, waiting for a slot in its region."""
+
+    region: RegionKey
+    chain: ChainKey
+    since: datetime
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class RegionLoad:
+    """One (subscription, region) partition: the slot counter, who holds slots, who waits."""
+
+    key: RegionKey
+    in_flight_count: int
+    in_flight: tuple[InFlight, ...]
+    waiting: tuple[Waiting, ...]
+    counter_etag: str | None = None
+
+    @property
+    def busy_families(self) -> frozenset[str]:
+        return frozenset(flight.chain.family_id.lower() for flight in self.in_flight)
+
+
+def target_snapshot_id(source: ResourceId, region: str, group: ResourceGroupId) -> ResourceId:
+    """The copy's deterministic id: the same source and region always give the same name.
+
+    `<source>-<region>` when copies sit beside their sources; a short hash of the source id
+    is added when copies share a resource group, so equal names from different groups
+    cannot collide. Names stay within Azure's 80 characters.
+    """
+    same_group = group == ResourceGroupId(source.subscription, source.resource_group)
+    suffix = f"-{region}" if same_group else f"-{_short_hash(str(source).lower())}-{region}"
+    stem = source.name
+    if len(stem) + len(suffix) > _MAX_SNAPSHOT_NAME:
+        suffix = f"-{_short_hash(str(source).lower())}-{region}"
+        stem = stem[: _MAX_SNAPSHOT_NAME - len(suffix)].rstrip("-.")
+    return ResourceId(group.subscription, group.resource_group, "snapshots", stem + suffix)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def copy_tags(source: Snapshot) -> dict[str, str]:
+    """The source's tags plus ours, within Azure's 50-tag limit (ours always kept)."""
+    tags = {key: value for key, value in source.tags.items() if key != SOURCE_TAG}
+    kept = dict(list(tags.items())[: MAX_TAGS - 1])
+    kept[SOURCE_TAG] = str(source.id)
+    return kept

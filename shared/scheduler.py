@@ -1,0 +1,305 @@
+"""Scheduling decisions: pure functions of (stored state, observation, now).
+
+Nothing here reads a clock, a table or ARM; the service runs these and carries out what
+they return. The rules they keep are Azure's (one copy of a family in flight per region,
+creation order, the per-region cap) and snapcopy's own (events are hints, ARM's list is
+the truth; a failure never blocks a chain for ever).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from shared.config import TargetResourceGroup
+from shared.ids import ResourceGroupId, Scope
+from shared.model import (
+    ChainHead,
+    ChainKey,
+    CopyError,
+    CopyState,
+    InFlight,
+    Job,
+    Phase,
+    Snapshot,
+    Waiting,
+    target_snapshot_id,
+)
+
+# A listing taken at time L is trusted to hold every snapshot created before L - margin:
+# room for clock skew between us and the resource provider and for creations in progress.
+LISTING_MARGIN = timedelta(seconds=5)
+# A reserved slot whose PUT we never saw land is re-driven after this long.
+START_GRACE = timedelta(minutes=2)
+# A copy ARM does not list right after it was accepted is given this long to appear.
+TARGET_APPEAR_GRACE = timedelta(minutes=5)
+# Progress is read at most this far apart, however slow the copy looks.
+MAX_POLL_GAP = timedelta(minutes=10)
+# Backoff between attempts to start a copy that ARM refused for a passing reason.
+START_BACKOFF_BASE = timedelta(minutes=1)
+START_BACKOFF_MAX = timedelta(minutes=30)
+
+
+# --- the event / request path: is this snapshot ours to copy? ------------------------------
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+@dataclass(frozen=True)
+class CopyTo:
+    regions: tuple[str, ...]
+
+
+def eligibility(snapshot: Snapshot, regions: Sequence[str], scopes: Sequence[Scope]) -> Ignore | CopyTo:
+    """Decide whether a source snapshot is copied, and where."""
+    if snapshot.is_copy:
+        return Ignore("a CopyStart copy (ours or another's): never copied again")
+    if scopes and not any(scope.contains(snapshot.id) for scope in scopes):
+        return Ignore("outside COPY_SOURCE_SCOPES")
+    if not snapshot.incremental:
+        return Ignore("not incremental: CopyStart copies incremental snapshots only")
+    if not snapshot.family_id:
+        return Ignore("incremental but ARM reported no incrementalSnapshotFamilyId")
+    targets = tuple(region for region in regions if region != snapshot.location.lower())
+    if not targets:
+        return Ignore(f"already in every target region ({snapshot.location})")
+    return CopyTo(targets)
+
+
+def new_job(snapshot: Snapshot, region: str, target_group: TargetResourceGroup, now: datetime) -> Job:
+    """The queued copy of `snapshot` into `region`."""
+    assert snapshot.family_id is not None
+    group = target_group.for_source(snapshot.id.subscription, snapshot.id.resource_group)
+    return Job(
+        chain=ChainKey(snapshot.family_id.lower(), region),
+        source_id=snapshot.id,
+        source_time=snapshot.time_created,
+        target_id=target_snapshot_id(snapshot.id, region, group),
+        source_ready=snapshot.is_ready,
+        queued_at=now,
+    )
+
+
+def new_head(snapshot: Snapshot, region: str, target_group: TargetResourceGroup) -> ChainHead:
+    assert snapshot.family_id is not None
+    return ChainHead(
+        key=ChainKey(snapshot.family_id.lower(), region),
+        source_group=ResourceGroupId(snapshot.id.subscription, snapshot.id.resource_group),
+        target_group=target_group.for_source(snapshot.id.subscription, snapshot.id.resource_group),
+        disk_id=snapshot.disk_id or "",
+    )
+
+
+def arrival(job: Job, head: ChainHead) -> Job:
+    """A snapshot reported (event, request or listing) for a chain: queue it, or skip it
+    if a newer snapshot of the family has already started copying (Azure's copy order)."""
+    if head.last_started_key and job.key <= head.last_started_key:
+        return job.evolve(
+            state=CopyState.SKIPPED,
+            finished_at=job.queued_at,
+            reason=f"older than {head.last_started_key.split('|')[-1]}, which already started copying "
+            f"to {head.key.region}; Azure copies a family in creation order only",
+        )
+    return job
+
+
+# --- the chain: what to start next --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """What one chain should do now. `start` is set only when every rule allows it."""
+
+    add: tuple[Job, ...] = ()
+    skip: tuple[Job, ...] = ()
+    start: Job | None = None
+    wait: str = ""
+    needs_listing: bool = False
+    listed_through: datetime | None = None
+
+
+def plan_chain(
+    head: ChainHead,
+    pending: Sequence[Job],
+    now: datetime,
+    *,
+    listing: Sequence[Snapshot] | None = None,
+    listed_at: datetime | None = None,
+    target_group: TargetResourceGroup | None = None,
+) -> ChainPlan:
+    """Decide the next copy of a chain.
+
+    `pending` are the chain's rows newer than its order watermark (`head.last_started_key`).
+    `listing`, when given, is ARM's list of the source resource group taken at `listed_at`:
+    it adds snapshots whose events were lost and drops queued ones whose source is gone.
+    A snapshot starts only when a listing has shown everything created before it.
+    """
+    adds: list[Job] = []
+    skips: list[Job] = []
+    listed_through = head.listed_through
+    queued = {job.key: job for job in pending if job.state == CopyState.QUEUED}
+
+    if listing is not None and listed_at is not None:
+        listed_through = max(filter(None, (listed_through, listed_at - LISTING_MARGIN)))
+        family = [
+            snap
+            for snap in listing
+            if snap.family_id
+            and snap.family_id.lower() == head.key.family_id
+            and snap.incremental
+            and not snap.is_copy
+            and snap.location.lower() != head.key.region
+        ]
+        seen = {snap.order_key: snap for snap in family}
+        known = {job.key for job in pending}
+        for key, snap in sorted(seen.items()):
+            if key in known or (head.last_started_key and key <= head.last_started_key):
+                continue
+            job = new_job(snap, head.key.region, target_group or TargetResourceGroup(), listed_at)
+            adds.append(job)
+            queued[job.key] = job
+        for key, job in list(queued.items()):
+            listed = seen.get(key)
+            if listed is None and job.source_time <= listed_through:
+                skips.append(
+                    job.evolve(
+                        state=CopyState.SKIPPED,
+                        finished_at=now,
+                        reason="source snapshot no longer exists (deleted before its copy started)",
+                    )
+                )
+                del queued[key]
+            elif listed is not None and listed.is_ready != job.source_ready:
+                queued[key] = job.evolve(source_ready=listed.is_ready)
+
+    plan = ChainPlan(add=tuple(adds), skip=tuple(skips), listed_through=listed_through)
+    if head.copying_key:
+        return _with(plan, wait="a copy is in flight")
+    if not queued:
+        return _with(plan, wait="nothing queued")
+    candidate = queued[min(queued)]
+    if listed_through is None or candidate.source_time > listed_through:
+        return _with(plan, wait="older snapshots not yet listed", needs_listing=True)
+    if not candidate.source_ready:
+        return _with(plan, wait="source snapshot still being created", needs_listing=True)
+    if candidate.not_before is not None and candidate.not_before > now:
+        return _with(plan, wait=f"retrying after {candidate.not_before.isoformat()}")
+    return _with(plan, start=candidate)
+
+
+def _with(plan: ChainPlan, **changes: object) -> ChainPlan:
+    return replace(plan, **changes)  # type: ignore[arg-type]
+
+
+def release_order(waiting: Iterable[Waiting], busy_families: frozenset[str]) -> list[Waiting]:
+    """Chains that may take a free slot, oldest waiting first (fair across subscriptions)."""
+    ready = [item for item in waiting if item.chain.family_id.lower() not in busy_families]
+    return sorted(ready, key=lambda item: (item.since, item.chain.family_id))
+
+
+# --- a copy in flight: what its target tells us -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    percent: float
+    next_poll_at: datetime
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Completed:
+    pass
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: CopyError
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The slot was reserved but the CopyStart PUT never landed: send it again (idempotent)."""
+
+
+Outcome = Progress | Completed | Failed | Restart
+
+
+def assess_copy(flight: InFlight, target: Snapshot | None, now: datetime) -> Outcome:
+    """Read one copy's state from its target snapshot (None: ARM did not list it)."""
+    if target is None:
+        if flight.phase == Phase.STARTING:
+            if now - flight.started_at >= START_GRACE:
+                return Restart()
+            return Progress(flight.percent, now, changed=False)
+        if now - flight.started_at < TARGET_APPEAR_GRACE:
+            return Progress(flight.percent, now, changed=False)
+        return Failed(CopyError("TargetNotFound", f"the copy {flight.target_id.name} no longer exists in ARM"))
+    if target.copy_error is not None:
+        return Failed(target.copy_error)
+    state = target.provisioning_state.lower()
+    if state == "failed":
+        return Failed(CopyError("ProvisioningFailed", "ARM reports provisioningState Failed for the copy"))
+    percent = target.completion_percent
+    if state == "succeeded" and (percent is None or percent >= 100.0):
+        return Completed()
+    percent = percent or 0.0
+    return Progress(percent, next_poll_time(flight, percent, now), changed=percent != flight.percent)
+
+
+def next_poll_time(flight: InFlight, percent: float, now: datetime) -> datetime:
+    """When reading this copy's progress again is worth an ARM call.
+
+    From the rate so far, aim a little before the estimated finish; a copy that shows no
+    rate yet is read on the next tick. Never further out than MAX_POLL_GAP.
+    """
+    elapsed = (now - flight.started_at).total_seconds()
+    if percent <= 0 or elapsed <= 0:
+        return now
+    remaining = elapsed * (100.0 - percent) / percent
+    return now + min(timedelta(seconds=remaining * 0.8), MAX_POLL_GAP)
+
+
+# --- starting a copy that ARM refused -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartRefusal:
+    """How the shell classified an ARM refusal of a CopyStart PUT."""
+
+    error: CopyError
+    retryable: bool
+    source_missing: bool = False
+
+
+def after_refusal(job: Job, refusal: StartRefusal, now: datetime, max_attempts: int) -> Job:
+    """The job's next state after ARM refused to start it.
+
+    The rule: a source that vanished is skipped; a passing refusal (throttling, a copy of
+    the family started by someone else, a 5xx) is retried with growing backoff; after
+    `max_attempts` or on a permanent refusal the job fails with ARM's code and the chain
+    moves on to its next snapshot, so one bad snapshot never blocks a disk for ever.
+    """
+    attempts = job.attempts + 1
+    if refusal.source_missing:
+        return job.evolve(
+            state=CopyState.SKIPPED,
+            attempts=attempts,
+            finished_at=now,
+            error=refusal.error,
+            reason="source snapshot no longer exists (deleted before its copy started)",
+        )
+    if refusal.retryable and attempts < max_attempts:
+        backoff = min(START_BACKOFF_BASE * (2 ** (attempts - 1)), START_BACKOFF_MAX)
+        return job.evolve(attempts=attempts, not_before=now + backoff, error=refusal.error)
+    return job.evolve(
+        state=CopyState.FAILED,
+        attempts=attempts,
+        finished_at=now,
+        error=refusal.error,
+        reason=f"ARM refused the copy {attempts} time(s); the chain moved on to its next snapshot",
+    )

@@ -1,0 +1,558 @@
+"""Replication state in Azure Table Storage: chains, jobs, region slots, the seen-index.
+
+One table, four kinds of partition (DESIGN.md §3):
+
+| PartitionKey                 | RowKey              | holds                                          |
+|------------------------------|---------------------|------------------------------------------------|
+| `chain|<family>|<region>`    | `head`              | order watermark, what is copying, last done    |
+|                              | `job|<time>|<name>` | one source snapshot's copy, sorted by creation |
+| `region|<sub>|<region>`      | `counter`           | copies in flight (Azure's cap counts these)    |
+|                              | `flight|<family>`   | the one copy of that family in flight          |
+|                              | `wait|<family>`     | a chain with queued work waiting for a slot    |
+| `regions`                    | `<sub>|<region>`    | the region partitions the timer visits         |
+| `snap|<sub>:<rg>`            | `<name>`            | snapshots already handled (dedupes events)     |
+
+Every change is an ETag-conditional write or a same-partition batch, so concurrent
+handlers never lose an update: the loser gets `Conflict` and re-reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.ids import ResourceId, parse_resource_group
+from shared.model import (
+    ChainHead,
+    ChainKey,
+    CopyError,
+    CopyState,
+    InFlight,
+    Job,
+    Phase,
+    RegionKey,
+    RegionLoad,
+    Waiting,
+)
+
+log = logging.getLogger(__name__)
+
+HEAD = "head"
+COUNTER = "counter"
+JOB_PREFIX = "job|"
+FLIGHT_PREFIX = "flight|"
+WAIT_PREFIX = "wait|"
+DIRECTORY = "regions"
+_BATCH_LIMIT = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Table transactions hold at most 100 operations
+
+Entity = dict[str, Any]
+
+
+class Conflict(Exception):
+    """A conditional write lost a race (ETag changed, or the row already exists)."""
+
+
+class CapacityExhausted(Exception):
+    """The region partition has no free slot."""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """What snapcopy decided about one snapshot id the first time it saw it."""
+
+    snapshot_id: ResourceId
+    kind: str  # "source" | "copy" | "ignored"
+    reason: str = ""
+    family_id: str = ""
+    regions: str = ""
+
+
+class OperationCounter:
+    """Counts Table operations (benchmarks report them per completed copy)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_kind: dict[str, int] = {}
+
+    def add(self, kind: str, count: int = 1) -> None:
+        self.total += count
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + count
+
+
+def _conditional(etag: str | None) -> dict[str, Any]:
+    if etag is None:
+        return {}
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+
+
+def _etag(entity: Any) -> str | None:
+    metadata = getattr(entity, "metadata", None) or {}
+    value = metadata.get("etag")
+    return str(value) if value else None
+
+
+def _dt(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+class StateStore:
+    """The repository over one Table; created once per process and shared."""
+
+    def __init__(self, table: TableClient, *, counter: OperationCounter | None = None) -> None:
+        self._table = table
+        self._ready = False
+        self.operations = counter or OperationCounter()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, table_name: str) -> StateStore:
+        service = TableServiceClient.from_connection_string(connection_string)
+        return cls(service.get_table_client(table_name))
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, table_name: str, credential: Any) -> StateStore:
+        service = TableServiceClient(endpoint=endpoint, credential=credential)
+        return cls(service.get_table_client(table_name))
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def ensure_table(self) -> None:
+        """Create the table on first use (idempotent, once per process)."""
+        if self._ready:
+            return
+        try:
+            self._table.create_table()
+            self.operations.add("create_table")
+        except ResourceExistsError:
+            pass
+        self._ready = True
+
+    def _get(self, partition: str, row: str) -> Any | None:
+        self.ensure_table()
+        self.operations.add("get")
+        try:
+            return self._table.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+
+    def _query(self, query_filter: str, parameters: dict[str, str]) -> Iterator[Any]:
+        """Parameterised queries only: the SDK escapes every value (no OData injection)."""
+        self.ensure_table()
+        self.operations.add("query")
+        yield from self._table.query_entities(query_filter, parameters=parameters)
+
+    def _range(self, partition: str, low: str, high: str) -> Iterator[Any]:
+        return self._query(
+            "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+            {"pk": partition, "low": low, "high": high},
+        )
+
+    def _transact(self, operations: list[tuple[Any, ...]], what: str) -> list[Any]:
+        """Submit same-partition operations atomically (chunks of 100); per-op metadata back."""
+        self.ensure_table()
+        results: list[Any] = []
+        for start in range(0, len(operations), _BATCH_LIMIT):
+            chunk = operations[start : start + _BATCH_LIMIT]
+            self.operations.add("batch")
+            try:
+                results.extend(self._table.submit_transaction(chunk))  # type: ignore[arg-type]
+            except TableTransactionError as error:
+                if error.status_code in (404, 409, 412):
+                    raise Conflict(f"{what}: {error.status_code} {error.message}") from error
+                raise
+        return results
+
+    def _update(self, entity: Entity, etag: str | None, what: str) -> None:
+        self.ensure_table()
+        self.operations.add("update")
+        try:
+            self._table.update_entity(entity, mode=UpdateMode.REPLACE, **_conditional(etag))
+        except (ResourceModifiedError, ResourceNotFoundError) as error:
+            raise Conflict(what) from error
+        except HttpResponseError as error:
+            if error.status_code == 412:
+                raise Conflict(what) from error
+            raise
+
+    def _create(self, entity: Entity, what: str) -> None:
+        self.ensure_table()
+        self.operations.add("create")
+        try:
+            self._table.create_entity(entity)
+        except ResourceExistsError as error:
+            raise Conflict(what) from error
+
+    # --- the seen-index --------------------------------------------------------------
+
+    def get_index(self, snapshot_id: ResourceId) -> IndexEntry | None:
+        entity = self._get(_index_partition(snapshot_id), snapshot_id.name.lower())
+        if entity is None:
+            return None
+        return IndexEntry(
+            snapshot_id=ResourceId.parse(entity["SnapshotId"]),
+            kind=entity.get("Kind", ""),
+            reason=entity.get("Reason", ""),
+            family_id=entity.get("FamilyId", ""),
+            regions=entity.get("Regions", ""),
+        )
+
+    def put_index(self, entry: IndexEntry) -> None:
+        self.ensure_table()
+        self.operations.add("upsert")
+        self._table.upsert_entity(
+            {
+                "PartitionKey": _index_partition(entry.snapshot_id),
+                "RowKey": entry.snapshot_id.name.lower(),
+                "SnapshotId": str(entry.snapshot_id),
+                "Kind": entry.kind,
+                "Reason": entry.reason,
+                "FamilyId": entry.family_id,
+                "Regions": entry.regions,
+            },
+            mode=UpdateMode.REPLACE,
+        )
+
+    # --- chains ----------------------------------------------------------------------
+
+    def load_head(self, chain: ChainKey) -> ChainHead | None:
+        entity = self._get(chain.partition, HEAD)
+        return None if entity is None else _head_from(chain, entity)
+
+    def create_head(self, head: ChainHead) -> ChainHead:
+        """Insert the head, or return the one a concurrent handler created first."""
+        with contextlib.suppress(Conflict):
+            self._create(_head_entity(head), f"create head {head.key.partition}")
+        loaded = self.load_head(head.key)
+        assert loaded is not None
+        return loaded
+
+    def save_head(self, head: ChainHead) -> None:
+        self._update(_head_entity(head), head.etag, f"head {head.key.partition}")
+
+    def load_pending(self, head: ChainHead) -> list[Job]:
+        """The chain's jobs newer than its order watermark: the queue and what is copying."""
+        low = JOB_PREFIX + head.last_started_key if head.last_started_key else JOB_PREFIX
+        rows = self._range(head.key.partition, low, JOB_PREFIX + "\x7f")
+        if head.last_started_key:
+            # include the started job itself (it may still be copying)
+            started = self._get(head.key.partition, JOB_PREFIX + head.last_started_key)
+            jobs = [_job_from(head.key, started)] if started is not None else []
+        else:
+            jobs = []
+        return jobs + [_job_from(head.key, row) for row in rows]
+
+    def load_job(self, chain: ChainKey, key: str) -> Job | None:
+        entity = self._get(chain.partition, JOB_PREFIX + key)
+        return None if entity is None else _job_from(chain, entity)
+
+    def list_jobs(self, chain: ChainKey) -> list[Job]:
+        """Every job of a chain, oldest first (status views and tests; not on hot paths)."""
+        rows = self._range(chain.partition, JOB_PREFIX, JOB_PREFIX + "\x7f")
+        return [_job_from(chain, row) for row in rows]
+
+    def add_job(self, job: Job) -> Job:
+        """Insert a job; if it exists already (a duplicate event), return the stored one."""
+        with contextlib.suppress(Conflict):
+            self._create(_job_entity(job), f"job {job.key}")
+        stored = self.load_job(job.chain, job.key)
+        assert stored is not None
+        return stored
+
+    def add_jobs(self, jobs: Iterable[Job]) -> None:
+        """Insert jobs found by a listing; ones that exist already are left alone."""
+        for job in jobs:
+            try:
+                self._create(_job_entity(job), f"job {job.key}")
+            except Conflict:
+                continue
+
+    def save_job(self, job: Job) -> None:
+        self._update(_job_entity(job), job.etag, f"job {job.key}")
+
+    def save_chain(self, head: ChainHead, jobs: Iterable[Job]) -> None:
+        """Head and jobs in one batch: all or nothing, conditional on every ETag."""
+        operations: list[tuple[Any, ...]] = [
+            ("update", _head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)})
+        ]
+        for job in jobs:
+            if job.etag is None:
+                operations.append(("upsert", _job_entity(job), {"mode": UpdateMode.REPLACE}))
+            else:
+                operations.append(("update", _job_entity(job), {"mode": UpdateMode.REPLACE, **_conditional(job.etag)}))
+        self._transact(operations, f"chain {head.key.partition}")
+
+    # --- regions ---------------------------------------------------------------------
+
+    def register_region(self, region: RegionKey) -> None:
+        """Record a region partition in the directory the timer walks."""
+        self.ensure_table()
+        self.operations.add("upsert")
+        self._table.upsert_entity(
+            {
+                "PartitionKey": DIRECTORY,
+                "RowKey": f"{region.subscription.lower()}|{region.region}",
+                "Subscription": region.subscription,
+                "Region": region.region,
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    def list_regions(self) -> list[RegionKey]:
+        rows = self._query("PartitionKey eq @pk", {"pk": DIRECTORY})
+        return sorted((RegionKey(row["Subscription"], row["Region"]) for row in rows), key=lambda key: key.partition)
+
+    def load_region(self, region: RegionKey) -> RegionLoad:
+        """One partition query: the counter, the flights and the waiting chains."""
+        count, etag = 0, None
+        flights: list[InFlight] = []
+        waiting: list[Waiting] = []
+        for row in self._query("PartitionKey eq @pk", {"pk": region.partition}):
+            key = row["RowKey"]
+            if key == COUNTER:
+                count, etag = int(row.get("InFlight", 0)), _etag(row)
+            elif key.startswith(FLIGHT_PREFIX):
+                flights.append(_flight_from(region, row))
+            elif key.startswith(WAIT_PREFIX):
+                waiting.append(
+                    Waiting(
+                        region, ChainKey(row["FamilyId"], region.region), _dt(row.get("Since")) or _EPOCH, _etag(row)
+                    )
+                )
+        return RegionLoad(region, count, tuple(flights), tuple(waiting), etag)
+
+    def reserve_slot(self, load: RegionLoad, flight: InFlight, cap: int) -> RegionLoad:
+        """Take one slot: counter + 1 and the family's flight row, atomically.
+
+        Fails with `CapacityExhausted` at the cap and with `Conflict` if the counter moved
+        or the family already holds a slot (the one-in-flight rule, kept by the table).
+        """
+        if load.in_flight_count >= cap:
+            raise CapacityExhausted(f"{load.key.partition}: {load.in_flight_count}/{cap} copies in flight")
+        counter = _counter_entity(load.key, load.in_flight_count + 1)
+        if load.counter_etag is None:
+            first: tuple[Any, ...] = ("create", counter)
+        else:
+            first = ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag)})
+        results = self._transact([first, ("create", _flight_entity(flight))], f"reserve {flight.chain.partition}")
+        return replace(
+            load,
+            in_flight_count=load.in_flight_count + 1,
+            in_flight=(*load.in_flight, flight),
+            counter_etag=str(results[0].get("etag")) if results and results[0].get("etag") else None,
+        )
+
+    def release_slot(self, load: RegionLoad, flight: InFlight) -> None:
+        """Give a slot back: counter - 1 and the flight row deleted, atomically."""
+        counter = _counter_entity(load.key, max(load.in_flight_count - 1, 0))
+        self._transact(
+            [
+                ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag)}),
+                ("delete", {"PartitionKey": load.key.partition, "RowKey": FLIGHT_PREFIX + flight.chain.family_id}),
+            ],
+            f"release {flight.chain.partition}",
+        )
+
+    def save_flight(self, flight: InFlight) -> None:
+        """Progress and phase of a copy in flight (unconditional merge: one writer, the timer)."""
+        self.ensure_table()
+        self.operations.add("update")
+        try:
+            self._table.update_entity(_flight_entity(flight), mode=UpdateMode.MERGE)
+        except ResourceNotFoundError as error:
+            raise Conflict(f"flight {flight.chain.partition} is gone") from error
+
+    def mark_waiting(self, region: RegionKey, chain: ChainKey, since: datetime) -> None:
+        """Say the chain has queued work. Keeps the earliest `since` (fair release order)
+        and always changes the ETag, so a concurrent `clear_waiting` cannot drop it."""
+        entity = {
+            "PartitionKey": region.partition,
+            "RowKey": WAIT_PREFIX + chain.family_id,
+            "FamilyId": chain.family_id,
+            "Since": since,
+            "Touched": since,
+        }
+        try:
+            self._create(entity, "wait")
+        except Conflict:
+            self.operations.add("update")
+            self._table.update_entity(
+                {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "Touched": since},
+                mode=UpdateMode.MERGE,
+            )
+
+    def clear_waiting(self, waiting: Waiting) -> None:
+        """Drop the marker unless someone touched it since we read it."""
+        self.ensure_table()
+        self.operations.add("delete")
+        try:
+            self._table.delete_entity(
+                waiting.region.partition, WAIT_PREFIX + waiting.chain.family_id, **_conditional(waiting.etag)
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass
+        except HttpResponseError as error:
+            if error.status_code != 412:
+                raise
+
+    def find_waiting(self, region: RegionKey, chain: ChainKey) -> Waiting | None:
+        row = self._get(region.partition, WAIT_PREFIX + chain.family_id)
+        if row is None:
+            return None
+        return Waiting(region, chain, _dt(row.get("Since")) or _EPOCH, _etag(row))
+
+    def rows(self, partition_prefix: str) -> list[Entity]:
+        """Raw rows whose PartitionKey starts with a prefix (diagnostics and tests)."""
+        rows = self._query(
+            "PartitionKey ge @low and PartitionKey lt @high",
+            {"low": partition_prefix, "high": partition_prefix + "\x7f"},
+        )
+        return [dict(row) for row in rows]
+
+
+def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
+    """Run a read-decide-write step again when it loses an ETag race."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Conflict:
+            if attempt == attempts - 1:
+                raise
+            log.debug("conflict, retrying (%d)", attempt + 1)
+    return None
+
+
+# --- entity mapping ------------------------------------------------------------------------
+
+
+def _index_partition(snapshot_id: ResourceId) -> str:
+    return f"snap|{snapshot_id.resource_group_key}"
+
+
+def _head_entity(head: ChainHead) -> Entity:
+    return {
+        "PartitionKey": head.key.partition,
+        "RowKey": HEAD,
+        "FamilyId": head.key.family_id,
+        "Region": head.key.region,
+        "SourceGroup": str(head.source_group),
+        "TargetGroup": str(head.target_group),
+        "DiskId": head.disk_id,
+        "LastStartedKey": head.last_started_key,
+        "CopyingKey": head.copying_key,
+        "LastCompletedKey": head.last_completed_key,
+        "LastCompletedSource": head.last_completed_source,
+        "LastCompletedAt": head.last_completed_at,
+        "ListedThrough": head.listed_through,
+    }
+
+
+def _head_from(chain: ChainKey, entity: Any) -> ChainHead:
+    return ChainHead(
+        key=chain,
+        source_group=parse_resource_group(entity["SourceGroup"]),
+        target_group=parse_resource_group(entity["TargetGroup"]),
+        disk_id=entity.get("DiskId", "") or "",
+        last_started_key=entity.get("LastStartedKey", "") or "",
+        copying_key=entity.get("CopyingKey", "") or "",
+        last_completed_key=entity.get("LastCompletedKey", "") or "",
+        last_completed_source=entity.get("LastCompletedSource", "") or "",
+        last_completed_at=_dt(entity.get("LastCompletedAt")),
+        listed_through=_dt(entity.get("ListedThrough")),
+        etag=_etag(entity),
+    )
+
+
+def _job_entity(job: Job) -> Entity:
+    return {
+        "PartitionKey": job.chain.partition,
+        "RowKey": JOB_PREFIX + job.key,
+        "SourceId": str(job.source_id),
+        "SourceTime": job.source_time,
+        "TargetId": str(job.target_id),
+        "State": job.state.value,
+        "SourceReady": job.source_ready,
+        "Attempts": job.attempts,
+        "NotBefore": job.not_before,
+        "QueuedAt": job.queued_at,
+        "StartedAt": job.started_at,
+        "FinishedAt": job.finished_at,
+        "Percent": float(job.percent),
+        "ErrorCode": job.error.code if job.error else "",
+        "ErrorMessage": job.error.message if job.error else "",
+        "Reason": job.reason,
+    }
+
+
+def _job_from(chain: ChainKey, entity: Any) -> Job:
+    code = entity.get("ErrorCode") or ""
+    source_time = _dt(entity.get("SourceTime"))
+    assert source_time is not None
+    return Job(
+        chain=chain,
+        source_id=ResourceId.parse(entity["SourceId"]),
+        source_time=source_time,
+        target_id=ResourceId.parse(entity["TargetId"]),
+        state=CopyState(entity.get("State", "queued")),
+        source_ready=bool(entity.get("SourceReady", True)),
+        attempts=int(entity.get("Attempts", 0)),
+        not_before=_dt(entity.get("NotBefore")),
+        queued_at=_dt(entity.get("QueuedAt")),
+        started_at=_dt(entity.get("StartedAt")),
+        finished_at=_dt(entity.get("FinishedAt")),
+        percent=float(entity.get("Percent", 0.0)),
+        error=CopyError(code, entity.get("ErrorMessage", "")) if code else None,
+        reason=entity.get("Reason", "") or "",
+        etag=_etag(entity),
+    )
+
+
+def _counter_entity(region: RegionKey, count: int) -> Entity:
+    return {
+        "PartitionKey": region.partition,
+        "RowKey": COUNTER,
+        "InFlight": count,
+        "Subscription": region.subscription,
+        "Region": region.region,
+    }
+
+
+def _flight_entity(flight: InFlight) -> Entity:
+    return {
+        "PartitionKey": flight.region.partition,
+        "RowKey": FLIGHT_PREFIX + flight.chain.family_id,
+        "FamilyId": flight.chain.family_id,
+        "JobKey": flight.job_key,
+        "SourceId": str(flight.source_id),
+        "TargetId": str(flight.target_id),
+        "Phase": flight.phase.value,
+        "StartedAt": flight.started_at,
+        "Percent": float(flight.percent),
+        "ProgressedAt": flight.progressed_at,
+        "NextPollAt": flight.next_poll_at,
+    }
+
+
+def _flight_from(region: RegionKey, entity: Any) -> InFlight:
+    started = _dt(entity.get("StartedAt"))
+    assert started is not None
+    return InFlight(
+        region=region,
+        chain=ChainKey(entity["FamilyId"], region.region),
+        job_key=entity["JobKey"],
+        source_id=ResourceId.parse(entity["SourceId"]),
+        target_id=ResourceId.parse(entity["TargetId"]),
+        phase=Phase(entity.get("Phase", "copying")),
+        started_at=started,
+        percent=float(entity.get("Percent", 0.0)),
+        progressed_at=_dt(entity.get("ProgressedAt")),
+        next_poll_at=_dt(entity.get("NextPollAt")),
+        etag=_etag(entity),
+    )
