@@ -1,0 +1,36 @@
+"""Tunable limits of the emulated Azure: copy cap, copy speed, LIST page size.
+
+Frozen so a change is one atomic swap (`dataclasses.replace`), validated on construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Defaults: Azure's documented cap of 100 copies in flight per subscription per region;
+    1 GiB/s copy speed with a 30 s floor, so a 128 GiB snapshot copies in about two minutes;
+    ARM's usual LIST page of 100."""
+
+    cap: int = 100
+    copy_bytes_per_second: float = float(GIB)
+    min_copy_seconds: float = 30.0
+    page_size: int = 100
+
+    def __post_init__(self) -> None:
+        if self.cap < 0:
+            raise ValueError(f"cap must be >= 0, got {self.cap}")
+        if self.copy_bytes_per_second <= 0:
+            raise ValueError(f"copy_bytes_per_second must be > 0, got {self.copy_bytes_per_second}")
+        if self.min_copy_seconds < 0:
+            raise ValueError(f"min_copy_seconds must be >= 0, got {self.min_copy_seconds}")
+        if self.page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {self.page_size}")
+
+    def copy_seconds(self, size_bytes: int) -> float:
+        """How long a copy of `size_bytes` takes: size / speed, never below the floor."""
+        return max(self.min_copy_seconds, size_bytes / self.copy_bytes_per_second)

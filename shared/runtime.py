@@ -1,0 +1,69 @@
+"""The process-wide services: built once from validated settings, shared by every trigger.
+
+The Functions host reuses a worker process across invocations, so the ARM clients, the
+Table client and their connection pools are created on first use and kept (the Azure SDK
+guidance: one long-lived client per service).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from shared.arm import ArmCompute, EmulatorCredential
+from shared.config import ConfigError, Settings, load_settings
+from shared.service import Clock, Replicator, utc_now
+from shared.store import StateStore
+
+log = logging.getLogger("snapcopy")
+
+_lock = threading.Lock()
+_replicator: Replicator | None = None
+
+
+def credential_for(settings: Settings) -> Any:
+    """The identity snapcopy uses for ARM (and for Tables when no connection string is set)."""
+    if settings.arm_credential == "emulator":
+        return EmulatorCredential()
+    if settings.arm_credential == "managed-identity":
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def build(settings: Settings, *, clock: Clock = utc_now) -> Replicator:
+    """Wire a Replicator from settings (tests and the demo call this with their own clock)."""
+    credential = credential_for(settings)
+    if settings.connection_string:
+        store = StateStore.from_connection_string(settings.connection_string, settings.table_name)
+    else:
+        assert settings.table_endpoint is not None
+        store = StateStore.from_endpoint(settings.table_endpoint, settings.table_name, credential)
+    arm = ArmCompute(credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle)
+    return Replicator(settings, store, arm, clock)
+
+
+def replicator() -> Replicator:
+    """The process's Replicator, built (and its settings validated) on first use."""
+    global _replicator
+    with _lock:
+        if _replicator is None:
+            try:
+                settings = load_settings()
+            except ConfigError as error:
+                log.critical("snapcopy cannot start: %s", error)
+                raise
+            _replicator = build(settings)
+        return _replicator
+
+
+def install(instance: Replicator | None) -> None:
+    """Replace (or with None, forget) the process's Replicator: tests and the demo."""
+    global _replicator
+    with _lock:
+        _replicator = instance

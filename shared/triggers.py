@@ -1,0 +1,40 @@
+"""The replication triggers: an Event Grid subscription and a polling timer.
+
+Thin on purpose: each trigger hands its input to the Replicator and logs the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import runtime
+from shared.config import poll_schedule
+
+log = logging.getLogger("snapcopy")
+
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("on_snapshot_written")
+@blueprint.event_grid_trigger(arg_name="event")
+def on_snapshot_written(event: func.EventGridEvent) -> None:
+    """A resource write in the subscription: record the snapshot and start what may start.
+
+    Errors that may pass (ARM throttling after retries, storage outages) are raised so
+    Event Grid redelivers; a malformed event is logged and dropped.
+    """
+    outcome = runtime.replicator().handle_event(event)
+    log.info("event %s (%s): %s", event.id, event.subject, outcome)
+
+
+@blueprint.function_name("poll_copies")
+@blueprint.timer_trigger(arg_name="timer", schedule=poll_schedule(), run_on_startup=False, use_monitor=True)
+def poll_copies(timer: func.TimerRequest) -> None:
+    """Poll copies in flight, finish what finished, release the next snapshots."""
+    if timer.past_due:
+        log.warning("poll_copies is running late")
+    report = runtime.replicator().tick()
+    if report.errors:
+        log.error("poll_copies finished with errors: %s", "; ".join(report.errors))

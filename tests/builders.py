@@ -1,0 +1,114 @@
+"""Builders for plain test values: `a_snapshot().taken_at(...)`, not 40-line fixtures."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from shared.config import TargetResourceGroup
+from shared.ids import ResourceGroupId, ResourceId
+from shared.model import ChainHead, ChainKey, InFlight, Job, Phase, RegionKey, Snapshot
+from shared.scheduler import new_head, new_job
+
+SUB = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
+OTHER_SUB = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+
+
+def snapshot_id(name: str, *, rg: str = "prod-rg", sub: str = SUB) -> ResourceId:
+    return ResourceId(sub, rg, "snapshots", name)
+
+
+class SnapshotBuilder:
+    def __init__(self) -> None:
+        self._snap = Snapshot(
+            id=snapshot_id("disk0-snap0"),
+            location="eastus2",
+            incremental=True,
+            family_id="3c2b1a09-8f7e-4d6c-b5a4-938271605f4e",
+            time_created=T0,
+            provisioning_state="Succeeded",
+            create_option="Copy",
+            source_resource_id=f"/subscriptions/{SUB}/resourceGroups/prod-rg/providers/Microsoft.Compute/disks/disk0",
+        )
+
+    def named(self, name: str, *, rg: str = "prod-rg", sub: str = SUB) -> SnapshotBuilder:
+        self._snap = replace(self._snap, id=snapshot_id(name, rg=rg, sub=sub))
+        return self
+
+    def of_family(self, family: str) -> SnapshotBuilder:
+        self._snap = replace(self._snap, family_id=family)
+        return self
+
+    def taken_at(self, when: datetime | int) -> SnapshotBuilder:
+        """A datetime, or minutes after T0."""
+        moment = when if isinstance(when, datetime) else T0 + timedelta(minutes=when)
+        self._snap = replace(self._snap, time_created=moment)
+        return self
+
+    def located(self, region: str) -> SnapshotBuilder:
+        self._snap = replace(self._snap, location=region)
+        return self
+
+    def full(self) -> SnapshotBuilder:
+        self._snap = replace(self._snap, incremental=False, family_id=None)
+        return self
+
+    def copy_started(self) -> SnapshotBuilder:
+        self._snap = replace(self._snap, create_option="CopyStart")
+        return self
+
+    def still_creating(self) -> SnapshotBuilder:
+        self._snap = replace(self._snap, provisioning_state="Creating")
+        return self
+
+    def tagged(self, **tags: str) -> SnapshotBuilder:
+        self._snap = replace(self._snap, tags=dict(tags))
+        return self
+
+    def build(self) -> Snapshot:
+        return self._snap
+
+
+def a_snapshot() -> SnapshotBuilder:
+    return SnapshotBuilder()
+
+
+def family_snapshots(count: int, *, family: str | None = None, every_minutes: int = 60) -> list[Snapshot]:
+    """`count` snapshots of one disk, oldest first."""
+    family = family or str(uuid.uuid4())
+    return [
+        a_snapshot().named(f"disk-{family[:4]}-s{i}").of_family(family).taken_at(i * every_minutes).build()
+        for i in range(count)
+    ]
+
+
+def head_for(snapshot: Snapshot, region: str = "westus3", **changes: object) -> ChainHead:
+    head = new_head(snapshot, region, TargetResourceGroup())
+    return head.evolve(**changes)
+
+
+def job_for(snapshot: Snapshot, region: str = "westus3", now: datetime = T0, **changes: object) -> Job:
+    return new_job(snapshot, region, TargetResourceGroup(), now).evolve(**changes)
+
+
+def flight_for(job: Job, started_at: datetime, phase: Phase = Phase.COPYING, **changes: object) -> InFlight:
+    flight = InFlight(
+        region=RegionKey(job.target_id.subscription, job.chain.region),
+        chain=job.chain,
+        job_key=job.key,
+        source_id=job.source_id,
+        target_id=job.target_id,
+        phase=phase,
+        started_at=started_at,
+    )
+    return flight.evolve(**changes)
+
+
+def group(rg: str = "prod-rg", sub: str = SUB) -> ResourceGroupId:
+    return ResourceGroupId(sub, rg)
+
+
+def chain(family: str, region: str = "westus3") -> ChainKey:
+    return ChainKey(family, region)

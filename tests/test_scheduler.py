@@ -1,0 +1,250 @@
+"""The pure scheduling rules, with plain values and no I/O."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.config import TargetResourceGroup
+from shared.ids import Scope
+from shared.model import CopyError, CopyState, Phase, RegionKey, Waiting
+from shared.scheduler import (
+    LISTING_MARGIN,
+    START_GRACE,
+    CopyTo,
+    Completed,
+    Failed,
+    Ignore,
+    Progress,
+    Restart,
+    StartRefusal,
+    after_refusal,
+    arrival,
+    assess_copy,
+    eligibility,
+    plan_chain,
+    release_order,
+)
+from tests.builders import SUB, T0, a_snapshot, chain, family_snapshots, flight_for, head_for, job_for
+
+REGIONS = ("westus3",)
+
+
+def minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)
+
+
+# --- eligibility -------------------------------------------------------------------------
+
+
+def test_incremental_snapshot_in_another_region_is_copied_to_each_target():
+    decision = eligibility(a_snapshot().build(), ("westus3", "centralus"), ())
+    assert decision == CopyTo(("westus3", "centralus"))
+
+
+def test_target_region_equal_to_the_source_region_is_left_out():
+    decision = eligibility(a_snapshot().located("westus3").build(), ("westus3", "centralus"), ())
+    assert decision == CopyTo(("centralus",))
+
+
+def test_snapshot_already_in_every_target_region_is_ignored():
+    assert isinstance(eligibility(a_snapshot().located("westus3").build(), REGIONS, ()), Ignore)
+
+
+def test_full_snapshot_is_ignored_with_a_reason():
+    decision = eligibility(a_snapshot().full().build(), REGIONS, ())
+    assert isinstance(decision, Ignore) and "not incremental" in decision.reason
+
+
+def test_our_own_copy_is_never_copied_again():
+    assert isinstance(eligibility(a_snapshot().copy_started().build(), REGIONS, ()), Ignore)
+    tagged = a_snapshot().tagged(**{"snapcopy-source": "/subscriptions/x"}).build()
+    assert isinstance(eligibility(tagged, REGIONS, ()), Ignore)
+
+
+def test_snapshot_outside_the_source_scopes_is_ignored():
+    scopes = (Scope.parse(f"/subscriptions/{SUB}/resourceGroups/other-rg"),)
+    decision = eligibility(a_snapshot().build(), REGIONS, scopes)
+    assert isinstance(decision, Ignore) and "COPY_SOURCE_SCOPES" in decision.reason
+    assert isinstance(eligibility(a_snapshot().named("s", rg="OTHER-rg").build(), REGIONS, scopes), CopyTo)
+
+
+# --- arrival and order ---------------------------------------------------------------------
+
+
+def test_snapshot_older_than_the_last_started_one_is_skipped_with_the_reason():
+    older, newer = family_snapshots(2)
+    head = head_for(newer, last_started_key=job_for(newer).key)
+    job = arrival(job_for(older), head)
+    assert job.state == CopyState.SKIPPED
+    assert "creation order" in job.reason
+
+
+def test_snapshot_newer_than_the_last_started_one_is_queued():
+    older, newer = family_snapshots(2)
+    head = head_for(older, last_started_key=job_for(older).key)
+    assert arrival(job_for(newer), head).state == CopyState.QUEUED
+
+
+# --- plan_chain ----------------------------------------------------------------------------
+
+
+def test_first_snapshot_waits_for_a_listing_before_it_starts():
+    (snap,) = family_snapshots(1)
+    plan = plan_chain(head_for(snap), [job_for(snap)], T0 + minutes(1))
+    assert plan.start is None and plan.needs_listing
+
+
+def test_listing_lets_the_oldest_snapshot_start_first():
+    snaps = family_snapshots(3)
+    jobs = [job_for(snaps[2])]  # only the newest one's event arrived
+    now = snaps[2].time_created + minutes(1)
+    plan = plan_chain(head_for(snaps[2]), jobs, now, listing=snaps, listed_at=now, target_group=TargetResourceGroup())
+    assert [job.source_id.name for job in plan.add] == [snaps[0].id.name, snaps[1].id.name]
+    assert plan.start is not None and plan.start.source_id == snaps[0].id
+
+
+def test_second_snapshot_waits_until_the_first_copy_completes():
+    snaps = family_snapshots(2)
+    first, second = (job_for(snap) for snap in snaps)
+    head = head_for(snaps[0], last_started_key=first.key, copying_key=first.key, listed_through=T0 + minutes(500))
+    plan = plan_chain(head, [first.evolve(state=CopyState.COPYING), second], T0 + minutes(200))
+    assert plan.start is None and plan.wait == "a copy is in flight"
+
+
+def test_next_snapshot_starts_once_the_chain_is_free_and_listed():
+    snaps = family_snapshots(2)
+    first, second = (job_for(snap) for snap in snaps)
+    head = head_for(snaps[0], last_started_key=first.key, listed_through=T0 + minutes(500))
+    plan = plan_chain(head, [first.evolve(state=CopyState.SUCCEEDED), second], T0 + minutes(200))
+    assert plan.start == second
+
+
+def test_snapshot_newer_than_the_last_listing_needs_a_new_listing():
+    snaps = family_snapshots(2)
+    first, second = (job_for(snap) for snap in snaps)
+    head = head_for(snaps[0], last_started_key=first.key, listed_through=snaps[1].time_created - timedelta(seconds=1))
+    plan = plan_chain(head, [second], T0 + minutes(200))
+    assert plan.start is None and plan.needs_listing
+
+
+def test_listing_margin_is_subtracted_from_the_listing_time():
+    (snap,) = family_snapshots(1)
+    listed_at = snap.time_created + LISTING_MARGIN / 2  # too close: a skewed clock could hide older ones
+    plan = plan_chain(head_for(snap), [job_for(snap)], listed_at, listing=[snap], listed_at=listed_at)
+    assert plan.start is None and plan.needs_listing
+
+
+def test_queued_snapshot_whose_source_vanished_is_skipped_and_the_next_starts():
+    snaps = family_snapshots(2)
+    jobs = [job_for(snap) for snap in snaps]
+    now = T0 + minutes(300)
+    plan = plan_chain(head_for(snaps[0]), jobs, now, listing=[snaps[1]], listed_at=now)
+    assert [job.source_id for job in plan.skip] == [snaps[0].id]
+    assert plan.skip[0].state == CopyState.SKIPPED and "no longer exists" in plan.skip[0].reason
+    assert plan.start is not None and plan.start.source_id == snaps[1].id
+
+
+def test_snapshot_still_being_created_holds_the_chain():
+    (snap,) = family_snapshots(1)
+    creating = a_snapshot().named(snap.id.name).of_family(snap.family_id or "").still_creating().build()
+    now = T0 + minutes(10)
+    plan = plan_chain(head_for(snap), [job_for(creating)], now, listing=[creating], listed_at=now)
+    assert plan.start is None and "being created" in plan.wait
+
+
+def test_listing_ignores_other_families_copies_and_target_region_snapshots():
+    snaps = family_snapshots(1)
+    other = family_snapshots(1)[0]
+    copy = a_snapshot().named("c").of_family(snaps[0].family_id or "").copy_started().located("westus3").build()
+    now = T0 + minutes(10)
+    plan = plan_chain(head_for(snaps[0]), [], now, listing=[*snaps, other, copy], listed_at=now)
+    assert [job.source_id for job in plan.add] == [snaps[0].id]
+
+
+def test_retry_backoff_holds_the_job_until_its_time():
+    (snap,) = family_snapshots(1)
+    job = job_for(snap, not_before=T0 + minutes(30))
+    head = head_for(snap, listed_through=T0 + minutes(10))
+    assert plan_chain(head, [job], T0 + minutes(20)).start is None
+    assert plan_chain(head, [job], T0 + minutes(31)).start == job
+
+
+# --- release order (cap fairness) -----------------------------------------------------------
+
+
+def test_waiting_chains_are_released_oldest_first_and_busy_ones_are_passed_over():
+    region = RegionKey(SUB, "westus3")
+    waits = [Waiting(region, chain(f"f{i}"), T0 + minutes(10 - i)) for i in range(4)]
+    order = release_order(waits, frozenset({"f3"}))
+    assert [item.chain.family_id for item in order] == ["f2", "f1", "f0"]
+
+
+# --- assess_copy -----------------------------------------------------------------------------
+
+
+def test_copy_at_100_percent_is_completed():
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0)
+    target = a_snapshot().copy_started().located("westus3").build()
+    done = type(target)(**{**target.__dict__, "completion_percent": 100.0})
+    assert assess_copy(flight, done, T0 + minutes(5)) == Completed()
+
+
+def test_copy_progress_is_recorded_and_the_next_poll_is_estimated_from_the_rate():
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0)
+    target = a_snapshot().copy_started().located("westus3").build()
+    half = type(target)(**{**target.__dict__, "completion_percent": 50.0})
+    outcome = assess_copy(flight, half, T0 + minutes(10))
+    assert isinstance(outcome, Progress) and outcome.changed and outcome.percent == 50.0
+    # 10 more minutes expected; polled a little before that, never later
+    assert T0 + minutes(10) < outcome.next_poll_at <= T0 + minutes(20)
+
+
+def test_copy_with_a_completion_error_fails_with_arms_code():
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0)
+    target = a_snapshot().copy_started().located("westus3").build()
+    failed = type(target)(**{**target.__dict__, "copy_error": CopyError("CopySourceNotFound", "gone")})
+    assert assess_copy(flight, failed, T0 + minutes(5)) == Failed(CopyError("CopySourceNotFound", "gone"))
+
+
+def test_reserved_slot_whose_put_never_landed_is_restarted_after_the_grace():
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0, phase=Phase.STARTING)
+    assert isinstance(assess_copy(flight, None, T0 + START_GRACE / 2), Progress)
+    assert assess_copy(flight, None, T0 + START_GRACE) == Restart()
+
+
+def test_copy_that_vanished_from_arm_fails_after_the_grace():
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0)
+    outcome = assess_copy(flight, None, T0 + minutes(60))
+    assert isinstance(outcome, Failed) and outcome.error.code == "TargetNotFound"
+
+
+# --- after_refusal (the failure rule) ---------------------------------------------------------
+
+
+def test_passing_refusal_is_retried_with_growing_backoff_then_fails_and_the_chain_moves_on():
+    (snap,) = family_snapshots(1)
+    job = job_for(snap)
+    refusal = StartRefusal(CopyError("TooManyRequests", "slow down"), retryable=True)
+    first = after_refusal(job, refusal, T0, max_attempts=3)
+    second = after_refusal(first, refusal, T0, max_attempts=3)
+    assert first.state == second.state == CopyState.QUEUED
+    assert first.not_before is not None and second.not_before is not None and second.not_before > first.not_before
+    third = after_refusal(second, refusal, T0, max_attempts=3)
+    assert third.state == CopyState.FAILED and third.error == refusal.error and "moved on" in third.reason
+
+
+def test_permanent_refusal_fails_at_once():
+    (snap,) = family_snapshots(1)
+    refusal = StartRefusal(CopyError("BadRequest", "no"), retryable=False)
+    assert after_refusal(job_for(snap), refusal, T0, max_attempts=5).state == CopyState.FAILED
+
+
+def test_source_deleted_before_start_is_skipped():
+    (snap,) = family_snapshots(1)
+    refusal = StartRefusal(CopyError("ResourceNotFound", "gone"), retryable=False, source_missing=True)
+    assert after_refusal(job_for(snap), refusal, T0, max_attempts=5).state == CopyState.SKIPPED
