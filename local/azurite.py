@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +55,12 @@ class Azurite:
         if not AZURITE_BIN.exists():
             raise RuntimeError(f"{AZURITE_BIN} is missing: run `npm ci` (make does it) first")
         azurite = cls(free_port(), free_port(), free_port())
-        workdir = tempfile.mkdtemp(prefix="snapcopy-azurite-")
         command = [
             str(AZURITE_BIN),
             "--silent",
             "--inMemoryPersistence",
             "--skipApiVersionCheck",
             "--disableProductStyleUrl",
-            "--location", workdir,
             "--blobHost", "127.0.0.1", "--blobPort", str(azurite.blob_port),
             "--queueHost", "127.0.0.1", "--queuePort", str(azurite.queue_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(azurite.table_port),

@@ -1,0 +1,585 @@
+"""The emulated Azure: disks, snapshots, CopyStart copies and every rule Azure enforces on them.
+
+Pure Python, no HTTP: the FastAPI app and in-process tests call the same methods. One lock
+guards everything, so concurrent requests see the rules applied atomically (the cap and the
+one-in-flight rule are check-then-act).
+"""
+
+from __future__ import annotations
+
+import copy as copying
+import threading
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from .clock import Clock, RealClock, arm_time
+from .config import EmulatorConfig
+from .copies import CANCELLED_CODE, Copy
+from .errors import ArmError, bad_request, not_found
+from .events import DEFAULT_TENANT_ID, RequestInfo, resource_event
+from .faults import Fault
+from .ids import (
+    RequestKind,
+    ResourceId,
+    ResourceKind,
+    normalize_location,
+    parse_resource_id,
+    validate_subscription,
+)
+from .resources import DISK_SKUS, SNAPSHOT_SKUS, Disk, Snapshot
+
+REFUSALS = (
+    "one_in_flight",
+    "order",
+    "cap",
+    "api_version",
+    "not_incremental",
+    "same_region",
+    "source_not_ready",
+    "source_not_found",
+)
+SOURCE_DELETED_CODE = "CopySourceNotFound"
+_MAX_DISK_GB = 32767
+_COPY_SPEEDS = frozenset({"None", "Enhanced"})
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An ARM async operation; the emulator's finish as soon as they are created."""
+
+    name: str
+    subscription: str
+    location: str
+    started_at: datetime
+
+    def to_arm(self) -> dict[str, Any]:
+        moment = arm_time(self.started_at)
+        return {"name": self.name, "status": "Succeeded", "startTime": moment, "endTime": moment}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """A PUT's answer: the body, and the async operation if the PUT created the resource (202)."""
+
+    body: dict[str, Any]
+    operation: Operation | None = None
+
+
+@dataclass
+class _ArmedFault:
+    fault: Fault
+    remaining: int
+
+
+@dataclass
+class _State:
+    """Everything `reset()` clears."""
+
+    config: EmulatorConfig
+    disks: dict[str, Disk] = field(default_factory=dict)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    copies: list[Copy] = field(default_factory=list)
+    in_flight: list[Copy] = field(default_factory=list)
+    chains: defaultdict[tuple[str, str], list[Copy]] = field(default_factory=lambda: defaultdict(list))
+    operations: dict[str, Operation] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    requests: Counter[str] = field(default_factory=Counter)
+    refusals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
+    copies_started: int = 0
+    faults: list[_ArmedFault] = field(default_factory=list)
+
+
+class World:
+    """The in-memory Azure the emulator serves. Thread-safe.
+
+    Copy-order watermark: for a (snapshot family, target region), the newest source
+    `timeCreated` among copies ever started there that have not failed. Deleting the
+    target does not lower it (Azure's chain in that region still has that snapshot);
+    a failed copy does not count, since it leaves no usable snapshot behind.
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        config: EmulatorConfig | None = None,
+        *,
+        tenant_id: str = DEFAULT_TENANT_ID,
+    ) -> None:
+        self.clock: Clock = clock or RealClock()
+        self.tenant_id = tenant_id
+        self._initial_config = config or EmulatorConfig()
+        self._lock = threading.RLock()
+        self._state = _State(self._initial_config)
+
+    # -- configuration, counters, events -------------------------------------------------
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self._state.config
+
+    def configure(self, **changes: Any) -> EmulatorConfig:
+        """Change limits (`cap`, `copy_bytes_per_second`, `min_copy_seconds`, `page_size`).
+
+        Copies already started keep the duration they started with.
+        """
+        with self._lock:
+            self._state.config = replace(self._state.config, **changes)
+            return self._state.config
+
+    def reset(self) -> None:
+        """Forget every resource, copy, event, counter and fault; restore the initial config.
+
+        The clock is left alone: time never goes backward.
+        """
+        with self._lock:
+            self._state = _State(self._initial_config)
+
+    def count_request(self, key: str) -> None:
+        with self._lock:
+            self._state.requests[key] += 1
+
+    def count_refusal(self, name: str) -> None:
+        with self._lock:
+            self._state.refusals[name] += 1
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": dict(sorted(self._state.requests.items())),
+                "refusals": dict(self._state.refusals),
+                "copies_started": self._state.copies_started,
+            }
+
+    def events(self, drain: bool = False) -> list[dict[str, Any]]:
+        """Events emitted so far, oldest first; `drain` removes them from the sink."""
+        with self._lock:
+            events = copying.deepcopy(self._state.events)
+            if drain:
+                self._state.events.clear()
+            return events
+
+    def copies(self) -> list[dict[str, Any]]:
+        """Ground truth about every copy ever started, in start order."""
+        with self._lock:
+            now = self.clock.now()
+            return [copy.to_admin(now) for copy in self._state.copies]
+
+    # -- faults --------------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> None:
+        with self._lock:
+            self._state.faults.append(_ArmedFault(fault, fault.count))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._state.faults.clear()
+
+    def faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [armed.fault.to_admin(armed.remaining) for armed in self._state.faults]
+
+    def take_fault(self, method: str, kind: RequestKind, path: str) -> Fault | None:
+        """The first armed fault matching this request, used up by one."""
+        with self._lock:
+            for armed in self._state.faults:
+                if armed.fault.matches(method, kind, path):
+                    armed.remaining -= 1
+                    if armed.remaining == 0:
+                        self._state.faults.remove(armed)
+                    return armed.fault
+            return None
+
+    # -- generic reads and deletes -------------------------------------------------------
+
+    def get(self, rid: ResourceId) -> dict[str, Any]:
+        with self._lock:
+            resource = self._table(rid.kind).get(rid.key)
+            if resource is None:
+                raise not_found(rid.type, rid.name, rid.resource_group)
+            return resource.to_arm(self.clock.now())
+
+    def list(
+        self, kind: ResourceKind, subscription: str, resource_group: str | None = None
+    ) -> list[dict[str, Any]]:
+        """All disks or snapshots of a subscription or resource group, in id order (stable paging)."""
+        validate_subscription(subscription)
+        with self._lock:
+            now = self.clock.now()
+            return [
+                resource.to_arm(now)
+                for key, resource in sorted(self._table(kind).items())
+                if resource.rid.subscription.lower() == subscription.lower()
+                and (resource_group is None or resource.rid.resource_group.lower() == resource_group.lower())
+            ]
+
+    def delete(self, rid: ResourceId, request: RequestInfo) -> bool:
+        """Delete a disk or snapshot; False if it did not exist.
+
+        Deleting a snapshot fails the copies it is the source of (`CopySourceNotFound`) and,
+        if it is an unfinished copy itself, cancels that copy.
+        """
+        with self._lock:
+            now = self.clock.now()
+            if rid.kind == "disks":
+                if self._state.disks.pop(rid.key, None) is None:
+                    return False
+            else:
+                snapshot = self._state.snapshots.pop(rid.key, None)
+                if snapshot is None:
+                    return False
+                for running in self._in_flight(now):
+                    if running.source_id.lower() == rid.key:
+                        running.fail(now, SOURCE_DELETED_CODE,
+                                     "The source snapshot was deleted before the copy completed.")
+                if snapshot.copy is not None:
+                    snapshot.copy.target_deleted = True
+                    snapshot.copy.fail(now, CANCELLED_CODE,
+                                       "The target snapshot was deleted before the copy completed.")
+            self._emit(rid, "delete", request, now)
+            return True
+
+    def get_operation(self, subscription: str, location: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            operation = self._state.operations.get(name.lower())
+            if (
+                operation is None
+                or operation.subscription.lower() != subscription.lower()
+                or operation.location != location.replace(" ", "").lower()
+            ):
+                raise ArmError(404, "ResourceNotFound", f"The operation '{name}' was not found.")
+            return operation.to_arm()
+
+    # -- disks ---------------------------------------------------------------------------
+
+    def put_disk(self, rid: ResourceId, body: Mapping[str, Any], request: RequestInfo) -> WriteResult:
+        """Create (202 + operation) or update (tags, sku, growing size) an empty managed disk."""
+        rid.validate()
+        location = normalize_location(body.get("location"), rid.type)
+        properties = _object(body, "properties")
+        creation = _object(properties, "creationData", "properties.")
+        if creation.get("createOption") != "Empty":
+            raise bad_request(
+                f"createOption '{creation.get('createOption')}' is not supported for disks by the emulator; "
+                "use 'Empty'.",
+                "InvalidParameter",
+            )
+        size = properties.get("diskSizeGB")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= _MAX_DISK_GB:
+            raise bad_request(
+                f"properties.diskSizeGB must be an integer from 1 to {_MAX_DISK_GB}, got {size!r}.",
+                "InvalidParameter",
+            )
+        tags = _tags(body)
+        sku = _sku(body, DISK_SKUS, "Premium_LRS")
+        os_type = _os_type(properties)
+        with self._lock:
+            now = self.clock.now()
+            existing = self._state.disks.get(rid.key)
+            if existing is not None:
+                _same_location(existing.rid, existing.location, location)
+                if size < existing.size_gb:
+                    raise bad_request(
+                        f"Disk '{rid.name}' cannot shrink from {existing.size_gb} GB to {size} GB."
+                    )
+                existing.tags, existing.size_gb, existing.sku = tags, size, sku
+                self._emit(rid, "write", request, now)
+                return WriteResult(existing.to_arm(now))
+            disk = Disk(
+                rid=rid,
+                location=location,
+                tags=tags,
+                sku=sku,
+                size_gb=size,
+                os_type=os_type,
+                unique_id=str(uuid.uuid4()),
+                family_id=str(uuid.uuid4()),
+                time_created=now,
+            )
+            self._state.disks[rid.key] = disk
+            return self._created(disk, request, now)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def put_snapshot(self, rid: ResourceId, body: Mapping[str, Any], request: RequestInfo) -> WriteResult:
+        """Create a snapshot of a disk (`Copy`) or start a cross-region copy (`CopyStart`).
+
+        A PUT to an existing snapshot with the same creationData is an idempotent update
+        (tags only, 200, no rule checked, no copy started); changing creationData is refused.
+        """
+        rid.validate()
+        location = normalize_location(body.get("location"), rid.type)
+        properties = _object(body, "properties")
+        creation = _object(properties, "creationData", "properties.")
+        option = creation.get("createOption")
+        if option not in ("Copy", "CopyStart"):
+            raise bad_request(
+                f"createOption '{option}' is not supported by the emulator: use 'Copy' (from a disk) "
+                "or 'CopyStart' (from a snapshot in another region).",
+                "InvalidParameter",
+            )
+        source_text = creation.get("sourceResourceId")
+        if not isinstance(source_text, str) or not source_text:
+            raise bad_request(
+                f"properties.creationData.sourceResourceId is required for createOption '{option}'.",
+                "InvalidParameter",
+            )
+        source_rid = parse_resource_id(source_text, "properties.creationData.sourceResourceId")
+        incremental = properties.get("incremental", False)
+        if not isinstance(incremental, bool):
+            raise bad_request("properties.incremental must be a boolean.", "InvalidParameter")
+        speed = creation.get("provisionedBandwidthCopySpeed")
+        if speed is not None and speed not in _COPY_SPEEDS:
+            raise bad_request(
+                f"provisionedBandwidthCopySpeed must be one of {sorted(_COPY_SPEEDS)}.", "InvalidParameter"
+            )
+        extra = {} if speed is None else {"provisionedBandwidthCopySpeed": speed}
+        tags = _tags(body)
+        sku = _sku(body, SNAPSHOT_SKUS, "Standard_ZRS")
+        with self._lock:
+            now = self.clock.now()
+            existing = self._state.snapshots.get(rid.key)
+            if existing is not None:
+                _same_location(existing.rid, existing.location, location)
+                if (
+                    existing.create_option != option
+                    or existing.source_id.lower() != source_rid.key
+                    or existing.incremental != incremental
+                ):
+                    raise ArmError(
+                        409,
+                        "PropertyChangeNotAllowed",
+                        f"Changing property 'creationData' (or 'incremental') of snapshot '{rid.name}' "
+                        "is not allowed.",
+                    )
+                existing.tags = tags
+                self._emit(rid, "write", request, now)
+                return WriteResult(existing.to_arm(now))
+            common = {"rid": rid, "location": location, "tags": tags, "sku": sku, "now": now}
+            if option == "Copy":
+                snapshot = self._snapshot_of_disk(source_rid, incremental, **common)
+            else:
+                snapshot = self._start_copy(source_rid, incremental, **common)
+            snapshot.extra_creation_data = extra
+            self._state.snapshots[rid.key] = snapshot
+            return self._created(snapshot, request, now)
+
+    def patch_snapshot(self, rid: ResourceId, body: Mapping[str, Any], request: RequestInfo) -> dict[str, Any]:
+        """Update tags (the only PATCH the emulator supports) and emit a write event."""
+        tags = _tags(body) if "tags" in body else None
+        if body.get("properties"):
+            raise bad_request("The emulator supports PATCH of 'tags' only.", "InvalidParameter")
+        with self._lock:
+            now = self.clock.now()
+            snapshot = self._state.snapshots.get(rid.key)
+            if snapshot is None:
+                raise not_found(rid.type, rid.name, rid.resource_group)
+            if tags is not None:
+                snapshot.tags = tags
+            self._emit(rid, "write", request, now)
+            return snapshot.to_arm(now)
+
+    def fail_copy(self, target_id: str, code: str, message: str) -> dict[str, Any]:
+        """Fail an in-flight copy as Azure would (`copyCompletionError`), freezing its progress."""
+        rid = parse_resource_id(target_id, "target_id")
+        with self._lock:
+            now = self.clock.now()
+            snapshot = self._state.snapshots.get(rid.key)
+            if snapshot is None or snapshot.copy is None:
+                raise ArmError(404, "ResourceNotFound", f"No CopyStart target snapshot '{target_id}'.")
+            if not snapshot.copy.fail(now, code, message):
+                raise ArmError(409, "CopyNotInFlight",
+                               f"The copy to '{target_id}' is {snapshot.copy.state(now)}, not copying.")
+            return snapshot.copy.to_admin(now)
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def _snapshot_of_disk(
+        self, source_rid: ResourceId, incremental: bool, *, rid: ResourceId, location: str,
+        tags: dict[str, str], sku: str, now: datetime,
+    ) -> Snapshot:
+        if source_rid.kind != "disks":
+            raise bad_request(
+                "createOption 'Copy' from a snapshot is not supported by the emulator; copy from a disk."
+            )
+        disk = self._state.disks.get(source_rid.key)
+        if disk is None:
+            raise not_found(source_rid.type, source_rid.name, source_rid.resource_group)
+        if disk.location != location:
+            raise bad_request(
+                f"The snapshot must be in the location of its source disk '{disk.rid.name}' "
+                f"('{disk.location}'), not '{location}'."
+            )
+        return Snapshot(
+            rid=rid,
+            location=location,
+            tags=tags,
+            sku=sku,
+            create_option="Copy",
+            source_id=disk.rid.arm_id,
+            source_unique_id=disk.unique_id,
+            size_gb=disk.size_gb,
+            incremental=incremental,
+            family_id=disk.family_id if incremental else None,
+            os_type=disk.os_type,
+            unique_id=str(uuid.uuid4()),
+            time_created=now,
+        )
+
+    def _start_copy(
+        self, source_rid: ResourceId, incremental: bool, *, rid: ResourceId, location: str,
+        tags: dict[str, str], sku: str, now: datetime,
+    ) -> Snapshot:
+        """Apply Azure's CopyStart rules in order, then start the copy."""
+        if source_rid.kind != "snapshots":
+            raise bad_request(f"CopyStart needs a snapshot as its source; '{source_rid.arm_id}' is not one.")
+        source = self._state.snapshots.get(source_rid.key)
+        if source is None:
+            self.count_refusal("source_not_found")
+            raise not_found(source_rid.type, source_rid.name, source_rid.resource_group)
+        if not incremental:
+            raise self._refuse("not_incremental", bad_request(
+                "CopyStart is only supported for incremental snapshots: set properties.incremental to true."))
+        if not source.incremental or source.family_id is None:
+            raise self._refuse("not_incremental", bad_request(
+                f"The source snapshot '{source.rid.arm_id}' is not incremental; CopyStart is only supported "
+                "for incremental snapshots."))
+        if source.location == location:
+            raise self._refuse("same_region", bad_request(
+                f"The source snapshot is in '{source.location}'; CopyStart copies to a different region "
+                "only."))
+        if not source.usable_as_copy_source(now):
+            raise self._refuse("source_not_ready", ArmError(
+                409, "OperationNotAllowed",
+                f"The source snapshot '{source.rid.arm_id}' is not ready to be copied: it is itself a copy "
+                "that has not completed."))
+        family = source.family_id
+        newest = self._watermark(family, location, now)
+        if newest is not None and source.time_created < newest:
+            raise self._refuse("order", ArmError(
+                409, "OperationNotAllowed",
+                f"A newer snapshot of incremental snapshot family '{family}' (created {arm_time(newest)}) "
+                f"has already been copied to '{location}'; incremental snapshots must be copied to a "
+                "region in creation order."))
+        in_flight = self._in_flight(now)
+        for running in in_flight:
+            if running.family_id == family and running.region == location:
+                raise self._refuse("one_in_flight", ArmError(
+                    409, "OperationNotAllowed",
+                    f"A copy of snapshot '{running.source_id}' of the same incremental snapshot family to "
+                    f"'{location}' is in progress; only one copy per family per region may be in flight."))
+        subscription = rid.subscription.lower()
+        cap = self.config.cap
+        if sum(c.subscription == subscription and c.region == location for c in in_flight) >= cap:
+            raise self._refuse("cap", ArmError(
+                409, "OperationNotAllowed",
+                f"The limit of {cap} snapshot copies (CopyStart) in flight per subscription per region has "
+                f"been reached for subscription '{rid.subscription}' in '{location}'; retry after some "
+                "complete."))
+        copy = Copy(
+            source_id=source.rid.arm_id,
+            target_id=rid.arm_id,
+            family_id=family,
+            region=location,
+            subscription=subscription,
+            source_time_created=source.time_created,
+            started_at=now,
+            duration_seconds=self.config.copy_seconds(source.size_bytes),
+        )
+        self._state.copies.append(copy)
+        self._state.in_flight.append(copy)
+        self._state.chains[(family, location)].append(copy)
+        self._state.copies_started += 1
+        return Snapshot(
+            rid=rid,
+            location=location,
+            tags=tags,
+            sku=sku,
+            create_option="CopyStart",
+            source_id=source.rid.arm_id,
+            source_unique_id=source.unique_id,
+            size_gb=source.size_gb,
+            incremental=True,
+            family_id=family,
+            os_type=source.os_type,
+            unique_id=str(uuid.uuid4()),
+            time_created=now,
+            copy=copy,
+        )
+
+    def _watermark(self, family: str, region: str, now: datetime) -> datetime | None:
+        """Newest source timeCreated copied (or copying) into `region` for `family`; see class doc."""
+        started = [c.source_time_created for c in self._state.chains.get((family, region), [])
+                   if c.state(now) != "failed"]
+        return max(started, default=None)
+
+    def _in_flight(self, now: datetime) -> list[Copy]:
+        """Copies still copying; finished ones are dropped so rule checks cost O(in flight)."""
+        self._state.in_flight = [c for c in self._state.in_flight if c.in_flight(now)]
+        return self._state.in_flight
+
+    def _refuse(self, name: str, error: ArmError) -> ArmError:
+        self.count_refusal(name)
+        return error
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _table(self, kind: ResourceKind) -> dict[str, Disk] | dict[str, Snapshot]:
+        return self._state.disks if kind == "disks" else self._state.snapshots
+
+    def _created(self, resource: Disk | Snapshot, request: RequestInfo, now: datetime) -> WriteResult:
+        operation = Operation(str(uuid.uuid4()), resource.rid.subscription, resource.location, now)
+        self._state.operations[operation.name] = operation
+        self._emit(resource.rid, "write", request, now)
+        return WriteResult(resource.to_arm(now, provisioning_state="Updating"), operation)
+
+    def _emit(self, rid: ResourceId, action: str, request: RequestInfo, now: datetime) -> None:
+        self._state.events.append(
+            resource_event(rid, "write" if action == "write" else "delete", request, now, self.tenant_id)
+        )
+
+
+def _object(parent: Mapping[str, Any], name: str, prefix: str = "") -> Mapping[str, Any]:
+    value = parent.get(name)
+    if not isinstance(value, Mapping):
+        raise bad_request(f"Required parameter '{prefix}{name}' is missing (null) or not an object.",
+                          "InvalidParameter")
+    return value
+
+
+def _tags(body: Mapping[str, Any]) -> dict[str, str]:
+    tags = body.get("tags") or {}
+    if not isinstance(tags, Mapping) or not all(isinstance(v, str) for v in tags.values()):
+        raise bad_request("'tags' must be an object of string values.", "InvalidParameter")
+    return {str(k): v for k, v in tags.items()}
+
+
+def _sku(body: Mapping[str, Any], allowed: frozenset[str], default: str) -> str:
+    sku = body.get("sku")
+    if sku is None:
+        return default
+    name = sku.get("name") if isinstance(sku, Mapping) else None
+    if name not in allowed:
+        raise bad_request(f"sku.name must be one of {sorted(allowed)}, got {name!r}.", "InvalidParameter")
+    return str(name)
+
+
+def _os_type(properties: Mapping[str, Any]) -> str | None:
+    os_type = properties.get("osType")
+    if os_type not in (None, "Windows", "Linux"):
+        raise bad_request("properties.osType must be 'Windows' or 'Linux'.", "InvalidParameter")
+    return os_type if isinstance(os_type, str) else None
+
+
+def _same_location(rid: ResourceId, existing: str, requested: str) -> None:
+    if existing != requested:
+        raise ArmError(
+            409,
+            "InvalidResourceLocation",
+            f"The resource '{rid.name}' already exists in location '{existing}' in resource group "
+            f"'{rid.resource_group}'. A resource with the same name cannot be created in location "
+            f"'{requested}'.",
+        )

@@ -1,0 +1,141 @@
+"""The Table repository against real Azurite: ETags, batches, the one-slot-per-family rule."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from shared.ids import ResourceId
+from shared.model import CopyState, Phase, RegionKey
+from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore
+from tests.builders import SUB, T0, family_snapshots, flight_for, head_for, job_for
+
+pytestmark = pytest.mark.azurite
+REGION = RegionKey(SUB, "westus3")
+
+
+def test_table_is_created_on_first_use_and_the_index_round_trips(store: StateStore):
+    snap = ResourceId(SUB, "prod-rg", "snapshots", "s1")
+    assert store.get_index(snap) is None
+    store.put_index(IndexEntry(snap, "ignored", "not incremental"))
+    lower = ResourceId.parse(str(snap).lower())
+    entry = store.get_index(lower)
+    assert entry is not None and entry.kind == "ignored" and entry.snapshot_id == snap
+
+
+def test_head_create_is_idempotent_and_saves_are_etag_conditional(store: StateStore):
+    (snap,) = family_snapshots(1)
+    head = store.create_head(head_for(snap))
+    again = store.create_head(head_for(snap))
+    assert again.etag == head.etag
+    store.save_head(head.evolve(listed_through=T0))
+    with pytest.raises(Conflict):
+        store.save_head(head.evolve(listed_through=T0 + timedelta(hours=1)))  # stale ETag
+    loaded = store.load_head(head.key)
+    assert loaded is not None and loaded.listed_through == T0
+
+
+def test_jobs_sort_in_creation_order_and_pending_starts_at_the_watermark(store: StateStore):
+    snaps = family_snapshots(4)
+    head = store.create_head(head_for(snaps[0]))
+    for snap in reversed(snaps):  # inserted out of order
+        store.add_job(job_for(snap))
+    assert [job.source_id for job in store.list_jobs(head.key)] == [snap.id for snap in snaps]
+    watermark = job_for(snaps[1]).key
+    pending = store.load_pending(head.evolve(last_started_key=watermark))
+    assert [job.source_id for job in pending] == [snap.id for snap in snaps[1:]]
+
+
+def test_duplicate_job_insert_returns_the_stored_row_unchanged(store: StateStore):
+    (snap,) = family_snapshots(1)
+    store.create_head(head_for(snap))
+    first = store.add_job(job_for(snap))
+    store.save_job(first.evolve(state=CopyState.COPYING))
+    again = store.add_job(job_for(snap))
+    assert again.state == CopyState.COPYING
+
+
+def test_chain_batch_is_all_or_nothing(store: StateStore):
+    snaps = family_snapshots(2)
+    head = store.create_head(head_for(snaps[0]))
+    jobs = [store.add_job(job_for(snap)) for snap in snaps]
+    stale = jobs[1]
+    store.save_job(jobs[1].evolve(attempts=1))  # moves the second job's ETag
+    with pytest.raises(Conflict):
+        store.save_chain(head.evolve(copying_key=jobs[0].key), [jobs[0].evolve(state=CopyState.COPYING), stale])
+    loaded = store.load_head(head.key)
+    assert loaded is not None and loaded.copying_key == ""
+    assert store.list_jobs(head.key)[0].state == CopyState.QUEUED
+
+
+def test_a_family_holds_at_most_one_slot_and_the_cap_is_exact(store: StateStore):
+    families = [family_snapshots(1)[0] for _ in range(3)]
+    load = store.load_region(REGION)
+    for snap in families[:2]:
+        load = store.reserve_slot(load, flight_for(job_for(snap), T0, Phase.STARTING), cap=2)
+    with pytest.raises(CapacityExhausted):
+        store.reserve_slot(load, flight_for(job_for(families[2]), T0), cap=2)
+    fresh = store.load_region(REGION)
+    assert fresh.in_flight_count == 2 and len(fresh.in_flight) == 2
+    # the same family again: refused by the table itself (flight row exists)
+    with pytest.raises(Conflict):
+        store.reserve_slot(fresh, flight_for(job_for(families[0]), T0), cap=5)
+    store.release_slot(fresh, fresh.in_flight[0])
+    after = store.load_region(REGION)
+    assert after.in_flight_count == 1 and len(after.in_flight) == 1
+
+
+def test_concurrent_reservations_never_exceed_the_cap(store: StateStore):
+    """16 threads race for 5 slots through ETag-conditional batches against Azurite."""
+    families = [family_snapshots(1)[0] for _ in range(16)]
+    cap = 5
+
+    def take(snap) -> None:
+        for _ in range(30):
+            load = store.load_region(REGION)
+            try:
+                store.reserve_slot(load, flight_for(job_for(snap), T0), cap=cap)
+                return
+            except Conflict:
+                continue
+            except CapacityExhausted:
+                return
+
+    threads = [threading.Thread(target=take, args=(snap,)) for snap in families]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    load = store.load_region(REGION)
+    assert load.in_flight_count == len(load.in_flight) == cap
+
+
+def test_waiting_marker_survives_a_clear_that_raced_a_new_arrival(store: StateStore):
+    (snap,) = family_snapshots(1)
+    chain = job_for(snap).chain
+    store.mark_waiting(REGION, chain, T0)
+    read = store.find_waiting(REGION, chain)
+    assert read is not None
+    store.mark_waiting(REGION, chain, T0 + timedelta(minutes=5))  # a concurrent arrival touches it
+    store.clear_waiting(read)  # stale ETag: must not delete
+    kept = store.find_waiting(REGION, chain)
+    assert kept is not None and kept.since == T0  # the earliest `since` is kept (fair order)
+    store.clear_waiting(kept)
+    assert store.find_waiting(REGION, chain) is None
+
+
+def test_region_directory_lists_every_registered_partition(store: StateStore):
+    store.register_region(REGION)
+    store.register_region(REGION)
+    store.register_region(RegionKey(SUB, "centralus"))
+    assert [key.region for key in store.list_regions()] == ["centralus", "westus3"]
+
+
+def test_queries_are_parameterised_so_hostile_keys_are_data(store: StateStore):
+    hostile = ResourceId(SUB, "rg", "snapshots", "x")
+    store.put_index(IndexEntry(hostile, "ignored", "' or PartitionKey ne '"))
+    rows = store.rows("snap|")
+    assert len(rows) == 1 and rows[0]["Reason"] == "' or PartitionKey ne '"
+    assert store.rows("' or '1' eq '1") == []
