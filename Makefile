@@ -1,0 +1,39 @@
+# snapcopy: two commands matter — `make demo` and `make test`. Both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup lint test demo emulator clean
+
+$(PY_STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(PY_STAMP) $(NODE_STAMP)  ## venv + pip packages + Azurite (pinned, in ./node_modules)
+
+lint: setup  ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint  ## lint, then pytest (the tests start Azurite and the ARM emulator themselves and stop them)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: setup  ## 3 disks x 4 snapshots replicated eastus2 -> westus3 against Azurite + the emulator
+	$(PY) -m local.demo
+
+emulator: setup  ## run the ARM emulator alone (prints its URL and CA path)
+	$(PY) -m local.emulator
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
