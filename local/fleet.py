@@ -1,0 +1,60 @@
+"""The user's side of the local world: disks and incremental snapshots made through the
+real azure-mgmt-compute SDK against the ARM emulator (as a backup job would in Azure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.credentials import AccessToken
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute.models import CreationData, Disk, DiskProperties, Snapshot, SnapshotProperties
+
+
+class LocalToken:
+    """A bearer token the emulator accepts (it checks presence, not signatures)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("fleet-local", int(datetime.now(UTC).timestamp()) + 3600)
+
+
+class Fleet:
+    """Creates disks and snapshots in one subscription of the emulated ARM."""
+
+    def __init__(self, url: str, ca_path: str, subscription: str) -> None:
+        self.subscription = subscription
+        self.client = ComputeManagementClient(
+            LocalToken(),  # type: ignore[arg-type]
+            subscription,
+            base_url=url,
+            connection_verify=ca_path,
+            polling_interval=0,
+        )
+
+    def create_disk(self, resource_group: str, name: str, location: str, size_gb: int = 128) -> str:
+        body = Disk(
+            location=location,
+            properties=DiskProperties(creation_data=CreationData(create_option="Empty"), disk_size_gb=size_gb),
+        )
+        disk = self.client.disks.begin_create_or_update(resource_group, name, body).result()
+        assert disk.id is not None
+        return disk.id
+
+    def take_snapshot(self, disk_id: str, name: str, location: str, *, incremental: bool = True) -> str:
+        resource_group = disk_id.split("/")[4]
+        body = Snapshot(
+            location=location,
+            properties=SnapshotProperties(
+                creation_data=CreationData(create_option="Copy", source_resource_id=disk_id), incremental=incremental
+            ),
+        )
+        snapshot = self.client.snapshots.begin_create_or_update(resource_group, name, body).result()
+        assert snapshot.id is not None
+        return snapshot.id
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        parts = snapshot_id.split("/")
+        self.client.snapshots.begin_delete(parts[4], parts[8]).result()
+
+    def close(self) -> None:
+        self.client.close()
