@@ -8,6 +8,7 @@ functions with the resulting objects: the same path the Python worker takes.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 from collections.abc import Callable, Mapping
@@ -20,12 +21,18 @@ from azure.functions.timer import TimerRequestConverter
 Invocable = Callable[..., Any]
 
 
+@functools.cache
+def _index(module: str) -> dict[str, Any]:
+    """Index the app once per process, as the worker does (indexing twice is an error)."""
+    app = importlib.import_module(module).app
+    return {fn.get_function_name(): fn for fn in app.get_functions()}
+
+
 class FunctionHost:
     """The app's functions by name, invoked with host-shaped inputs."""
 
     def __init__(self, module: str = "function_app") -> None:
-        app = importlib.import_module(module).app
-        self.functions: dict[str, Any] = {fn.get_function_name(): fn for fn in app.get_functions()}
+        self.functions = _index(module)
 
     def binding(self, name: str) -> Mapping[str, Any]:
         """The trigger binding as function.json would declare it."""

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 from azure.core.credentials import AccessToken, TokenCredential
@@ -73,6 +74,8 @@ class ComputeApi(Protocol):
     """What the service needs from ARM; `ArmCompute` is the one implementation."""
 
     def get_snapshot(self, snapshot_id: ResourceId) -> Snapshot | None: ...
+
+    def close(self) -> None: ...
 
     def list_snapshots(self, group: ResourceGroupId) -> list[Snapshot]: ...
 
@@ -186,6 +189,11 @@ def _message(error: HttpResponseError) -> str:
     return str(error.message or error)
 
 
+def _text(value: object) -> str:
+    """Known values arrive as enum members, unknown ones as plain strings: ARM's spelling."""
+    return str(value.value) if isinstance(value, Enum) else str(value)
+
+
 def to_snapshot(model: SnapshotModel) -> Snapshot:
     """The SDK's typed model → snapcopy's Snapshot (only what we use)."""
     if not model.id:
@@ -203,10 +211,10 @@ def to_snapshot(model: SnapshotModel) -> Snapshot:
         family_id=(props.incremental_snapshot_family_id or None),
         time_created=created,
         provisioning_state=props.provisioning_state or "",
-        create_option=str(creation.create_option) if creation and creation.create_option else "",
+        create_option=_text(creation.create_option) if creation and creation.create_option else "",
         source_resource_id=creation.source_resource_id if creation else None,
         tags=dict(model.tags or {}),
         size_bytes=props.disk_size_bytes,
         completion_percent=props.completion_percent,
-        copy_error=CopyError(str(error.error_code), error.error_message or "") if error and error.error_code else None,
+        copy_error=CopyError(_text(error.error_code), error.error_message or "") if error and error.error_code else None,
     )

@@ -36,15 +36,15 @@ def credential_for(settings: Settings) -> Any:
     return DefaultAzureCredential()
 
 
-def build(settings: Settings, *, clock: Clock = utc_now) -> Replicator:
-    """Wire a Replicator from settings (tests and the demo call this with their own clock)."""
+def build(settings: Settings, *, clock: Clock = utc_now, arm_retry: dict[str, Any] | None = None) -> Replicator:
+    """Wire a Replicator from settings (tests pass their own clock and shorter ARM backoff)."""
     credential = credential_for(settings)
     if settings.connection_string:
         store = StateStore.from_connection_string(settings.connection_string, settings.table_name)
     else:
         assert settings.table_endpoint is not None
         store = StateStore.from_endpoint(settings.table_endpoint, settings.table_name, credential)
-    arm = ArmCompute(credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle)
+    arm = ArmCompute(credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle, retry=arm_retry)
     return Replicator(settings, store, arm, clock)
 
 

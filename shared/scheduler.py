@@ -27,8 +27,9 @@ from shared.model import (
     target_snapshot_id,
 )
 
-# A listing taken at time L is trusted to hold every snapshot created before L - margin:
-# room for clock skew between us and the resource provider and for creations in progress.
+# A listing taken at time L is trusted to hold every snapshot created before L - margin
+# (room for clock skew between us and the resource provider), and every snapshot of a
+# family older than the newest one of that family it shows.
 LISTING_MARGIN = timedelta(seconds=5)
 # A reserved slot whose PUT we never saw land is re-driven after this long.
 START_GRACE = timedelta(minutes=2)
@@ -144,7 +145,6 @@ def plan_chain(
     queued = {job.key: job for job in pending if job.state == CopyState.QUEUED}
 
     if listing is not None and listed_at is not None:
-        listed_through = max(filter(None, (listed_through, listed_at - LISTING_MARGIN)))
         family = [
             snap
             for snap in listing
@@ -154,6 +154,11 @@ def plan_chain(
             and not snap.is_copy
             and snap.location.lower() != head.key.region
         ]
+        # The resource provider registers a family's snapshots in creation order, so a
+        # listing that shows one shows every older one; beyond the newest it shows, only
+        # the listing time (less a margin for clock skew) vouches for completeness.
+        newest = max((snap.time_created for snap in family), default=None)
+        listed_through = max(filter(None, (listed_through, listed_at - LISTING_MARGIN, newest)))
         seen = {snap.order_key: snap for snap in family}
         known = {job.key for job in pending}
         for key, snap in sorted(seen.items()):

@@ -113,6 +113,7 @@ class Replicator:
         self.store = store
         self.arm = arm
         self.clock = clock
+        self.last_tick = TickReport()
 
     @property
     def cap(self) -> int:
@@ -199,6 +200,7 @@ class Replicator:
                 report.errors.append(f"{region.partition}: {error}")
                 log.error("tick: ARM failed for %s: %s (next tick retries)", region.partition, error)
         log.info("tick: %s", report.summary())
+        self.last_tick = report
         return report
 
     def _tick_region(self, region: RegionKey, listings: SourceListings, report: TickReport) -> None:

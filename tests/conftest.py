@@ -5,11 +5,24 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from local.azurite import Azurite
+from local.emulator.clock import VirtualClock
+from local.emulator.config import EmulatorConfig
+from local.emulator.server import EmulatorServer
+from local.emulator.world import World
+from local.fleet import Fleet
+from local.host import FunctionHost
+from shared import runtime
+from shared.config import load_settings
+from shared.service import Replicator, TickReport
 from shared.store import StateStore
+from tests.builders import SUB
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +44,98 @@ def table_name() -> str:
 @pytest.fixture
 def store(storage_connection_string: str, table_name: str) -> StateStore:
     return StateStore.from_connection_string(storage_connection_string, table_name)
+
+
+# --- the ARM emulator and a deployed snapcopy ------------------------------------------------
+
+GIB = 1024**3
+EMULATOR_START = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+FAST_ARM_RETRY = {"retry_total": 2, "retry_backoff_factor": 0.01, "retry_backoff_max": 0.05}
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorServer]:
+    """The ARM emulator (real HTTPS, virtual clock) for the whole session."""
+    world = World(VirtualClock(EMULATOR_START), EmulatorConfig(min_copy_seconds=60, copy_bytes_per_second=GIB))
+    with EmulatorServer(world) as server:
+        yield server
+
+
+@pytest.fixture
+def world(emulator: EmulatorServer) -> World:
+    """The emulator's state, emptied for each test (its clock keeps running forward)."""
+    emulator.world.reset()
+    emulator.world.configure(cap=100, min_copy_seconds=60, copy_bytes_per_second=GIB)
+    return emulator.world
+
+
+@dataclass
+class Deployment:
+    """snapcopy configured from app settings and invoked as the Functions host would."""
+
+    host: FunctionHost
+    replicator: Replicator
+    fleet: Fleet
+    world: World
+
+    @property
+    def store(self) -> StateStore:
+        return self.replicator.store
+
+    def advance(self, seconds: float) -> None:
+        clock = self.world.clock
+        assert isinstance(clock, VirtualClock)
+        clock.advance(seconds)
+
+    def deliver(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.host.deliver_event(event)
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        return self.world.events(drain=True)
+
+    def tick(self, advance: float = 0.0) -> TickReport:
+        self.advance(advance)
+        self.host.run_timer()
+        return self.last_report
+
+    @property
+    def last_report(self) -> TickReport:
+        return self.replicator.last_tick
+
+    def requests(self, key: str) -> int:
+        return int(self.world.counters()["requests"].get(key, 0))
+
+    def refusals(self) -> dict[str, int]:
+        return {name: count for name, count in self.world.counters()["refusals"].items() if count}
+
+
+@pytest.fixture
+def app_settings(
+    emulator: EmulatorServer, storage_connection_string: str, table_name: str
+) -> dict[str, str]:
+    return {
+        "COPY_TARGET_REGIONS": "westus3",
+        "STATE_CONNECTION_STRING": storage_connection_string,
+        "STATE_TABLE_NAME": table_name,
+        "ARM_ENDPOINT": emulator.url,
+        "ARM_CREDENTIAL": "emulator",
+        "ARM_CA_BUNDLE": str(emulator.ca_path),
+    }
+
+
+@pytest.fixture
+def deployment(
+    emulator: EmulatorServer, world: World, app_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Deployment]:
+    for name, value in app_settings.items():
+        monkeypatch.setenv(name, value)
+    replicator = runtime.build(load_settings(), clock=world.clock.now, arm_retry=FAST_ARM_RETRY)
+    runtime.install(replicator)
+    fleet = Fleet(emulator.url, str(emulator.ca_path), SUB)
+    try:
+        yield Deployment(FunctionHost(), replicator, fleet, world)
+    finally:
+        runtime.install(None)
+        fleet.close()
+        replicator.arm.close()

@@ -128,10 +128,17 @@ def test_snapshot_newer_than_the_last_listing_needs_a_new_listing():
 
 
 def test_listing_margin_is_subtracted_from_the_listing_time():
+    older, newer = family_snapshots(2, every_minutes=1)
+    listed_at = newer.time_created + LISTING_MARGIN / 2  # too close: a skewed clock could hide `newer`
+    plan = plan_chain(head_for(older), [job_for(older), job_for(newer)], listed_at, listing=[older], listed_at=listed_at)
+    assert plan.start is not None and plan.start.source_id == older.id  # shown by the listing itself
+    assert plan.listed_through is not None and plan.listed_through < newer.time_created
+
+
+def test_a_listing_that_shows_a_snapshot_vouches_for_every_older_one():
     (snap,) = family_snapshots(1)
-    listed_at = snap.time_created + LISTING_MARGIN / 2  # too close: a skewed clock could hide older ones
-    plan = plan_chain(head_for(snap), [job_for(snap)], listed_at, listing=[snap], listed_at=listed_at)
-    assert plan.start is None and plan.needs_listing
+    plan = plan_chain(head_for(snap), [job_for(snap)], snap.time_created, listing=[snap], listed_at=snap.time_created)
+    assert plan.start is not None and plan.start.source_id == snap.id
 
 
 def test_queued_snapshot_whose_source_vanished_is_skipped_and_the_next_starts():

@@ -1,0 +1,257 @@
+"""The functions, invoked as the host invokes them, against Azurite and the ARM emulator."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from local.emulator.faults import Fault
+from shared.model import CopyState
+from shared.scheduler import START_GRACE
+from shared.store import StateStore
+from tests.builders import SUB
+from tests.conftest import Deployment
+
+pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
+
+RG = "prod-rg"
+
+
+def disk_with_snapshots(deployment: Deployment, disk: str, count: int, *, location: str = "eastus2") -> list[str]:
+    disk_id = deployment.fleet.create_disk(RG, disk, location)
+    return [deployment.fleet.take_snapshot(disk_id, f"{disk}-s{i}", location) for i in range(count)]
+
+
+def snapshot_events(deployment: Deployment) -> list[dict[str, Any]]:
+    return [e for e in deployment.drain_events() if "/snapshots/" in e["subject"]]
+
+
+def jobs(store: StateStore) -> list[dict[str, Any]]:
+    return [row for row in store.rows("chain|") if row["RowKey"].startswith("job|")]
+
+
+def copies(deployment: Deployment) -> list[dict[str, Any]]:
+    return deployment.world.copies()
+
+
+def run_until_done(deployment: Deployment, *, step: float = 30.0, limit: int = 60) -> None:
+    for _ in range(limit):
+        deployment.tick(advance=step)
+        deployment.deliver(deployment.drain_events())  # our copies' own events come back too
+        rows = jobs(deployment.store)
+        if rows and all(row["State"] not in ("queued", "copying") for row in rows):
+            return
+    raise AssertionError("copies did not finish")
+
+
+def test_snapshot_event_starts_a_copystart_copy_at_once(deployment: Deployment):
+    (snap,) = disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.deliver(snapshot_events(deployment))
+    (copy,) = copies(deployment)
+    assert copy["source_id"].lower() == snap.lower()
+    assert copy["target_id"].endswith("/snapshots/vm0-data0-s0-westus3")
+    assert copy["region"] == "westus3" and copy["state"] == "copying"
+    target = deployment.fleet.client.snapshots.get(RG, "vm0-data0-s0-westus3")
+    assert target.tags is not None and target.tags["snapcopy-source"].lower() == snap.lower()
+    assert target.properties is not None and target.properties.creation_data.create_option == "CopyStart"
+
+
+def test_duplicate_and_tag_update_events_cost_no_arm_call(deployment: Deployment):
+    (snap,) = disk_with_snapshots(deployment, "vm0-data0", 1)
+    events = snapshot_events(deployment)
+    deployment.deliver(events)
+    gets = deployment.requests("GET snapshot")
+    deployment.fleet.client.snapshots.begin_update(RG, "vm0-data0-s0", {"tags": {"owner": "ops"}}).result()
+    deployment.deliver(events + events + snapshot_events(deployment))  # duplicates + the PATCH event
+    assert deployment.requests("GET snapshot") == gets
+    assert len(copies(deployment)) == 1
+
+
+def test_own_copy_write_event_is_never_copied_again(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.deliver(snapshot_events(deployment))
+    own = snapshot_events(deployment)
+    assert own and all("-westus3" in event["subject"] for event in own)
+    gets = deployment.requests("GET snapshot")
+    deployment.deliver(own)
+    assert len(copies(deployment)) == 1
+    assert deployment.requests("GET snapshot") == gets  # known from the table: no ARM call
+
+
+def test_non_incremental_and_already_in_target_region_snapshots_are_ignored(deployment: Deployment):
+    disk = deployment.fleet.create_disk(RG, "full-disk", "eastus2")
+    deployment.fleet.take_snapshot(disk, "full-snap", "eastus2", incremental=False)
+    disk_with_snapshots(deployment, "west-disk", 1, location="westus3")
+    deployment.deliver(snapshot_events(deployment))
+    assert copies(deployment) == []
+    deployment.tick(advance=60)
+    assert copies(deployment) == []
+
+
+def test_malformed_event_is_dropped_without_a_retry(deployment: Deployment):
+    deployment.host.deliver_event({"id": "evt-1", "eventType": "Microsoft.Resources.ResourceWriteSuccess",
+                                   "subject": "/nonsense", "data": {"operationName": "Microsoft.Compute/snapshots/write",
+                                                                    "resourceUri": "/nonsense"},
+                                   "eventTime": "2026-11-20T03:00:00Z", "dataVersion": "2"})
+    assert copies(deployment) == []
+
+
+def test_cloudevents_schema_delivery_starts_a_copy(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    (event,) = snapshot_events(deployment)
+    cloud = {
+        "specversion": "1.0", "id": event["id"], "type": event["eventType"], "source": event["topic"],
+        "subject": event["subject"], "time": event["eventTime"], "data": event["data"],
+    }
+    deployment.deliver([cloud])
+    assert len(copies(deployment)) == 1
+
+
+def test_second_snapshot_waits_until_the_first_copy_completes(deployment: Deployment):
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
+    deployment.deliver(snapshot_events(deployment))
+    assert [c["source_id"].lower() for c in copies(deployment)] == [snaps[0].lower()]
+    deployment.tick(advance=30)  # half way: nothing released
+    assert len(copies(deployment)) == 1
+    report = deployment.tick(advance=200)
+    assert report.completed == 1 and report.started == 1
+    assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
+    run_until_done(deployment)
+    assert deployment.refusals() == {}
+
+
+def test_lost_events_are_found_by_listing_and_copied_in_order(deployment: Deployment):
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 3)
+    events = snapshot_events(deployment)
+    deployment.deliver(events[-1:])  # only the newest snapshot's event arrives
+    run_until_done(deployment)
+    made = copies(deployment)
+    assert [c["source_id"].lower() for c in made] == [s.lower() for s in snaps]
+    assert all(c["state"] == "succeeded" for c in made)
+    assert deployment.refusals() == {}
+
+
+def test_timer_reads_progress_with_one_list_per_target_group(deployment: Deployment):
+    for disk in ("a", "b", "c"):
+        disk_with_snapshots(deployment, disk, 1)
+    deployment.deliver(snapshot_events(deployment))
+    assert len(copies(deployment)) == 3
+    lists, gets = deployment.requests("LIST snapshots"), deployment.requests("GET snapshot")
+    report = deployment.tick(advance=10)
+    assert report.polled == 3
+    assert deployment.requests("LIST snapshots") == lists + 1
+    assert deployment.requests("GET snapshot") == gets
+    flights = [row for row in deployment.store.rows("region|") if row["RowKey"].startswith("flight|")]
+    assert len(flights) == 3 and all(0 < row["Percent"] < 100 for row in flights)
+
+
+def test_region_cap_holds_and_waiting_chains_are_released_oldest_first(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    settings = deployment.replicator.settings
+    monkeypatch.setattr(deployment.replicator, "settings", replace(settings, max_copies_per_region=2))
+    deployment.world.configure(cap=2)  # the emulator refuses a third: the app must never ask
+    for disk in ("a", "b", "c", "d"):
+        disk_with_snapshots(deployment, disk, 1)
+        deployment.deliver(snapshot_events(deployment))
+        deployment.advance(1)
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0"]
+    report = deployment.tick(advance=200)  # a 128 GiB copy takes 128 s in the emulator
+    assert report.completed == 2 and report.started == 2
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0", "c-s0", "d-s0"]
+    run_until_done(deployment)
+    assert deployment.refusals() == {}
+
+
+def test_deleted_source_fails_its_copy_with_the_reason_and_the_chain_moves_on(deployment: Deployment):
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
+    deployment.deliver(snapshot_events(deployment))
+    deployment.fleet.delete_snapshot(snaps[0])
+    report = deployment.tick(advance=5)
+    assert report.failed == 1 and report.started == 1
+    run_until_done(deployment)
+    states = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment.store)}
+    assert states["vm0-data0-s0"]["State"] == "failed"
+    assert states["vm0-data0-s0"]["ErrorCode"] == "CopySourceNotFound"
+    assert states["vm0-data0-s1"]["State"] == "succeeded"
+
+
+def test_throttled_copystart_is_retried_later_and_then_succeeds(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.world.add_fault(Fault(method="PUT", kind="snapshot", status=429, retry_after=0, count=3))
+    deployment.deliver(snapshot_events(deployment))
+    (row,) = jobs(deployment.store)
+    assert row["State"] == "queued" and row["Attempts"] == 1 and row["ErrorCode"] == "TooManyRequests"
+    assert copies(deployment) == []
+    run_until_done(deployment)
+    assert [c["state"] for c in copies(deployment)] == ["succeeded"]
+    assert deployment.refusals() == {}
+
+
+def test_process_dying_before_the_put_is_recovered_by_a_later_tick(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    arm = deployment.replicator.arm
+
+    def die(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("worker recycled")
+
+    monkeypatch.setattr(arm, "start_copy", die)
+    with pytest.raises(SystemExit):
+        deployment.deliver(snapshot_events(deployment))
+    monkeypatch.undo()
+    assert copies(deployment) == []
+    deployment.tick(advance=START_GRACE.total_seconds() / 2)
+    assert copies(deployment) == []  # within the grace: the first run may still be alive
+    report = deployment.tick(advance=START_GRACE.total_seconds())
+    assert report.restarted == 1 and len(copies(deployment)) == 1
+    run_until_done(deployment)
+    assert [c["state"] for c in copies(deployment)] == ["succeeded"]
+
+
+def test_process_dying_after_the_put_does_not_copy_twice(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    store = deployment.replicator.store
+
+    def die(*args: Any, **kwargs: Any) -> Any:
+        raise SystemExit("worker recycled")
+
+    monkeypatch.setattr(store, "save_chain", die)
+    with pytest.raises(SystemExit):
+        deployment.deliver(snapshot_events(deployment))
+    monkeypatch.undo()
+    assert len(copies(deployment)) == 1
+    run_until_done(deployment)
+    assert len(copies(deployment)) == 1 and copies(deployment)[0]["state"] == "succeeded"
+    (row,) = jobs(deployment.store)
+    assert row["State"] == CopyState.SUCCEEDED.value
+
+
+def test_two_target_regions_get_independent_chains(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    settings = deployment.replicator.settings
+    monkeypatch.setattr(deployment.replicator, "settings", replace(settings, target_regions=("westus3", "centralus")))
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
+    deployment.deliver(snapshot_events(deployment))
+    assert sorted(c["region"] for c in copies(deployment)) == ["centralus", "westus3"]
+    run_until_done(deployment)
+    for region in ("centralus", "westus3"):
+        made = [c["source_id"].lower() for c in copies(deployment) if c["region"] == region]
+        assert made == [s.lower() for s in snaps]
+    assert deployment.refusals() == {}
+
+
+def test_in_flight_rows_are_the_only_rows_the_timer_reads(deployment: Deployment):
+    """A tick's Table reads do not grow with history: completed jobs are never scanned."""
+    disk_with_snapshots(deployment, "vm0-data0", 3)
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    before = deployment.store.operations.total
+    deployment.tick(advance=30)
+    idle_cost = deployment.store.operations.total - before
+    assert idle_cost <= 3  # the directory + one region partition (+ the release re-read)
+    assert SUB  # the subscription every test uses
