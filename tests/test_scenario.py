@@ -1,0 +1,91 @@
+"""Whole-fleet scenarios: many disks, two regions, Event Grid's habits, a tight cap.
+
+Checked against the emulator's ground truth, not against snapcopy's own tables.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tests.conftest import Deployment
+
+pytestmark = [pytest.mark.azurite, pytest.mark.emulator, pytest.mark.scenario]
+
+REGIONS = ("westus3", "centralus")
+CAP = 3
+
+
+def event_grid_habits(events: list[dict[str, Any]], rng: random.Random) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(delivered now, delivered late): shuffled, some duplicated up to 3x, a few lost."""
+    now: list[dict[str, Any]] = []
+    late: list[dict[str, Any]] = []
+    for event in events:
+        roll = rng.random()
+        if roll < 0.15:
+            continue  # lost: only ARM's listing can find this snapshot
+        copies = 1 + (rng.random() < 0.3) + (rng.random() < 0.1)
+        for _ in range(copies):
+            (late if rng.random() < 0.2 else now).append(event)
+    rng.shuffle(now)
+    rng.shuffle(late)
+    return now, late
+
+
+def check_invariants(deployment: Deployment, expected: dict[str, list[str]]) -> None:
+    copies = deployment.world.copies()
+    by_chain: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for copy in copies:
+        by_chain[(copy["family_id"], copy["region"])].append(copy)
+    made = defaultdict(list)
+    for copy in copies:
+        made[(copy["source_id"].lower(), copy["region"])].append(copy)
+    for sources in expected.values():
+        for source in sources:
+            for region in REGIONS:
+                assert len(made[(source.lower(), region)]) == 1, f"{source} → {region}: copied {made[(source.lower(), region)]}"
+                assert made[(source.lower(), region)][0]["state"] == "succeeded"
+    for chain, items in by_chain.items():
+        starts = [item["source_time_created"] for item in items]  # ground truth is in start order
+        assert starts == sorted(starts), f"{chain}: not in creation order"
+        for earlier, later in zip(items, items[1:], strict=False):
+            assert earlier["finished_at"] is not None and earlier["finished_at"] <= later["started_at"], (
+                f"{chain}: two copies in flight at once"
+            )
+    assert deployment.refusals() == {}, "the emulator refused a copy: snapcopy broke an Azure rule"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fleet_with_duplicated_reordered_late_and_lost_events(deployment: Deployment, monkeypatch, seed: int):
+    rng = random.Random(seed)
+    settings = replace(deployment.replicator.settings, target_regions=REGIONS, max_copies_per_region=CAP)
+    monkeypatch.setattr(deployment.replicator, "settings", settings)
+    deployment.world.configure(cap=CAP)
+
+    expected: dict[str, list[str]] = {}
+    for index in range(5):
+        group = f"rg-{index % 2}"
+        disk = deployment.fleet.create_disk(group, f"vm{index}-data0", "eastus2", size_gb=rng.choice([32, 128, 512]))
+        expected[disk] = []
+    for round_ in range(4):
+        for disk in expected:
+            name = disk.rsplit("/", 1)[-1]
+            expected[disk].append(deployment.fleet.take_snapshot(disk, f"{name}-s{round_}", "eastus2"))
+            deployment.advance(rng.uniform(0.5, 20))
+
+    events = [e for e in deployment.drain_events() if "/snapshots/" in e["subject"]]
+    now, late = event_grid_habits(events, rng)
+    deployment.deliver(now)
+    for tick in range(200):
+        deployment.tick(advance=rng.uniform(20, 90))
+        deployment.deliver(deployment.drain_events())  # our copies' events, to the loop guard
+        if tick == 3:
+            deployment.deliver(late)  # retried deliveries, long after the fact
+        copies = deployment.world.copies()
+        if tick > 3 and len(copies) == 20 * len(REGIONS) and all(c["state"] == "succeeded" for c in copies):
+            break
+    check_invariants(deployment, expected)
