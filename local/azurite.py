@@ -6,6 +6,7 @@ Used by the tests (session fixture), the demo and `python -m local.azurite` for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -109,10 +110,8 @@ def main() -> int:
     parser.parse_args()
     with Azurite.start() as azurite:
         print(azurite.connection_string, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -142,9 +142,7 @@ def chain_progress(store_rows: list[dict[str, Any]], flights: list[dict[str, Any
     return done
 
 
-def verify(
-    chains: list[tuple[str, list[str]]], copies: list[dict[str, Any]], counters: dict[str, Any]
-) -> list[str]:
+def verify(chains: list[tuple[str, list[str]]], copies: list[dict[str, Any]], counters: dict[str, Any]) -> list[str]:
     """Problems found in the emulator's ground truth (empty: all good)."""
     problems = []
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -228,8 +226,11 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
                 for disk, task in tasks.items():
                     snapshot_disk = next((key for key in done if key.endswith(disk.rsplit("/", 1)[-1])), None)
                     progress.update(task, completed=done.get(snapshot_disk or "", 0.0))
-                finished = sum(1 for r in rows if r["RowKey"].startswith("job|") and r["State"] != "copying"
-                               and r["State"] != "queued")
+                finished = sum(
+                    1
+                    for r in rows
+                    if r["RowKey"].startswith("job|") and r["State"] != "copying" and r["State"] != "queued"
+                )
                 if finished >= total:
                     break
                 time.sleep(1.0)

@@ -216,5 +216,7 @@ def to_snapshot(model: SnapshotModel) -> Snapshot:
         tags=dict(model.tags or {}),
         size_bytes=props.disk_size_bytes,
         completion_percent=props.completion_percent,
-        copy_error=CopyError(_text(error.error_code), error.error_message or "") if error and error.error_code else None,
+        copy_error=CopyError(_text(error.error_code), error.error_message or "")
+        if error and error.error_code
+        else None,
     )

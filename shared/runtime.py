@@ -20,7 +20,7 @@ from shared.store import StateStore
 log = logging.getLogger("snapcopy")
 
 _lock = threading.Lock()
-_replicator: Replicator | None = None
+_process: dict[str, Replicator] = {}  # the one Replicator of this worker process, once built
 
 
 def credential_for(settings: Settings) -> Any:
@@ -50,20 +50,20 @@ def build(settings: Settings, *, clock: Clock = utc_now, arm_retry: dict[str, An
 
 def replicator() -> Replicator:
     """The process's Replicator, built (and its settings validated) on first use."""
-    global _replicator
     with _lock:
-        if _replicator is None:
+        if "replicator" not in _process:
             try:
                 settings = load_settings()
             except ConfigError as error:
                 log.critical("snapcopy cannot start: %s", error)
                 raise
-            _replicator = build(settings)
-        return _replicator
+            _process["replicator"] = build(settings)
+        return _process["replicator"]
 
 
 def install(instance: Replicator | None) -> None:
     """Replace (or with None, forget) the process's Replicator: tests and the demo."""
-    global _replicator
     with _lock:
-        _replicator = instance
+        _process.pop("replicator", None)
+        if instance is not None:
+            _process["replicator"] = instance

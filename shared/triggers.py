@@ -14,7 +14,7 @@ from shared.config import poll_schedule
 
 log = logging.getLogger("snapcopy")
 
-blueprint = func.Blueprint()
+blueprint = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @blueprint.function_name("on_snapshot_written")

@@ -111,9 +111,7 @@ class Deployment:
 
 
 @pytest.fixture
-def app_settings(
-    emulator: EmulatorServer, storage_connection_string: str, table_name: str
-) -> dict[str, str]:
+def app_settings(emulator: EmulatorServer, storage_connection_string: str, table_name: str) -> dict[str, str]:
     return {
         "COPY_TARGET_REGIONS": "westus3",
         "STATE_CONNECTION_STRING": storage_connection_string,

@@ -59,7 +59,7 @@ def test_snapshot_event_starts_a_copystart_copy_at_once(deployment: Deployment):
 
 
 def test_duplicate_and_tag_update_events_cost_no_arm_call(deployment: Deployment):
-    (snap,) = disk_with_snapshots(deployment, "vm0-data0", 1)
+    disk_with_snapshots(deployment, "vm0-data0", 1)
     events = snapshot_events(deployment)
     deployment.deliver(events)
     gets = deployment.requests("GET snapshot")
@@ -91,10 +91,16 @@ def test_non_incremental_and_already_in_target_region_snapshots_are_ignored(depl
 
 
 def test_malformed_event_is_dropped_without_a_retry(deployment: Deployment):
-    deployment.host.deliver_event({"id": "evt-1", "eventType": "Microsoft.Resources.ResourceWriteSuccess",
-                                   "subject": "/nonsense", "data": {"operationName": "Microsoft.Compute/snapshots/write",
-                                                                    "resourceUri": "/nonsense"},
-                                   "eventTime": "2026-11-20T03:00:00Z", "dataVersion": "2"})
+    deployment.host.deliver_event(
+        {
+            "id": "evt-1",
+            "eventType": "Microsoft.Resources.ResourceWriteSuccess",
+            "subject": "/nonsense",
+            "data": {"operationName": "Microsoft.Compute/snapshots/write", "resourceUri": "/nonsense"},
+            "eventTime": "2026-11-20T03:00:00Z",
+            "dataVersion": "2",
+        }
+    )
     assert copies(deployment) == []
 
 
@@ -102,8 +108,13 @@ def test_cloudevents_schema_delivery_starts_a_copy(deployment: Deployment):
     disk_with_snapshots(deployment, "vm0-data0", 1)
     (event,) = snapshot_events(deployment)
     cloud = {
-        "specversion": "1.0", "id": event["id"], "type": event["eventType"], "source": event["topic"],
-        "subject": event["subject"], "time": event["eventTime"], "data": event["data"],
+        "specversion": "1.0",
+        "id": event["id"],
+        "type": event["eventType"],
+        "source": event["topic"],
+        "subject": event["subject"],
+        "time": event["eventTime"],
+        "data": event["data"],
     }
     deployment.deliver([cloud])
     assert len(copies(deployment)) == 1
@@ -230,9 +241,7 @@ def test_process_dying_after_the_put_does_not_copy_twice(deployment: Deployment,
     assert row["State"] == CopyState.SUCCEEDED.value
 
 
-def test_two_target_regions_get_independent_chains(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
-):
+def test_two_target_regions_get_independent_chains(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):
     settings = deployment.replicator.settings
     monkeypatch.setattr(deployment.replicator, "settings", replace(settings, target_regions=("westus3", "centralus")))
     snaps = disk_with_snapshots(deployment, "vm0-data0", 2)

@@ -26,7 +26,7 @@ def test_ids_compare_case_insensitively_as_arm_does():
         "",
         "not-an-id",
         f"/subscriptions/{SUB}/resourceGroups/prod-rg/providers/Microsoft.Compute/virtualMachines/vm",
-        f"/subscriptions/not-a-guid/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s",
+        "/subscriptions/not-a-guid/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s",
         SNAP + "/extra",
         SNAP + "?$filter=x",
         f"/subscriptions/{SUB}/resourceGroups/prod-rg/providers/Microsoft.Compute/snapshots/a'b",

@@ -5,6 +5,7 @@ Checked against the emulator's ground truth, not against snapcopy's own tables.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict
 from dataclasses import replace
@@ -20,10 +21,13 @@ REGIONS = ("westus3", "centralus")
 CAP = 3
 
 
-def event_grid_habits(events: list[dict[str, Any]], rng: random.Random) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+Events = list[dict[str, Any]]
+
+
+def event_grid_habits(events: Events, rng: random.Random) -> tuple[Events, Events]:
     """(delivered now, delivered late): shuffled, some duplicated up to 3x, a few lost."""
-    now: list[dict[str, Any]] = []
-    late: list[dict[str, Any]] = []
+    now: Events = []
+    late: Events = []
     for event in events:
         roll = rng.random()
         if roll < 0.15:
@@ -47,12 +51,13 @@ def check_invariants(deployment: Deployment, expected: dict[str, list[str]]) -> 
     for sources in expected.values():
         for source in sources:
             for region in REGIONS:
-                assert len(made[(source.lower(), region)]) == 1, f"{source} → {region}: copied {made[(source.lower(), region)]}"
-                assert made[(source.lower(), region)][0]["state"] == "succeeded"
+                found = made[(source.lower(), region)]
+                assert len(found) == 1, f"{source} → {region}: copied {found}"
+                assert found[0]["state"] == "succeeded"
     for chain, items in by_chain.items():
         starts = [item["source_time_created"] for item in items]  # ground truth is in start order
         assert starts == sorted(starts), f"{chain}: not in creation order"
-        for earlier, later in zip(items, items[1:], strict=False):
+        for earlier, later in itertools.pairwise(items):
             assert earlier["finished_at"] is not None and earlier["finished_at"] <= later["started_at"], (
                 f"{chain}: two copies in flight at once"
             )
@@ -72,9 +77,9 @@ def test_fleet_with_duplicated_reordered_late_and_lost_events(deployment: Deploy
         disk = deployment.fleet.create_disk(group, f"vm{index}-data0", "eastus2", size_gb=rng.choice([32, 128, 512]))
         expected[disk] = []
     for round_ in range(4):
-        for disk in expected:
+        for disk, snapshots in expected.items():
             name = disk.rsplit("/", 1)[-1]
-            expected[disk].append(deployment.fleet.take_snapshot(disk, f"{name}-s{round_}", "eastus2"))
+            snapshots.append(deployment.fleet.take_snapshot(disk, f"{name}-s{round_}", "eastus2"))
             deployment.advance(rng.uniform(0.5, 20))
 
     events = [e for e in deployment.drain_events() if "/snapshots/" in e["subject"]]

@@ -10,8 +10,8 @@ from shared.model import CopyError, CopyState, Phase, RegionKey, Waiting
 from shared.scheduler import (
     LISTING_MARGIN,
     START_GRACE,
-    CopyTo,
     Completed,
+    CopyTo,
     Failed,
     Ignore,
     Progress,
@@ -130,7 +130,9 @@ def test_snapshot_newer_than_the_last_listing_needs_a_new_listing():
 def test_listing_margin_is_subtracted_from_the_listing_time():
     older, newer = family_snapshots(2, every_minutes=1)
     listed_at = newer.time_created + LISTING_MARGIN / 2  # too close: a skewed clock could hide `newer`
-    plan = plan_chain(head_for(older), [job_for(older), job_for(newer)], listed_at, listing=[older], listed_at=listed_at)
+    plan = plan_chain(
+        head_for(older), [job_for(older), job_for(newer)], listed_at, listing=[older], listed_at=listed_at
+    )
     assert plan.start is not None and plan.start.source_id == older.id  # shown by the listing itself
     assert plan.listed_through is not None and plan.listed_through < newer.time_created
 
