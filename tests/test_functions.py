@@ -264,3 +264,34 @@ def test_in_flight_rows_are_the_only_rows_the_timer_reads(deployment: Deployment
     idle_cost = deployment.store.operations.total - before
     assert idle_cost <= 3  # the directory + one region partition (+ the release re-read)
     assert SUB  # the subscription every test uses
+
+
+def test_arm_outage_during_an_event_raises_so_event_grid_redelivers(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    events = snapshot_events(deployment)
+    deployment.world.add_fault(Fault(method="GET", kind="snapshot", status=503, count=10))
+    with pytest.raises(Exception, match="503"):
+        deployment.deliver(events)
+    deployment.world.clear_faults()
+    deployment.deliver(events)  # Event Grid's retry
+    assert len(copies(deployment)) == 1
+
+
+def test_one_transient_arm_error_is_absorbed_by_the_sdk_retry(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.deliver(snapshot_events(deployment))
+    deployment.world.add_fault(Fault(method="GET", kind="snapshots_list", status=503, count=1))
+    report = deployment.tick(advance=10)
+    assert report.errors == [] and report.polled == 1
+
+
+def test_snapshots_outside_the_source_scopes_cost_no_arm_call(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):
+    from shared.ids import Scope
+
+    settings = deployment.replicator.settings
+    scoped = replace(settings, source_scopes=(Scope.parse(f"/subscriptions/{SUB}/resourceGroups/other-rg"),))
+    monkeypatch.setattr(deployment.replicator, "settings", scoped)
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    gets = deployment.requests("GET snapshot")
+    deployment.deliver(snapshot_events(deployment))
+    assert copies(deployment) == [] and deployment.requests("GET snapshot") == gets
