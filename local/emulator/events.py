@@ -44,7 +44,8 @@ def resource_event(
     return {
         "subject": rid.subject,
         "eventType": (
-            "Microsoft.Resources.ResourceWriteSuccess" if action == "write"
+            "Microsoft.Resources.ResourceWriteSuccess"
+            if action == "write"
             else "Microsoft.Resources.ResourceDeleteSuccess"
         ),
         "eventTime": event_time(now),

@@ -19,7 +19,13 @@ RequestKind = Literal["snapshot", "snapshots_list", "disk", "disks_list", "opera
 _KEYWORDS = {
     word.lower(): word
     for word in (
-        "subscriptions", "resourceGroups", "providers", "locations", "operations", "snapshots", "disks",
+        "subscriptions",
+        "resourceGroups",
+        "providers",
+        "locations",
+        "operations",
+        "snapshots",
+        "disks",
     )
 }
 _NAMESPACES = {"microsoft.compute": "Microsoft.Compute"}
@@ -38,17 +44,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?$")
 _RG_RE = re.compile(r"^[\w().-]{0,89}[\w()-]$")
 
 # Public Azure regions the emulator accepts (ARM refuses locations it does not know).
-KNOWN_LOCATIONS = frozenset(
-    """
-    eastus eastus2 westus westus2 westus3 centralus northcentralus southcentralus westcentralus
-    canadacentral canadaeast brazilsouth brazilsoutheast mexicocentral northeurope westeurope
-    uksouth ukwest francecentral francesouth germanywestcentral germanynorth norwayeast norwaywest
-    swedencentral switzerlandnorth switzerlandwest polandcentral italynorth spaincentral
-    eastasia southeastasia japaneast japanwest koreacentral koreasouth australiaeast
-    australiasoutheast australiacentral centralindia southindia westindia uaenorth uaecentral
-    southafricanorth qatarcentral israelcentral newzealandnorth indonesiacentral malaysiawest
-    """.split()
-)
+KNOWN_LOCATIONS = frozenset({
+    "eastus", "eastus2", "westus", "westus2", "westus3", "centralus", "northcentralus", "southcentralus",
+    "westcentralus", "canadacentral", "canadaeast", "brazilsouth", "brazilsoutheast", "mexicocentral",
+    "northeurope", "westeurope", "uksouth", "ukwest", "francecentral", "francesouth", "germanywestcentral",
+    "germanynorth", "norwayeast", "norwaywest", "swedencentral", "switzerlandnorth", "switzerlandwest",
+    "polandcentral", "italynorth", "spaincentral", "eastasia", "southeastasia", "japaneast", "japanwest",
+    "koreacentral", "koreasouth", "australiaeast", "australiasoutheast", "australiacentral",
+    "centralindia", "southindia", "westindia", "uaenorth", "uaecentral", "southafricanorth",
+    "qatarcentral", "israelcentral", "newzealandnorth", "indonesiacentral", "malaysiawest",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ def request_kind(path: str) -> RequestKind:
 
 def counter_key(method: str, kind: RequestKind) -> str:
     """`GET snapshot`, `LIST snapshots`, `GET operation`, ... as reported by the counters."""
-    if kind.endswith("_list"):
+    if kind.endswith("_list") and method.upper() == "GET":
         return f"LIST {kind.removesuffix('_list')}"
     return f"{method.upper()} {kind}"
 

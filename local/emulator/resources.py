@@ -20,8 +20,14 @@ _COMMON_PROPERTIES: dict[str, Any] = {
     "publicNetworkAccess": "Enabled",
     "dataAccessAuthMode": "None",
 }
-_SKU_TIERS = {"Standard_LRS": "Standard", "Standard_ZRS": "Standard", "Premium_LRS": "Premium",
-              "Premium_ZRS": "Premium", "StandardSSD_LRS": "Standard", "StandardSSD_ZRS": "Standard"}
+_SKU_TIERS = {
+    "Standard_LRS": "Standard",
+    "Standard_ZRS": "Standard",
+    "Premium_LRS": "Premium",
+    "Premium_ZRS": "Premium",
+    "StandardSSD_LRS": "Standard",
+    "StandardSSD_ZRS": "Standard",
+}
 SNAPSHOT_SKUS = frozenset({"Standard_LRS", "Standard_ZRS", "Premium_LRS"})
 DISK_SKUS = frozenset(_SKU_TIERS)
 

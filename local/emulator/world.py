@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from .clock import Clock, RealClock, arm_time
 from .config import EmulatorConfig
@@ -202,7 +202,7 @@ class World:
                 raise not_found(rid.type, rid.name, rid.resource_group)
             return resource.to_arm(self.clock.now())
 
-    def list(
+    def list_resources(
         self, kind: ResourceKind, subscription: str, resource_group: str | None = None
     ) -> list[dict[str, Any]]:
         """All disks or snapshots of a subscription or resource group, in id order (stable paging)."""
@@ -233,12 +233,16 @@ class World:
                     return False
                 for running in self._in_flight(now):
                     if running.source_id.lower() == rid.key:
-                        running.fail(now, SOURCE_DELETED_CODE,
-                                     "The source snapshot was deleted before the copy completed.")
+                        running.fail(
+                            now,
+                            SOURCE_DELETED_CODE,
+                            "The source snapshot was deleted before the copy completed.",
+                        )
                 if snapshot.copy is not None:
                     snapshot.copy.target_deleted = True
-                    snapshot.copy.fail(now, CANCELLED_CODE,
-                                       "The target snapshot was deleted before the copy completed.")
+                    snapshot.copy.fail(
+                        now, CANCELLED_CODE, "The target snapshot was deleted before the copy completed."
+                    )
             self._emit(rid, "delete", request, now)
             return True
 
@@ -358,29 +362,26 @@ class World:
                 existing.tags = tags
                 self._emit(rid, "write", request, now)
                 return WriteResult(existing.to_arm(now))
-            common = {"rid": rid, "location": location, "tags": tags, "sku": sku, "now": now}
-            if option == "Copy":
-                snapshot = self._snapshot_of_disk(source_rid, incremental, **common)
-            else:
-                snapshot = self._start_copy(source_rid, incremental, **common)
+            start = self._snapshot_of_disk if option == "Copy" else self._start_copy
+            snapshot = start(source_rid, incremental, rid=rid, location=location, tags=tags, sku=sku, now=now)
             snapshot.extra_creation_data = extra
             self._state.snapshots[rid.key] = snapshot
             return self._created(snapshot, request, now)
 
-    def patch_snapshot(self, rid: ResourceId, body: Mapping[str, Any], request: RequestInfo) -> dict[str, Any]:
+    def patch(self, rid: ResourceId, body: Mapping[str, Any], request: RequestInfo) -> dict[str, Any]:
         """Update tags (the only PATCH the emulator supports) and emit a write event."""
         tags = _tags(body) if "tags" in body else None
         if body.get("properties"):
             raise bad_request("The emulator supports PATCH of 'tags' only.", "InvalidParameter")
         with self._lock:
             now = self.clock.now()
-            snapshot = self._state.snapshots.get(rid.key)
-            if snapshot is None:
+            resource = self._table(rid.kind).get(rid.key)
+            if resource is None:
                 raise not_found(rid.type, rid.name, rid.resource_group)
             if tags is not None:
-                snapshot.tags = tags
+                resource.tags = tags
             self._emit(rid, "write", request, now)
-            return snapshot.to_arm(now)
+            return resource.to_arm(now)
 
     def fail_copy(self, target_id: str, code: str, message: str) -> dict[str, Any]:
         """Fail an in-flight copy as Azure would (`copyCompletionError`), freezing its progress."""
@@ -391,15 +392,25 @@ class World:
             if snapshot is None or snapshot.copy is None:
                 raise ArmError(404, "ResourceNotFound", f"No CopyStart target snapshot '{target_id}'.")
             if not snapshot.copy.fail(now, code, message):
-                raise ArmError(409, "CopyNotInFlight",
-                               f"The copy to '{target_id}' is {snapshot.copy.state(now)}, not copying.")
+                raise ArmError(
+                    409,
+                    "CopyNotInFlight",
+                    f"The copy to '{target_id}' is {snapshot.copy.state(now)}, not copying.",
+                )
             return snapshot.copy.to_admin(now)
 
     # -- rules -----------------------------------------------------------------------------
 
     def _snapshot_of_disk(
-        self, source_rid: ResourceId, incremental: bool, *, rid: ResourceId, location: str,
-        tags: dict[str, str], sku: str, now: datetime,
+        self,
+        source_rid: ResourceId,
+        incremental: bool,
+        *,
+        rid: ResourceId,
+        location: str,
+        tags: dict[str, str],
+        sku: str,
+        now: datetime,
     ) -> Snapshot:
         if source_rid.kind != "disks":
             raise bad_request(
@@ -430,61 +441,26 @@ class World:
         )
 
     def _start_copy(
-        self, source_rid: ResourceId, incremental: bool, *, rid: ResourceId, location: str,
-        tags: dict[str, str], sku: str, now: datetime,
+        self,
+        source_rid: ResourceId,
+        incremental: bool,
+        *,
+        rid: ResourceId,
+        location: str,
+        tags: dict[str, str],
+        sku: str,
+        now: datetime,
     ) -> Snapshot:
-        """Apply Azure's CopyStart rules in order, then start the copy."""
-        if source_rid.kind != "snapshots":
-            raise bad_request(f"CopyStart needs a snapshot as its source; '{source_rid.arm_id}' is not one.")
-        source = self._state.snapshots.get(source_rid.key)
-        if source is None:
-            self.count_refusal("source_not_found")
-            raise not_found(source_rid.type, source_rid.name, source_rid.resource_group)
-        if not incremental:
-            raise self._refuse("not_incremental", bad_request(
-                "CopyStart is only supported for incremental snapshots: set properties.incremental to true."))
-        if not source.incremental or source.family_id is None:
-            raise self._refuse("not_incremental", bad_request(
-                f"The source snapshot '{source.rid.arm_id}' is not incremental; CopyStart is only supported "
-                "for incremental snapshots."))
-        if source.location == location:
-            raise self._refuse("same_region", bad_request(
-                f"The source snapshot is in '{source.location}'; CopyStart copies to a different region "
-                "only."))
-        if not source.usable_as_copy_source(now):
-            raise self._refuse("source_not_ready", ArmError(
-                409, "OperationNotAllowed",
-                f"The source snapshot '{source.rid.arm_id}' is not ready to be copied: it is itself a copy "
-                "that has not completed."))
+        """Start a copy into `location` once Azure's CopyStart rules allow it."""
+        source = self._copy_source(source_rid, incremental, rid, location, now)
         family = source.family_id
-        newest = self._watermark(family, location, now)
-        if newest is not None and source.time_created < newest:
-            raise self._refuse("order", ArmError(
-                409, "OperationNotAllowed",
-                f"A newer snapshot of incremental snapshot family '{family}' (created {arm_time(newest)}) "
-                f"has already been copied to '{location}'; incremental snapshots must be copied to a "
-                "region in creation order."))
-        in_flight = self._in_flight(now)
-        for running in in_flight:
-            if running.family_id == family and running.region == location:
-                raise self._refuse("one_in_flight", ArmError(
-                    409, "OperationNotAllowed",
-                    f"A copy of snapshot '{running.source_id}' of the same incremental snapshot family to "
-                    f"'{location}' is in progress; only one copy per family per region may be in flight."))
-        subscription = rid.subscription.lower()
-        cap = self.config.cap
-        if sum(c.subscription == subscription and c.region == location for c in in_flight) >= cap:
-            raise self._refuse("cap", ArmError(
-                409, "OperationNotAllowed",
-                f"The limit of {cap} snapshot copies (CopyStart) in flight per subscription per region has "
-                f"been reached for subscription '{rid.subscription}' in '{location}'; retry after some "
-                "complete."))
+        assert family is not None  # checked by _copy_source
         copy = Copy(
             source_id=source.rid.arm_id,
             target_id=rid.arm_id,
             family_id=family,
             region=location,
-            subscription=subscription,
+            subscription=rid.subscription,
             source_time_created=source.time_created,
             started_at=now,
             duration_seconds=self.config.copy_seconds(source.size_bytes),
@@ -510,10 +486,72 @@ class World:
             copy=copy,
         )
 
+    def _copy_source(
+        self, source_rid: ResourceId, incremental: bool, target: ResourceId, location: str, now: datetime
+    ) -> Snapshot:
+        """The source snapshot, if every rule allows copying it into `location` now (checked in this order).
+
+        The permanent copy-order refusal is checked before the passing one-in-flight one, so a
+        caller learns that an older snapshot can never be copied even while a newer one copies.
+        """
+        if source_rid.kind != "snapshots":
+            raise bad_request(f"CopyStart needs a snapshot as its source; '{source_rid.arm_id}' is not one.")
+        source = self._state.snapshots.get(source_rid.key)
+        if source is None:
+            self.count_refusal("source_not_found")
+            raise not_found(source_rid.type, source_rid.name, source_rid.resource_group)
+        if not incremental:
+            message = (
+                "CopyStart is only supported for incremental snapshots: set properties.incremental to true."
+            )
+            raise self._refuse("not_incremental", 400, message)
+        if not source.incremental or source.family_id is None:
+            message = (
+                f"The source snapshot '{source.rid.arm_id}' is not incremental; CopyStart needs one that is."
+            )
+            raise self._refuse("not_incremental", 400, message)
+        if source.location == location:
+            message = f"The source snapshot is in '{location}'; CopyStart copies to a different region only."
+            raise self._refuse("same_region", 400, message)
+        if not source.usable_as_copy_source(now):
+            message = (
+                f"The source snapshot '{source.rid.arm_id}' is not ready to be copied: it is itself a copy "
+                "that has not completed."
+            )
+            raise self._refuse("source_not_ready", 409, message)
+        family = source.family_id
+        newest = self._watermark(family, location, now)
+        if newest is not None and source.time_created < newest:
+            message = (
+                f"A newer snapshot of incremental snapshot family '{family}' (created {arm_time(newest)}) "
+                f"has already been copied to '{location}'; snapshots must be copied in creation order."
+            )
+            raise self._refuse("order", 409, message)
+        in_flight = self._in_flight(now)
+        for running in in_flight:
+            if running.family_id == family and running.region == location:
+                message = (
+                    f"A copy of '{running.source_id}' (same incremental snapshot family) to '{location}' "
+                    "is in progress; only one copy per family per region may be in flight."
+                )
+                raise self._refuse("one_in_flight", 409, message)
+        subscription, cap = target.subscription.lower(), self.config.cap
+        if sum(c.subscription.lower() == subscription and c.region == location for c in in_flight) >= cap:
+            message = (
+                f"The limit of {cap} snapshot copies (CopyStart) in flight per subscription per region "
+                f"has been reached for subscription '{target.subscription}' in '{location}'; retry after "
+                "some complete."
+            )
+            raise self._refuse("cap", 409, message)
+        return source
+
     def _watermark(self, family: str, region: str, now: datetime) -> datetime | None:
         """Newest source timeCreated copied (or copying) into `region` for `family`; see class doc."""
-        started = [c.source_time_created for c in self._state.chains.get((family, region), [])
-                   if c.state(now) != "failed"]
+        started = [
+            c.source_time_created
+            for c in self._state.chains.get((family, region), [])
+            if c.state(now) != "failed"
+        ]
         return max(started, default=None)
 
     def _in_flight(self, now: datetime) -> list[Copy]:
@@ -521,13 +559,14 @@ class World:
         self._state.in_flight = [c for c in self._state.in_flight if c.in_flight(now)]
         return self._state.in_flight
 
-    def _refuse(self, name: str, error: ArmError) -> ArmError:
+    def _refuse(self, name: str, status: int, message: str) -> ArmError:
+        """Count a rule refusal; 400 for a request Azure would never accept, 409 for a state conflict."""
         self.count_refusal(name)
-        return error
+        return ArmError(status, "BadRequest" if status == 400 else "OperationNotAllowed", message)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def _table(self, kind: ResourceKind) -> dict[str, Disk] | dict[str, Snapshot]:
+    def _table(self, kind: ResourceKind) -> Mapping[str, Disk | Snapshot]:
         return self._state.disks if kind == "disks" else self._state.snapshots
 
     def _created(self, resource: Disk | Snapshot, request: RequestInfo, now: datetime) -> WriteResult:
@@ -536,17 +575,18 @@ class World:
         self._emit(resource.rid, "write", request, now)
         return WriteResult(resource.to_arm(now, provisioning_state="Updating"), operation)
 
-    def _emit(self, rid: ResourceId, action: str, request: RequestInfo, now: datetime) -> None:
-        self._state.events.append(
-            resource_event(rid, "write" if action == "write" else "delete", request, now, self.tenant_id)
-        )
+    def _emit(
+        self, rid: ResourceId, action: Literal["write", "delete"], request: RequestInfo, now: datetime
+    ) -> None:
+        self._state.events.append(resource_event(rid, action, request, now, self.tenant_id))
 
 
 def _object(parent: Mapping[str, Any], name: str, prefix: str = "") -> Mapping[str, Any]:
     value = parent.get(name)
     if not isinstance(value, Mapping):
-        raise bad_request(f"Required parameter '{prefix}{name}' is missing (null) or not an object.",
-                          "InvalidParameter")
+        raise bad_request(
+            f"Required parameter '{prefix}{name}' is missing (null) or not an object.", "InvalidParameter"
+        )
     return value
 
 
