@@ -14,12 +14,17 @@ from .config import GIB
 from .copies import Copy
 from .ids import ResourceId
 
-_COMMON_PROPERTIES: dict[str, Any] = {
-    "encryption": {"type": "EncryptionAtRestWithPlatformKey"},
-    "networkAccessPolicy": "AllowAll",
-    "publicNetworkAccess": "Enabled",
-    "dataAccessAuthMode": "None",
-}
+
+def _common_properties() -> dict[str, Any]:
+    """Defaults every disk and snapshot body shows; fresh each time, since callers may mutate bodies."""
+    return {
+        "encryption": {"type": "EncryptionAtRestWithPlatformKey"},
+        "networkAccessPolicy": "AllowAll",
+        "publicNetworkAccess": "Enabled",
+        "dataAccessAuthMode": "None",
+    }
+
+
 _SKU_TIERS = {
     "Standard_LRS": "Standard",
     "Standard_ZRS": "Standard",
@@ -67,7 +72,7 @@ class Disk:
             "timeCreated": arm_time(self.time_created),
             "provisioningState": provisioning_state,
             "diskState": "Unattached",
-            **_COMMON_PROPERTIES,
+            **_common_properties(),
         }
         if self.os_type is not None:
             properties["osType"] = self.os_type
@@ -117,7 +122,7 @@ class Snapshot:
             "provisioningState": provisioning_state,
             "uniqueId": self.unique_id,
             "diskState": "Unattached",
-            **_COMMON_PROPERTIES,
+            **_common_properties(),
             "snapshotAccessState": "Available",
         }
         if self.os_type is not None:
