@@ -36,6 +36,11 @@ def copies(deployment: Deployment) -> list[dict[str, Any]]:
     return deployment.world.copies()
 
 
+def worker_dies(*args: Any, **kwargs: Any) -> Any:
+    """Stands in for a step the worker process never finished (recycled, OOM-killed, ...)."""
+    raise SystemExit("worker recycled")
+
+
 def run_until_done(deployment: Deployment, *, step: float = 30.0, limit: int = 60) -> None:
     for _ in range(limit):
         deployment.tick(advance=step)
@@ -207,10 +212,7 @@ def test_process_dying_before_the_put_is_recovered_by_a_later_tick(
     disk_with_snapshots(deployment, "vm0-data0", 1)
     arm = deployment.replicator.arm
 
-    def die(*args: Any, **kwargs: Any) -> Any:
-        raise SystemExit("worker recycled")
-
-    monkeypatch.setattr(arm, "start_copy", die)
+    monkeypatch.setattr(arm, "start_copy", worker_dies)
     with pytest.raises(SystemExit):
         deployment.deliver(snapshot_events(deployment))
     monkeypatch.undo()
@@ -227,10 +229,7 @@ def test_process_dying_after_the_put_does_not_copy_twice(deployment: Deployment,
     disk_with_snapshots(deployment, "vm0-data0", 1)
     store = deployment.replicator.store
 
-    def die(*args: Any, **kwargs: Any) -> Any:
-        raise SystemExit("worker recycled")
-
-    monkeypatch.setattr(store, "save_chain", die)
+    monkeypatch.setattr(store, "save_chain", worker_dies)
     with pytest.raises(SystemExit):
         deployment.deliver(snapshot_events(deployment))
     monkeypatch.undo()

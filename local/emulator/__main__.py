@@ -26,12 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--state-dir", help="keep the TLS CA here and reuse it across runs")
-    parser.add_argument(
-        "--virtual-clock", action="store_true", help="time moves only through POST /_admin/clock"
-    )
-    parser.add_argument(
-        "--cap", type=int, default=defaults.cap, help="copies in flight per subscription per region"
-    )
+    parser.add_argument("--virtual-clock", action="store_true", help="time moves only through POST /_admin/clock")
+    parser.add_argument("--cap", type=int, default=defaults.cap, help="copies in flight per subscription per region")
     parser.add_argument("--copy-bytes-per-second", type=float, default=defaults.copy_bytes_per_second)
     parser.add_argument("--min-copy-seconds", type=float, default=defaults.min_copy_seconds)
     parser.add_argument("--page-size", type=int, default=defaults.page_size)

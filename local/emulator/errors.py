@@ -13,9 +13,7 @@ from typing import Any
 class ArmError(Exception):
     """An ARM error response: `{"error": {"code", "message"}}` with `status` and extra headers."""
 
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code

@@ -77,9 +77,7 @@ class EmulatorServer:
         directory = self._tls_directory()
         ca = _load_or_create_ca(directory, persistent=self._state_dir is not None)
         cert_path = directory / "server.pem"
-        ca.issue_cert("localhost", "127.0.0.1", self.host).private_key_and_cert_chain_pem.write_to_path(
-            str(cert_path)
-        )
+        ca.issue_cert("localhost", "127.0.0.1", self.host).private_key_and_cert_chain_pem.write_to_path(str(cert_path))
         os.chmod(cert_path, 0o600)
         self._ca_path = directory / "ca.pem"
 

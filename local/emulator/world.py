@@ -286,9 +286,7 @@ class World:
             if existing is not None:
                 _same_location(existing.rid, existing.location, location)
                 if size < existing.size_gb:
-                    raise bad_request(
-                        f"Disk '{rid.name}' cannot shrink from {existing.size_gb} GB to {size} GB."
-                    )
+                    raise bad_request(f"Disk '{rid.name}' cannot shrink from {existing.size_gb} GB to {size} GB.")
                 existing.tags, existing.size_gb, existing.sku = tags, size, sku
                 self._emit(rid, "write", request, now)
                 return WriteResult(existing.to_arm(now))
@@ -356,8 +354,7 @@ class World:
                     raise ArmError(
                         409,
                         "PropertyChangeNotAllowed",
-                        f"Changing property 'creationData' (or 'incremental') of snapshot '{rid.name}' "
-                        "is not allowed.",
+                        f"Changing property 'creationData' (or 'incremental') of snapshot '{rid.name}' is not allowed.",
                     )
                 existing.tags = tags
                 self._emit(rid, "write", request, now)
@@ -413,9 +410,7 @@ class World:
         now: datetime,
     ) -> Snapshot:
         if source_rid.kind != "disks":
-            raise bad_request(
-                "createOption 'Copy' from a snapshot is not supported by the emulator; copy from a disk."
-            )
+            raise bad_request("createOption 'Copy' from a snapshot is not supported by the emulator; copy from a disk.")
         disk = self._state.disks.get(source_rid.key)
         if disk is None:
             raise not_found(source_rid.type, source_rid.name, source_rid.resource_group)
@@ -501,14 +496,10 @@ class World:
             self.count_refusal("source_not_found")
             raise not_found(source_rid.type, source_rid.name, source_rid.resource_group)
         if not incremental:
-            message = (
-                "CopyStart is only supported for incremental snapshots: set properties.incremental to true."
-            )
+            message = "CopyStart is only supported for incremental snapshots: set properties.incremental to true."
             raise self._refuse("not_incremental", 400, message)
         if not source.incremental or source.family_id is None:
-            message = (
-                f"The source snapshot '{source.rid.arm_id}' is not incremental; CopyStart needs one that is."
-            )
+            message = f"The source snapshot '{source.rid.arm_id}' is not incremental; CopyStart needs one that is."
             raise self._refuse("not_incremental", 400, message)
         if source.location == location:
             message = f"The source snapshot is in '{location}'; CopyStart copies to a different region only."
@@ -548,9 +539,7 @@ class World:
     def _watermark(self, family: str, region: str, now: datetime) -> datetime | None:
         """Newest source timeCreated copied (or copying) into `region` for `family`; see class doc."""
         started = [
-            c.source_time_created
-            for c in self._state.chains.get((family, region), [])
-            if c.state(now) != "failed"
+            c.source_time_created for c in self._state.chains.get((family, region), []) if c.state(now) != "failed"
         ]
         return max(started, default=None)
 
@@ -575,9 +564,7 @@ class World:
         self._emit(resource.rid, "write", request, now)
         return WriteResult(resource.to_arm(now, provisioning_state="Updating"), operation)
 
-    def _emit(
-        self, rid: ResourceId, action: Literal["write", "delete"], request: RequestInfo, now: datetime
-    ) -> None:
+    def _emit(self, rid: ResourceId, action: Literal["write", "delete"], request: RequestInfo, now: datetime) -> None:
         self._state.events.append(resource_event(rid, action, request, now, self.tenant_id))
 
 

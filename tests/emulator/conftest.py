@@ -78,9 +78,7 @@ class Arm:
     def disk(self, name: str = "disk0", *, location: str = SOURCE_REGION, size_gb: int = 128) -> Disk:
         body = Disk(
             location=location,
-            properties=DiskProperties(
-                creation_data=CreationData(create_option="Empty"), disk_size_gb=size_gb
-            ),
+            properties=DiskProperties(creation_data=CreationData(create_option="Empty"), disk_size_gb=size_gb),
         )
         return self.client.disks.begin_create_or_update(self.rg, name, body).result()
 

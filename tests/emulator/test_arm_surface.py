@@ -42,9 +42,7 @@ def test_create_lro_is_followed_to_a_succeeded_snapshot(arm: Arm, clock: Virtual
     assert snapshot.properties.provisioning_state == "Succeeded"
     assert snapshot.properties.incremental_snapshot_family_id
     assert snapshot.properties.time_created == clock.now()
-    assert (
-        snapshot.id == f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/snapshots/snap0"
-    )
+    assert snapshot.id == f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/snapshots/snap0"
 
 
 def test_create_answers_202_with_headers_the_sdk_polls(arm: Arm, http: Http) -> None:
@@ -65,10 +63,7 @@ def test_create_answers_202_with_headers_the_sdk_polls(arm: Arm, http: Http) -> 
     assert created.body["properties"]["provisioningState"] == "Updating"
     assert created.headers["location"] == status_url
     assert created.headers["retry-after"] == "0"
-    assert (
-        f"/subscriptions/{SUB}/providers/Microsoft.Compute/locations/{SOURCE_REGION}/operations/"
-        in status_url
-    )
+    assert f"/subscriptions/{SUB}/providers/Microsoft.Compute/locations/{SOURCE_REGION}/operations/" in status_url
     assert operation.status == 200
     assert operation.body["status"] == "Succeeded"
     assert set(operation.body) == {"name", "status", "startTime", "endTime"}
@@ -112,8 +107,7 @@ def test_paths_are_case_insensitive_and_ids_canonical(arm: Arm, http: Http) -> N
 
     assert response.status == 200
     assert (
-        response.body["id"]
-        == f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/snapshots/snap0"
+        response.body["id"] == f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/snapshots/snap0"
     )
 
 
@@ -150,9 +144,7 @@ def test_snapshot_of_a_disk_must_be_in_the_disk_region(arm: Arm) -> None:
     disk = arm.disk()
     body = Snapshot(
         location="westus3",
-        properties=SnapshotProperties(
-            creation_data=CreationData(create_option="Copy", source_resource_id=disk.id)
-        ),
+        properties=SnapshotProperties(creation_data=CreationData(create_option="Copy", source_resource_id=disk.id)),
     )
 
     with pytest.raises(HttpResponseError) as caught:
@@ -188,9 +180,7 @@ def test_unknown_location_is_refused(arm: Arm) -> None:
 
 
 def test_bad_json_is_invalid_request_content(http: Http) -> None:
-    response = http.request(
-        "PUT", snapshot_path("snap0") + f"?api-version={API_VERSION}", raw_body=b"{not json"
-    )
+    response = http.request("PUT", snapshot_path("snap0") + f"?api-version={API_VERSION}", raw_body=b"{not json")
 
     assert response.status == 400
     assert response.body["error"]["code"] == "InvalidRequestContent"

@@ -107,9 +107,7 @@ def test_copy_into_the_source_region_is_refused(arm: Arm, world: World) -> None:
     assert world.counters()["refusals"]["same_region"] == 1
 
 
-def test_an_unfinished_copy_cannot_be_copied_on_until_it_completes(
-    arm: Arm, world: World, clock: VirtualClock
-) -> None:
+def test_an_unfinished_copy_cannot_be_copied_on_until_it_completes(arm: Arm, world: World, clock: VirtualClock) -> None:
     source = arm.snapshot(arm.disk(), "snap0")
     arm.copy(source, "snap0-westus3")
     in_progress = arm.get("snap0-westus3")
@@ -121,9 +119,7 @@ def test_an_unfinished_copy_cannot_be_copied_on_until_it_completes(
     assert (error.status_code, code_of(error)) == (409, "OperationNotAllowed")
     assert world.counters()["refusals"]["source_not_ready"] == 1
     assert onward.properties is not None and source.properties is not None
-    assert (
-        onward.properties.incremental_snapshot_family_id == source.properties.incremental_snapshot_family_id
-    )
+    assert onward.properties.incremental_snapshot_family_id == source.properties.incremental_snapshot_family_id
 
 
 def test_second_copy_of_a_family_into_a_region_waits_until_the_first_completes(
@@ -147,9 +143,7 @@ def test_second_copy_of_a_family_into_a_region_waits_until_the_first_completes(
     assert world.counters()["copies_started"] == 3
 
 
-def test_an_older_snapshot_cannot_be_copied_after_a_newer_one(
-    arm: Arm, world: World, clock: VirtualClock
-) -> None:
+def test_an_older_snapshot_cannot_be_copied_after_a_newer_one(arm: Arm, world: World, clock: VirtualClock) -> None:
     disk = arm.disk()
     older = arm.snapshot(disk, "snap0")
     clock.advance(60)
@@ -293,9 +287,7 @@ def test_changing_the_source_of_an_existing_copy_is_refused(arm: Arm, world: Wor
     assert (error.status_code, code_of(error)) == (409, "PropertyChangeNotAllowed")
 
 
-def test_progress_advances_with_the_clock_and_reaches_100(
-    arm: Arm, clock: VirtualClock, world: World
-) -> None:
+def test_progress_advances_with_the_clock_and_reaches_100(arm: Arm, clock: VirtualClock, world: World) -> None:
     small = arm.snapshot(arm.disk("small", size_gb=32), "small-snap")  # 30 s floor
     large = arm.snapshot(arm.disk("large", size_gb=200), "large-snap")  # 200 s
     started = arm.copy(large, "large-copy")
@@ -328,8 +320,6 @@ def test_copy_target_carries_source_identity_and_tags(arm: Arm) -> None:
     assert creation.create_option == "CopyStart"
     assert creation.source_resource_id == source.id
     assert creation.source_unique_id == source.properties.unique_id
-    assert (
-        target.properties.incremental_snapshot_family_id == source.properties.incremental_snapshot_family_id
-    )
+    assert target.properties.incremental_snapshot_family_id == source.properties.incremental_snapshot_family_id
     assert target.tags == {"snapcopy-source": source.id}
     assert target.location == TARGET_REGION

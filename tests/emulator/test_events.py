@@ -48,16 +48,12 @@ def test_snapshot_write_event_has_the_sample_shape(arm: Arm, world: World) -> No
     assert snapshot_event["topic"] == f"/subscriptions/{SUB}"
     assert snapshot_event["data"]["operationName"] == "Microsoft.Compute/snapshots/write"
     assert snapshot_event["data"]["httpRequest"]["method"] == "PUT"
-    assert snapshot_event["data"]["httpRequest"]["url"].endswith(
-        f"{lower_rg('snap0')}?api-version=2026-03-02"
-    )
+    assert snapshot_event["data"]["httpRequest"]["url"].endswith(f"{lower_rg('snap0')}?api-version=2026-03-02")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", snapshot_event["eventTime"])
     assert disk_event["data"]["operationName"] == "Microsoft.Compute/disks/write"
 
 
-def test_tag_update_delete_and_own_copy_emit_events_like_the_samples(
-    arm: Arm, world: World, http: Http
-) -> None:
+def test_tag_update_delete_and_own_copy_emit_events_like_the_samples(arm: Arm, world: World, http: Http) -> None:
     source = arm.snapshot(arm.disk(), "snap0")
     world.events(drain=True)
 

@@ -69,9 +69,7 @@ def test_dropped_connection_surfaces_raw_and_is_retried_by_default(
     assert http.admin("GET", "faults") == []
 
 
-def test_faults_match_method_kind_and_path_and_run_out(
-    emulator: EmulatorServer, arm: Arm, http: Http
-) -> None:
+def test_faults_match_method_kind_and_path_and_run_out(emulator: EmulatorServer, arm: Arm, http: Http) -> None:
     source = arm.snapshot(arm.disk(), "snap0")
     armed = http.admin(
         "POST",
