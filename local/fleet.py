@@ -40,8 +40,11 @@ class Fleet:
         assert disk.id is not None
         return disk.id
 
-    def take_snapshot(self, disk_id: str, name: str, location: str, *, incremental: bool = True) -> str:
-        resource_group = disk_id.split("/")[4]
+    def take_snapshot(
+        self, disk_id: str, name: str, location: str, *, incremental: bool = True, resource_group: str | None = None
+    ) -> str:
+        """Snapshot a disk (into the disk's resource group unless told otherwise)."""
+        resource_group = resource_group or disk_id.split("/")[4]
         body = Snapshot(
             location=location,
             properties=SnapshotProperties(

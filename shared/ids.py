@@ -79,11 +79,6 @@ class ResourceId:
         """`sub:rg:name`, lower-cased: a readable Table key (no `/ \\ # ?`)."""
         return f"{self.resource_group_key}:{self.name.lower()}"
 
-    def sibling(self, name: str, *, resource_group: ResourceGroupId | None = None) -> ResourceId:
-        """A snapshot id beside this one (or in `resource_group`)."""
-        group = resource_group or ResourceGroupId(self.subscription, self.resource_group)
-        return ResourceId(group.subscription, group.resource_group, "snapshots", name)
-
 
 @dataclass(frozen=True)
 class ResourceGroupId:

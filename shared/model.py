@@ -135,7 +135,7 @@ class ChainHead:
     """The chain's summary row: what started last (the order watermark), what is copying."""
 
     key: ChainKey
-    source_group: ResourceGroupId
+    source_groups: tuple[ResourceGroupId, ...]  # every group the family was seen in: listed before a start
     target_group: ResourceGroupId
     disk_id: str = ""
     last_started_key: str = ""

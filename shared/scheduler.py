@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.config import TargetResourceGroup
-from shared.ids import ResourceGroupId, Scope
+from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import (
     ChainHead,
     ChainKey,
@@ -89,10 +89,24 @@ def new_head(snapshot: Snapshot, region: str, target_group: TargetResourceGroup)
     assert snapshot.family_id is not None
     return ChainHead(
         key=ChainKey(snapshot.family_id.lower(), region),
-        source_group=ResourceGroupId(snapshot.id.subscription, snapshot.id.resource_group),
+        source_groups=source_groups_of(snapshot),
         target_group=target_group.for_source(snapshot.id.subscription, snapshot.id.resource_group),
         disk_id=snapshot.disk_id or "",
     )
+
+
+def source_groups_of(snapshot: Snapshot) -> tuple[ResourceGroupId, ...]:
+    """Where a family's snapshots are looked for: the snapshot's group and its disk's."""
+    groups = [ResourceGroupId(snapshot.id.subscription, snapshot.id.resource_group)]
+    if snapshot.disk_id:
+        try:
+            disk = ResourceId.parse(snapshot.disk_id, kind="disks")
+        except InvalidResourceId:
+            return tuple(groups)
+        disk_group = ResourceGroupId(disk.subscription, disk.resource_group)
+        if disk_group not in groups:
+            groups.append(disk_group)
+    return tuple(groups)
 
 
 def arrival(job: Job, head: ChainHead) -> Job:

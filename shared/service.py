@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +56,7 @@ from shared.scheduler import (
     new_job,
     plan_chain,
     release_order,
+    source_groups_of,
 )
 from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore, retrying
 
@@ -104,6 +105,11 @@ class SourceListings:
             self._cache[group] = (self._arm.list_snapshots(group), listed_at)
         return self._cache[group]
 
+    def merged(self, groups: Iterable[ResourceGroupId]) -> tuple[list[Snapshot], datetime]:
+        """Several groups as one listing, as old as its oldest part."""
+        parts = [self.get(group) for group in sorted(set(groups), key=str)]
+        return [snap for snapshots, _ in parts for snap in snapshots], min(at for _, at in parts)
+
 
 class Replicator:
     """Runs the triggers: an event, a timer tick. Created once per process."""
@@ -139,7 +145,14 @@ class Replicator:
         known = self.store.get_index(snapshot_id)
         if known is not None:
             return f"already handled as {known.kind}"
-        snapshot = self.arm.get_snapshot(snapshot_id)
+        try:
+            snapshot = self.arm.get_snapshot(snapshot_id)
+        except ArmError as error:
+            if error.retryable:
+                raise  # Event Grid redelivers; ARM may answer next time
+            # a redelivery would get the same answer for 24 hours: say so once and drop it
+            log.error("cannot read %s: %s; event dropped (fix access, then re-send it)", snapshot_id, error)
+            return f"dropped: {error.code}"
         if snapshot is None:
             return "ignored: the snapshot no longer exists"
         return self.record(snapshot)
@@ -165,6 +178,7 @@ class Replicator:
         if head is None:
             self.store.register_region(template.region)
             head = self.store.create_head(template)
+        head = self._remember_groups(head, snapshot)
         job = self.store.add_job(
             arrival(new_job(snapshot, region, self.settings.target_resource_group, self.clock()), head)
         )
@@ -176,6 +190,22 @@ class Replicator:
         self.store.mark_waiting(head.region, head.key, job.queued_at or self.clock())
         started = self._advance(head.key, head.region, listings)
         return f"{region}: {'started' if started else 'queued'}"
+
+    def _remember_groups(self, head: ChainHead, snapshot: Snapshot) -> ChainHead:
+        """A family seen in a new resource group: list that group too from now on."""
+        missing = [group for group in source_groups_of(snapshot) if group not in head.source_groups]
+        if not missing:
+            return head
+
+        def save() -> ChainHead:
+            fresh = self.store.load_head(head.key) or head
+            groups = fresh.source_groups + tuple(group for group in missing if group not in fresh.source_groups)
+            if groups != fresh.source_groups:
+                self.store.save_head(fresh.evolve(source_groups=groups))
+            return self.store.load_head(head.key) or fresh
+
+        result: ChainHead = retrying(save)
+        return result
 
     def _recheck_order(self, head: ChainHead, job: Job) -> ChainHead:
         """A copy of a newer snapshot may have started while we inserted this one."""
@@ -286,7 +316,9 @@ class Replicator:
         pending = self.store.load_pending(head)
         plan = plan_chain(head, pending, now)
         if plan.needs_listing:
-            snapshots, listed_at = listings.get(head.source_group)
+            # a disk's snapshots usually share a group, but nothing forces them to
+            groups = {*head.source_groups} | {_group(job.source_id) for job in pending if job.state == CopyState.QUEUED}
+            snapshots, listed_at = listings.merged(groups)
             plan = plan_chain(
                 head,
                 pending,
@@ -349,7 +381,11 @@ class Replicator:
             self.arm.start_copy(job.source_id, job.target_id, flight.region.region, {SOURCE_TAG: str(job.source_id)})
         except ArmError as error:
             stored = self.store.load_job(job.chain, job.key) or job
-            updated = after_refusal(stored, error.as_refusal(), self.clock(), self.settings.max_start_attempts)
+            refusal = error.as_refusal()
+            if refusal.source_missing and self.arm.get_snapshot(job.source_id) is not None:
+                # the 404 was about something else (the target resource group, say)
+                refusal = replace(refusal, source_missing=False, retryable=False)
+            updated = after_refusal(stored, refusal, self.clock(), self.settings.max_start_attempts)
             log.warning(
                 "CopyStart %s → %s refused: %s; %s",
                 job.source_id,
@@ -359,8 +395,8 @@ class Replicator:
             )
             self._save_quietly(updated)
             self._give_back(flight)
-            if updated.state.is_final:
-                self.store.mark_waiting(flight.region, flight.chain, self.clock())
+            # retried later (or the chain moves on): either way the timer must look again
+            self.store.mark_waiting(flight.region, flight.chain, stored.queued_at or self.clock())
             return False
         retrying(lambda: self._commit_start(job, flight))
         self.store.save_flight(flight.evolve(phase=Phase.COPYING))
@@ -376,6 +412,7 @@ class Replicator:
         current = pending.get(job.key) or self.store.load_job(job.chain, job.key) or job
         started = current.evolve(
             state=CopyState.COPYING,
+            source_ready=True,
             started_at=flight.started_at,
             not_before=None,
             error=None,

@@ -442,7 +442,7 @@ def _head_entity(head: ChainHead) -> Entity:
         "RowKey": HEAD,
         "FamilyId": head.key.family_id,
         "Region": head.key.region,
-        "SourceGroup": str(head.source_group),
+        "SourceGroups": ",".join(str(group) for group in head.source_groups),
         "TargetGroup": str(head.target_group),
         "DiskId": head.disk_id,
         "LastStartedKey": head.last_started_key,
@@ -457,7 +457,7 @@ def _head_entity(head: ChainHead) -> Entity:
 def _head_from(chain: ChainKey, entity: Any) -> ChainHead:
     return ChainHead(
         key=chain,
-        source_group=parse_resource_group(entity["SourceGroup"]),
+        source_groups=tuple(parse_resource_group(part) for part in entity["SourceGroups"].split(",") if part),
         target_group=parse_resource_group(entity["TargetGroup"]),
         disk_id=entity.get("DiskId", "") or "",
         last_started_key=entity.get("LastStartedKey", "") or "",

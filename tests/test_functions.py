@@ -294,3 +294,40 @@ def test_snapshots_outside_the_source_scopes_cost_no_arm_call(deployment: Deploy
     gets = deployment.requests("GET snapshot")
     deployment.deliver(snapshot_events(deployment))
     assert copies(deployment) == [] and deployment.requests("GET snapshot") == gets
+
+
+def test_a_family_spread_over_two_resource_groups_is_copied_in_order(deployment: Deployment):
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2")
+    snaps = [
+        deployment.fleet.take_snapshot(disk, "s0", "eastus2"),
+        deployment.fleet.take_snapshot(disk, "s1", "eastus2", resource_group="backups-rg"),
+        deployment.fleet.take_snapshot(disk, "s2", "eastus2"),
+    ]
+    events = snapshot_events(deployment)
+    deployment.deliver([events[1], events[2]])  # the first snapshot's event is lost
+    run_until_done(deployment)
+    made = copies(deployment)
+    assert [c["source_id"].lower() for c in made] == [s.lower() for s in snaps]
+    assert all(c["state"] == "succeeded" for c in made)
+    assert (
+        made[1]["target_id"]
+        .lower()
+        .endswith("/resourcegroups/backups-rg/providers/microsoft.compute/snapshots/s1-westus3")
+    )
+
+
+def test_permanent_arm_refusal_on_the_event_path_is_logged_and_dropped(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.world.add_fault(Fault(method="GET", kind="snapshot", status=403, error_code="AuthorizationFailed"))
+    deployment.deliver(snapshot_events(deployment))  # no exception: a redelivery would get the same 403
+    assert copies(deployment) == []
+
+
+def test_copystart_404_about_something_else_than_the_source_fails_with_arms_code(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 2)
+    deployment.world.add_fault(Fault(method="PUT", kind="snapshot", status=404, error_code="ResourceGroupNotFound"))
+    deployment.deliver(snapshot_events(deployment))
+    first = jobs(deployment.store)[0]
+    assert first["State"] == "failed" and first["ErrorCode"] == "ResourceGroupNotFound"
+    run_until_done(deployment)  # the chain moved on to the next snapshot
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["vm0-data0-s1"]
