@@ -216,6 +216,8 @@ def to_snapshot(model: SnapshotModel) -> Snapshot:
         tags=dict(model.tags or {}),
         size_bytes=props.disk_size_bytes,
         completion_percent=props.completion_percent,
+        unique_id=props.unique_id or "",
+        source_unique_id=(creation.source_unique_id or "") if creation else "",
         copy_error=CopyError(_text(error.error_code), error.error_message or "")
         if error and error.error_code
         else None,

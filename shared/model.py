@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from shared.ids import ResourceGroupId, ResourceId
@@ -52,6 +52,8 @@ class Snapshot:
     size_bytes: int | None = None
     completion_percent: float | None = None
     copy_error: CopyError | None = None
+    unique_id: str = ""
+    source_unique_id: str = ""  # creationData.sourceUniqueId: which snapshot a copy was made from
 
     @property
     def is_copy(self) -> bool:
@@ -75,7 +77,7 @@ class Snapshot:
 
 def order_key(time_created: datetime, name: str) -> str:
     """A Table RowKey that sorts in creation order (name breaks ties)."""
-    return f"{time_created.strftime('%Y%m%dT%H%M%S.%fZ')}|{name.lower()}"
+    return f"{time_created.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}|{name.lower()}"
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class Job:
     source_id: ResourceId
     source_time: datetime
     target_id: ResourceId
+    source_unique_id: str = ""
     state: CopyState = CopyState.QUEUED
     source_ready: bool = True
     attempts: int = 0
@@ -170,6 +173,7 @@ class InFlight:
     target_id: ResourceId
     phase: Phase
     started_at: datetime
+    attempt: str = ""  # who drives the start: a restart takes the flight over by changing it
     percent: float = 0.0
     progressed_at: datetime | None = None
     next_poll_at: datetime | None = None

@@ -80,6 +80,7 @@ def new_job(snapshot: Snapshot, region: str, target_group: TargetResourceGroup, 
         source_id=snapshot.id,
         source_time=snapshot.time_created,
         target_id=target_snapshot_id(snapshot.id, region, group),
+        source_unique_id=snapshot.unique_id,
         source_ready=snapshot.is_ready,
         queued_at=now,
     )
@@ -172,7 +173,8 @@ def plan_chain(
         # listing that shows one shows every older one; beyond the newest it shows, only
         # the listing time (less a margin for clock skew) vouches for completeness.
         newest = max((snap.time_created for snap in family), default=None)
-        listed_through = max(filter(None, (listed_through, listed_at - LISTING_MARGIN, newest)))
+        covered = max(filter(None, (listed_at - LISTING_MARGIN, newest)))
+        listed_through = max(filter(None, (listed_through, covered)))
         seen = {snap.order_key: snap for snap in family}
         known = {job.key for job in pending}
         for key, snap in sorted(seen.items()):
@@ -183,7 +185,7 @@ def plan_chain(
             queued[job.key] = job
         for key, job in list(queued.items()):
             listed = seen.get(key)
-            if listed is None and job.source_time <= listed_through:
+            if listed is None and job.source_time <= covered:  # this listing, not an older belief
                 skips.append(
                     job.evolve(
                         state=CopyState.SKIPPED,

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.arm import ArmError, ComputeApi
@@ -48,6 +50,7 @@ from shared.scheduler import (
     Failed,
     Progress,
     Restart,
+    StartRefusal,
     after_refusal,
     arrival,
     assess_copy,
@@ -63,6 +66,13 @@ from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore, re
 log = logging.getLogger("snapcopy")
 
 Clock = Callable[[], datetime]
+_MOVED_ON = "the copy failed; the chain moved on to its next snapshot"
+# Event Grid retries a delivery for up to 24 hours: within that, a known id is a duplicate.
+DEDUPE_WINDOW = timedelta(hours=25)
+# The event path lists a resource group at most this often; bursts wait for the timer.
+EVENT_LIST_INTERVAL = timedelta(seconds=10)
+# A listing is reused (when it proves enough) for at most this long.
+LISTING_KEEP = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
@@ -91,24 +101,72 @@ class TickReport:
         )
 
 
-class SourceListings:
-    """ARM listings of source resource groups, taken at most once per trigger run."""
+class Listings:
+    """ARM listings of source resource groups, kept per process and shared by triggers.
+
+    A listing is reused while it still proves what a decision needs (the scheduler says
+    when it does not); a trigger run lists each group at most once, and the event path
+    lists a group at most once per EVENT_LIST_INTERVAL, leaving bursts to the timer.
+    """
 
     def __init__(self, arm: ComputeApi, clock: Clock) -> None:
         self._arm = arm
         self._clock = clock
+        self._lock = threading.Lock()
         self._cache: dict[ResourceGroupId, tuple[list[Snapshot], datetime]] = {}
 
-    def get(self, group: ResourceGroupId) -> tuple[list[Snapshot], datetime]:
-        if group not in self._cache:
-            listed_at = self._clock()
-            self._cache[group] = (self._arm.list_snapshots(group), listed_at)
-        return self._cache[group]
+    def cached(self, group: ResourceGroupId) -> tuple[list[Snapshot], datetime] | None:
+        with self._lock:
+            entry = self._cache.get(group)
+        if entry is None or self._clock() - entry[1] > LISTING_KEEP:
+            return None
+        return entry
 
-    def merged(self, groups: Iterable[ResourceGroupId]) -> tuple[list[Snapshot], datetime]:
-        """Several groups as one listing, as old as its oldest part."""
-        parts = [self.get(group) for group in sorted(set(groups), key=str)]
-        return [snap for snapshots, _ in parts for snap in snapshots], min(at for _, at in parts)
+    def fetch(self, group: ResourceGroupId) -> tuple[list[Snapshot], datetime]:
+        listed_at = self._clock()
+        try:
+            snapshots = self._arm.list_snapshots(group)
+        except ArmError as error:
+            if error.status != 404:
+                raise
+            snapshots = []  # the group is gone, and every snapshot in it
+        entry = (snapshots, listed_at)
+        with self._lock:
+            self._cache[group] = entry
+        return entry
+
+
+@dataclass
+class Run:
+    """One trigger run's listing budget: the timer may list any group once per run; an
+    event handler only groups not listed in the last EVENT_LIST_INTERVAL."""
+
+    listings: Listings
+    eager: bool
+    fetched: dict[ResourceGroupId, tuple[list[Snapshot], datetime]] = field(default_factory=dict)
+
+    def cached(self, groups: Iterable[ResourceGroupId]) -> tuple[list[Snapshot], datetime] | None:
+        entries = [self.fetched.get(group) or self.listings.cached(group) for group in groups]
+        if any(entry is None for entry in entries):
+            return None
+        return _merge([entry for entry in entries if entry is not None])
+
+    def fresh(self, groups: Iterable[ResourceGroupId], now: datetime) -> tuple[list[Snapshot], datetime] | None:
+        entries = []
+        for group in groups:
+            entry = self.fetched.get(group)
+            if entry is None:
+                known = self.listings.cached(group)
+                if not self.eager and known is not None and now - known[1] < EVENT_LIST_INTERVAL:
+                    return None  # listed moments ago for another event: the timer takes it from here
+                entry = self.fetched[group] = self.listings.fetch(group)
+            entries.append(entry)
+        return _merge(entries)
+
+
+def _merge(entries: list[tuple[list[Snapshot], datetime]]) -> tuple[list[Snapshot], datetime]:
+    """Several groups as one listing, as old as its oldest part."""
+    return [snap for snapshots, _ in entries for snap in snapshots], min(at for _, at in entries)
 
 
 class Replicator:
@@ -119,6 +177,7 @@ class Replicator:
         self.store = store
         self.arm = arm
         self.clock = clock
+        self.listings = Listings(arm, clock)
         self.last_tick = TickReport()
 
     @property
@@ -138,12 +197,13 @@ class Replicator:
         return self.observe(observation.snapshot_id)
 
     def observe(self, snapshot_id: ResourceId) -> str:
-        """A hint that a snapshot was written: check the table first (duplicates cost no
-        ARM call), then read the snapshot from ARM and record it."""
+        """A hint that a snapshot was written: check the table first (duplicates within
+        Event Grid's retry window cost no ARM call), then read the snapshot and record it."""
         if not self.settings.in_scope(snapshot_id):
             return "ignored: outside COPY_SOURCE_SCOPES"
         known = self.store.get_index(snapshot_id)
-        if known is not None:
+        now = self.clock()
+        if known is not None and (known.recorded_at is None or now - known.recorded_at < DEDUPE_WINDOW):
             return f"already handled as {known.kind}"
         try:
             snapshot = self.arm.get_snapshot(snapshot_id)
@@ -155,85 +215,83 @@ class Replicator:
             return f"dropped: {error.code}"
         if snapshot is None:
             return "ignored: the snapshot no longer exists"
+        if known is not None and known.unique_id and known.unique_id == snapshot.unique_id:
+            self.store.put_index(replace(known, recorded_at=now))  # the same snapshot, written again
+            return f"already handled as {known.kind}"
         return self.record(snapshot)
 
     def record(self, snapshot: Snapshot) -> str:
         """Queue a source snapshot in each of its chains and start what may start."""
+        now = self.clock()
         decision = eligibility(snapshot, self.settings.target_regions, self.settings.source_scopes)
         if not isinstance(decision, CopyTo):
             kind = "copy" if snapshot.is_copy else "ignored"
-            self.store.put_index(IndexEntry(snapshot.id, kind, decision.reason))
+            self.store.put_index(
+                IndexEntry(snapshot.id, kind, decision.reason, unique_id=snapshot.unique_id, recorded_at=now)
+            )
             log.info("ignoring %s: %s", snapshot.id, decision.reason)
             return f"ignored: {decision.reason}"
-        listings = SourceListings(self.arm, self.clock)
-        results = [self._enqueue(snapshot, region, listings) for region in decision.regions]
+        run = Run(self.listings, eager=False)
+        results = [self._enqueue(snapshot, region, run) for region in decision.regions]
         self.store.put_index(
-            IndexEntry(snapshot.id, "source", family_id=snapshot.family_id or "", regions=",".join(decision.regions))
+            IndexEntry(
+                snapshot.id,
+                "source",
+                family_id=snapshot.family_id or "",
+                regions=",".join(decision.regions),
+                unique_id=snapshot.unique_id,
+                recorded_at=now,
+            )
         )
         return "; ".join(results)
 
-    def _enqueue(self, snapshot: Snapshot, region: str, listings: SourceListings) -> str:
+    def _enqueue(self, snapshot: Snapshot, region: str, run: Run) -> str:
         template = new_head(snapshot, region, self.settings.target_resource_group)
-        head = self.store.load_head(template.key)
-        if head is None:
+        if self.store.load_head(template.key) is None:
             self.store.register_region(template.region)
-            head = self.store.create_head(template)
-        head = self._remember_groups(head, snapshot)
-        job = self.store.add_job(
-            arrival(new_job(snapshot, region, self.settings.target_resource_group, self.clock()), head)
-        )
-        if job.state == CopyState.QUEUED:
-            head = self._recheck_order(head, job)
+            self.store.create_head(template)
+
+        def arrive() -> Job:
+            head = self.store.load_head(template.key)
+            assert head is not None
+            groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
+            head = head.evolve(source_groups=groups)
+            job = arrival(new_job(snapshot, region, self.settings.target_resource_group, self.clock()), head)
+            return self.store.add_job_guarded(head, job)
+
+        job: Job = retrying(arrive)
         if job.state != CopyState.QUEUED:
             log.info("%s → %s: %s %s", snapshot.id, region, job.state, job.reason)
             return f"{region}: {job.state}"
-        self.store.mark_waiting(head.region, head.key, job.queued_at or self.clock())
-        started = self._advance(head.key, head.region, listings)
+        self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock())
+        try:
+            started, _ = self._advance(template.key, template.region, run)
+        except ArmError as error:
+            # recorded and waiting: the timer starts it; the event itself is done
+            log.warning(
+                "%s → %s queued; starting it failed for now (%s): the timer retries", snapshot.id, region, error
+            )
+            return f"{region}: queued"
         return f"{region}: {'started' if started else 'queued'}"
-
-    def _remember_groups(self, head: ChainHead, snapshot: Snapshot) -> ChainHead:
-        """A family seen in a new resource group: list that group too from now on."""
-        missing = [group for group in source_groups_of(snapshot) if group not in head.source_groups]
-        if not missing:
-            return head
-
-        def save() -> ChainHead:
-            fresh = self.store.load_head(head.key) or head
-            groups = fresh.source_groups + tuple(group for group in missing if group not in fresh.source_groups)
-            if groups != fresh.source_groups:
-                self.store.save_head(fresh.evolve(source_groups=groups))
-            return self.store.load_head(head.key) or fresh
-
-        result: ChainHead = retrying(save)
-        return result
-
-    def _recheck_order(self, head: ChainHead, job: Job) -> ChainHead:
-        """A copy of a newer snapshot may have started while we inserted this one."""
-        fresh = self.store.load_head(head.key) or head
-        if fresh.last_started_key and job.key < fresh.last_started_key:
-            skipped = arrival(job.evolve(queued_at=self.clock()), fresh)
-            with contextlib.suppress(Conflict):
-                self.store.save_job(skipped)
-        return fresh
 
     # --- the timer path ----------------------------------------------------------------
 
     def tick(self) -> TickReport:
         """Poll every copy in flight, finish what finished, start what may start."""
         report = TickReport()
-        listings = SourceListings(self.arm, self.clock)
+        run = Run(self.listings, eager=True)
         for region in self.store.list_regions():
             report.regions += 1
             try:
-                self._tick_region(region, listings, report)
-            except ArmError as error:
+                self._tick_region(region, run, report)
+            except Exception as error:  # one region's trouble must not starve the others
                 report.errors.append(f"{region.partition}: {error}")
-                log.error("tick: ARM failed for %s: %s (next tick retries)", region.partition, error)
+                log.exception("tick: %s failed (the next tick retries)", region.partition)
         log.info("tick: %s", report.summary())
         self.last_tick = report
         return report
 
-    def _tick_region(self, region: RegionKey, listings: SourceListings, report: TickReport) -> None:
+    def _tick_region(self, region: RegionKey, run: Run, report: TickReport) -> None:
         load = self.store.load_region(region)
         now = self.clock()
         report.in_flight += load.in_flight_count
@@ -247,6 +305,9 @@ class Replicator:
             try:
                 targets[group] = {snap.id.name.lower(): snap for snap in self.arm.list_snapshots(group)}
             except ArmError as error:
+                if error.status == 404:
+                    targets[group] = {}  # the target group is gone: its copies are too
+                    continue
                 report.errors.append(f"list {group}: {error}")
                 log.error("tick: cannot list copies in %s: %s (next tick retries)", group, error)
         for flight in due:
@@ -254,28 +315,41 @@ class Replicator:
             if group not in targets:
                 continue
             report.polled += 1
-            outcome = assess_copy(flight, targets[group].get(flight.target_id.name.lower()), now)
-            if isinstance(outcome, Progress):
-                if outcome.changed or outcome.next_poll_at != flight.next_poll_at:
-                    self.store.save_flight(
-                        flight.evolve(
-                            percent=outcome.percent,
-                            progressed_at=now if outcome.changed else flight.progressed_at,
-                            next_poll_at=outcome.next_poll_at,
-                        )
-                    )
-            elif isinstance(outcome, Completed):
-                self._finish(flight, CopyState.SUCCEEDED, None)
-                report.completed += 1
-            elif isinstance(outcome, Failed):
-                self._finish(flight, CopyState.FAILED, outcome.error)
-                report.failed += 1
-            elif isinstance(outcome, Restart):
-                report.restarted += 1
-                self._restart(flight)
-        self._release(region, listings, report)
+            try:
+                self._poll(flight, targets[group].get(flight.target_id.name.lower()), now, report)
+            except Conflict:
+                log.info("%s changed under the tick; the next tick looks again", flight.chain.partition)
+        self._release(region, run, report)
 
-    def _release(self, region: RegionKey, listings: SourceListings, report: TickReport) -> None:
+    def _poll(self, flight: InFlight, target: Snapshot | None, now: datetime, report: TickReport) -> None:
+        if flight.phase == Phase.STARTING and target is not None:
+            # the PUT landed but its run never confirmed it (died, or is slow): confirm it
+            self._commit(flight)
+            current = self.store.load_flight(flight.region, flight.chain)
+            if current is None or current.attempt != flight.attempt:
+                return
+            flight = current
+        outcome = assess_copy(flight, target, now)
+        if isinstance(outcome, Progress):
+            if flight.phase == Phase.COPYING and (outcome.changed or outcome.next_poll_at != flight.next_poll_at):
+                self.store.save_flight(
+                    flight.evolve(
+                        percent=outcome.percent,
+                        progressed_at=now if outcome.changed else flight.progressed_at,
+                        next_poll_at=outcome.next_poll_at,
+                    )
+                )
+        elif isinstance(outcome, Completed):
+            self._finish(flight, CopyState.SUCCEEDED, None)
+            report.completed += 1
+        elif isinstance(outcome, Failed):
+            self._finish(flight, CopyState.FAILED, outcome.error)
+            report.failed += 1
+        elif isinstance(outcome, Restart):
+            report.restarted += 1
+            self._restart(flight)
+
+    def _release(self, region: RegionKey, run: Run, report: TickReport) -> None:
         load = self.store.load_region(region)
         candidates = release_order(load.waiting, load.busy_families)
         report.waiting += len(candidates)
@@ -283,14 +357,13 @@ class Replicator:
             if load.in_flight_count >= self.cap:
                 break
             try:
-                outcome = self._advance(waiting.chain, region, listings, load=load, waiting=waiting)
-            except ArmError as error:
+                started, after = self._advance(waiting.chain, region, run, load=load, waiting=waiting)
+            except (ArmError, Conflict) as error:
                 report.errors.append(f"{waiting.chain.partition}: {error}")
                 log.error("tick: cannot advance %s: %s", waiting.chain.partition, error)
-                continue
-            if isinstance(outcome, RegionLoad):
-                load = outcome
-                report.started += 1
+                after, started = self.store.load_region(region), False
+            load = after or load
+            report.started += int(started)
 
     # --- starting ----------------------------------------------------------------------
 
@@ -298,35 +371,40 @@ class Replicator:
         self,
         chain: ChainKey,
         region: RegionKey,
-        listings: SourceListings,
+        run: Run,
         *,
         load: RegionLoad | None = None,
         waiting: Waiting | None = None,
-    ) -> RegionLoad | None:
-        """Start the chain's next copy if every rule allows; return the region after it."""
+    ) -> tuple[bool, RegionLoad | None]:
+        """Start the chain's next copy if every rule allows.
+
+        Returns (started, the region as it is now, when known)."""
         load = load or self.store.load_region(region)
         if chain.family_id in load.busy_families or load.in_flight_count >= self.cap:
-            return None
+            return False, load
         if waiting is None:
             waiting = next((item for item in load.waiting if item.chain == chain), None)
         head = self.store.load_head(chain)
         if head is None:
-            return None
+            return False, load
         now = self.clock()
         pending = self.store.load_pending(head)
         plan = plan_chain(head, pending, now)
         if plan.needs_listing:
-            # a disk's snapshots usually share a group, but nothing forces them to
             groups = {*head.source_groups} | {_group(job.source_id) for job in pending if job.state == CopyState.QUEUED}
-            snapshots, listed_at = listings.merged(groups)
-            plan = plan_chain(
-                head,
-                pending,
-                now,
-                listing=snapshots,
-                listed_at=listed_at,
-                target_group=self.settings.target_resource_group,
-            )
+            for listing in (run.cached(groups), run.fresh(groups, now)):
+                if listing is None:
+                    continue
+                plan = plan_chain(
+                    head,
+                    pending,
+                    now,
+                    listing=listing[0],
+                    listed_at=listing[1],
+                    target_group=self.settings.target_resource_group,
+                )
+                if not plan.needs_listing:
+                    break
             head = self._note_listing(head, plan.listed_through)
             self.store.add_jobs(plan.add)
             for job in plan.skip:
@@ -337,7 +415,7 @@ class Replicator:
             if plan.wait == "nothing queued" and waiting is not None:
                 self.store.clear_waiting(waiting)
             log.debug("%s waits: %s", chain.partition, plan.wait)
-            return None
+            return False, load
         job = plan.start
         flight = InFlight(
             region=head.region,
@@ -347,18 +425,20 @@ class Replicator:
             target_id=job.target_id,
             phase=Phase.STARTING,
             started_at=now,
+            attempt=uuid.uuid4().hex,
         )
         try:
             load = self.store.reserve_slot(load, flight, self.cap)
         except CapacityExhausted:
-            return None
+            return False, load
         except Conflict:
-            log.info("%s: slot taken concurrently; the next tick looks again", chain.partition)
-            return None
-        self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}"))
-        if self._launch(job, flight):
-            return load
-        return self.store.load_region(region)
+            log.info("%s: slot taken concurrently; looking again", chain.partition)
+            return False, self.store.load_region(region)
+        self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
+        flight = next(item for item in load.in_flight if item.chain == chain)
+        if self._drive(job, flight):
+            return True, load
+        return False, self.store.load_region(region)
 
     def _note_listing(self, head: ChainHead, listed_through: datetime | None) -> ChainHead:
         if listed_through is None or listed_through == head.listed_through:
@@ -375,64 +455,110 @@ class Replicator:
         result: ChainHead = retrying(save)
         return result
 
-    def _launch(self, job: Job, flight: InFlight) -> bool:
-        """PUT the copy for a reserved slot; commit on success, give the slot back if refused."""
+    def _drive(self, job: Job, flight: InFlight) -> bool:
+        """PUT the copy for a slot this run holds. True while the slot stays taken.
+
+        A definite refusal (4xx) gives the slot back; an ambiguous failure (5xx, a lost
+        connection) keeps it: the copy may exist, and the tick's listing will tell."""
         try:
-            self.arm.start_copy(job.source_id, job.target_id, flight.region.region, {SOURCE_TAG: str(job.source_id)})
+            made = self.arm.start_copy(
+                job.source_id, job.target_id, flight.region.region, {SOURCE_TAG: str(job.source_id)}
+            )
         except ArmError as error:
             stored = self.store.load_job(job.chain, job.key) or job
+            if error.status is None or error.status >= 500:
+                log.warning(
+                    "CopyStart %s → %s unconfirmed (%s); the tick checks whether it landed",
+                    job.source_id,
+                    job.target_id,
+                    error,
+                )
+                if stored.state == CopyState.QUEUED:
+                    self._save_quietly(
+                        stored.evolve(attempts=stored.attempts + 1, error=CopyError(error.code, error.message))
+                    )
+                return True
             refusal = error.as_refusal()
             if refusal.source_missing and self.arm.get_snapshot(job.source_id) is not None:
                 # the 404 was about something else (the target resource group, say)
                 refusal = replace(refusal, source_missing=False, retryable=False)
-            updated = after_refusal(stored, refusal, self.clock(), self.settings.max_start_attempts)
-            log.warning(
-                "CopyStart %s → %s refused: %s; %s",
-                job.source_id,
-                job.target_id,
-                error,
-                updated.reason or f"retrying after {updated.not_before}",
-            )
-            self._save_quietly(updated)
-            self._give_back(flight)
-            # retried later (or the chain moves on): either way the timer must look again
-            self.store.mark_waiting(flight.region, flight.chain, stored.queued_at or self.clock())
+            self._refused(stored, flight, refusal)
             return False
-        retrying(lambda: self._commit_start(job, flight))
-        self.store.save_flight(flight.evolve(phase=Phase.COPYING))
+        if job.source_unique_id and made.source_unique_id and made.source_unique_id != job.source_unique_id:
+            stored = self.store.load_job(job.chain, job.key) or job
+            message = (
+                f"{job.target_id.name} already holds a copy of an earlier snapshot that had the same name; "
+                "delete or rename it, then retry"
+            )
+            self._refused(stored, flight, StartRefusal(CopyError("TargetNameTaken", message), retryable=False))
+            return False
+        self._commit(flight)
         log.info("copy started: %s → %s", job.source_id, job.target_id)
         return True
 
-    def _commit_start(self, job: Job, flight: InFlight) -> None:
-        head = self.store.load_head(job.chain)
-        assert head is not None
-        if head.copying_key == job.key:
-            return
-        pending = {item.key: item for item in self.store.load_pending(head)}
-        current = pending.get(job.key) or self.store.load_job(job.chain, job.key) or job
-        started = current.evolve(
-            state=CopyState.COPYING,
-            source_ready=True,
-            started_at=flight.started_at,
-            not_before=None,
-            error=None,
-            attempts=current.attempts + 1,
+    def _refused(self, stored: Job, flight: InFlight, refusal: StartRefusal) -> None:
+        """ARM said no: record it on the job (if still queued) and give the slot back."""
+        current = self.store.load_flight(flight.region, flight.chain)
+        if current is None or current.attempt != flight.attempt:
+            return  # another run owns this start now
+        updated = after_refusal(stored, refusal, self.clock(), self.settings.max_start_attempts)
+        log.warning(
+            "CopyStart %s → %s refused: %s %s; %s",
+            stored.source_id,
+            stored.target_id,
+            refusal.error.code,
+            refusal.error.message,
+            updated.reason or f"retrying after {updated.not_before}",
         )
-        overtaken = [
-            arrival(item.evolve(queued_at=flight.started_at), head.evolve(last_started_key=job.key))
-            for item in pending.values()
-            if item.state == CopyState.QUEUED and item.key < job.key
-        ]
-        self.store.save_chain(head.evolve(copying_key=job.key, last_started_key=job.key), [started, *overtaken])
+        if stored.state == CopyState.QUEUED:
+            self._save_quietly(updated)
+        self._give_back(current)
+        self.store.mark_waiting(flight.region, flight.chain, stored.queued_at or self.clock())
+
+    def _commit(self, flight: InFlight) -> None:
+        """Record a start ARM accepted: job copying, head watermark, flight `copying`.
+        Idempotent, and only for the run (attempt) that still owns the flight."""
+        current = self.store.load_flight(flight.region, flight.chain)
+        if current is None or current.attempt != flight.attempt or current.job_key != flight.job_key:
+            return
+
+        def commit_chain() -> None:
+            head = self.store.load_head(flight.chain)
+            job = self.store.load_job(flight.chain, flight.job_key)
+            if head is None or job is None or job.state != CopyState.QUEUED:
+                return  # committed already (or finished by a tick)
+            pending = self.store.load_pending(head)
+            started = job.evolve(
+                state=CopyState.COPYING, source_ready=True, started_at=flight.started_at, not_before=None, error=None
+            )
+            watermark = max(head.last_started_key, job.key)
+            self.store.save_chain(
+                head.evolve(copying_key=job.key, last_started_key=watermark),
+                [started, *_overtaken(head, pending, job.key, flight.started_at)],
+            )
+
+        retrying(commit_chain)
+        if current.phase == Phase.STARTING:
+            with contextlib.suppress(Conflict):
+                self.store.save_flight(current.evolve(phase=Phase.COPYING))
 
     def _restart(self, flight: InFlight) -> None:
-        """A slot reserved by a run that died before it committed: finish what it began."""
+        """A start nobody confirmed within the grace: take it over and PUT again (idempotent)."""
         job = self.store.load_job(flight.chain, flight.job_key)
         if job is None or job.state.is_final:
             self._give_back(flight)
+            self._requeue(flight.region, flight.chain)
             return
-        log.warning("re-driving an interrupted start: %s → %s", flight.source_id, flight.target_id)
-        self._launch(job, flight)
+        if job.attempts >= self.settings.max_start_attempts:
+            error = job.error or CopyError("StartNotConfirmed", "ARM never confirmed the CopyStart")
+            self._refused(job, flight, StartRefusal(error, retryable=False))
+            return
+        try:
+            taken = self.store.save_flight(flight.evolve(attempt=uuid.uuid4().hex, started_at=self.clock()))
+        except Conflict:
+            return  # another run took it over first
+        log.warning("re-driving an unconfirmed start: %s → %s", flight.source_id, flight.target_id)
+        self._drive(job, taken)
 
     # --- finishing ---------------------------------------------------------------------
 
@@ -450,17 +576,22 @@ class Replicator:
                 state=state,
                 finished_at=now,
                 error=error,
+                started_at=job.started_at or flight.started_at,
                 percent=100.0 if state == CopyState.SUCCEEDED else flight.percent,
-                reason=""
-                if state == CopyState.SUCCEEDED
-                else "the copy failed; the chain moved on to its next snapshot",
+                reason="" if state == CopyState.SUCCEEDED else _MOVED_ON,
             )
-            changes: dict[str, Any] = {"copying_key": "" if head.copying_key == job.key else head.copying_key}
+            changes: dict[str, Any] = {
+                "copying_key": "" if head.copying_key == job.key else head.copying_key,
+                "last_started_key": max(head.last_started_key, job.key),
+            }
             if state == CopyState.SUCCEEDED:
                 changes.update(
                     last_completed_key=job.key, last_completed_source=str(job.source_id), last_completed_at=now
                 )
-            self.store.save_chain(head.evolve(**changes), [final])
+            overtaken = (
+                _overtaken(head, self.store.load_pending(head), job.key, now) if job.state == CopyState.QUEUED else []
+            )
+            self.store.save_chain(head.evolve(**changes), [final, *overtaken])
 
         retrying(commit)
         if state == CopyState.SUCCEEDED:
@@ -478,24 +609,28 @@ class Replicator:
         self._requeue(flight.region, flight.chain)
 
     def _give_back(self, flight: InFlight) -> None:
+        """Release the slot, if this attempt still holds it."""
+
         def release() -> None:
             load = self.store.load_region(flight.region)
-            if not any(item.chain == flight.chain and item.job_key == flight.job_key for item in load.in_flight):
+            current = next((item for item in load.in_flight if item.chain == flight.chain), None)
+            if current is None or current.attempt != flight.attempt:
                 return
-            self.store.release_slot(load, flight)
+            self.store.release_slot(load, current)
 
         retrying(release)
 
     def _requeue(self, region: RegionKey, chain: ChainKey) -> None:
-        """After a copy ends: keep the chain waiting if it has more, else drop its marker.
-        The marker is read before the queue so a concurrent arrival cannot be lost."""
+        """After a copy ends: keep the chain in line (by its oldest queued job) if it has
+        more, else drop its marker. The marker is read before the queue so a concurrent
+        arrival cannot be lost."""
         waiting = self.store.find_waiting(region, chain)
         head = self.store.load_head(chain)
         if head is None:
             return
         queued = [job for job in self.store.load_pending(head) if job.state == CopyState.QUEUED]
         if queued:
-            self.store.mark_waiting(region, chain, min(job.queued_at or self.clock() for job in queued))
+            self.store.set_waiting(region, chain, min(job.queued_at or self.clock() for job in queued))
         elif waiting is not None:
             self.store.clear_waiting(waiting)
 
@@ -504,6 +639,16 @@ class Replicator:
             self.store.save_job(job)
         except Conflict:
             log.info("job %s changed concurrently; keeping the other writer's version", job.key)
+
+
+def _overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime) -> list[Job]:
+    """Queued jobs older than `key`: once `key` started they can never be copied."""
+    watermark = head.evolve(last_started_key=key)
+    return [
+        arrival(item.evolve(queued_at=when), watermark)
+        for item in pending
+        if item.state == CopyState.QUEUED and item.key < key
+    ]
 
 
 def _group(resource: ResourceId) -> ResourceGroupId:

@@ -74,6 +74,8 @@ class IndexEntry:
     reason: str = ""
     family_id: str = ""
     regions: str = ""
+    unique_id: str = ""  # ARM's uniqueId: tells a recreated snapshot of the same name apart
+    recorded_at: datetime | None = None
 
 
 class OperationCounter:
@@ -97,6 +99,11 @@ def _conditional(etag: str | None) -> dict[str, Any]:
 def _etag(entity: Any) -> str | None:
     metadata = getattr(entity, "metadata", None) or {}
     value = metadata.get("etag")
+    return str(value) if value else None
+
+
+def _result_etag(results: list[Any], index: int) -> str | None:
+    value = results[index].get("etag") if len(results) > index else None
     return str(value) if value else None
 
 
@@ -202,6 +209,8 @@ class StateStore:
             reason=entity.get("Reason", ""),
             family_id=entity.get("FamilyId", ""),
             regions=entity.get("Regions", ""),
+            unique_id=entity.get("UniqueId", "") or "",
+            recorded_at=_dt(entity.get("RecordedAt")),
         )
 
     def put_index(self, entry: IndexEntry) -> None:
@@ -216,6 +225,8 @@ class StateStore:
                 "Reason": entry.reason,
                 "FamilyId": entry.family_id,
                 "Regions": entry.regions,
+                "UniqueId": entry.unique_id,
+                "RecordedAt": entry.recorded_at,
             },
             mode=UpdateMode.REPLACE,
         )
@@ -262,6 +273,27 @@ class StateStore:
         """Insert a job; if it exists already (a duplicate event), return the stored one."""
         with contextlib.suppress(Conflict):
             self._create(_job_entity(job), f"job {job.key}")
+        stored = self.load_job(job.chain, job.key)
+        assert stored is not None
+        return stored
+
+    def add_job_guarded(self, head: ChainHead, job: Job) -> Job:
+        """Insert a job together with an ETag-conditional touch of its head, in one batch.
+
+        A start commits the head conditionally too, so an arrival and a start serialise:
+        either the start sees the new job (and skips it if it is older), or the arrival
+        sees the start's watermark. Raises `Conflict` when the head moved: re-read, retry.
+        """
+        existing = self.load_job(job.chain, job.key)
+        if existing is not None:
+            return existing
+        self._transact(
+            [
+                ("create", _job_entity(job)),
+                ("update", _head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)}),
+            ],
+            f"arrival {job.key}",
+        )
         stored = self.load_job(job.chain, job.key)
         assert stored is not None
         return stored
@@ -345,8 +377,8 @@ class StateStore:
         return replace(
             load,
             in_flight_count=load.in_flight_count + 1,
-            in_flight=(*load.in_flight, flight),
-            counter_etag=str(results[0].get("etag")) if results and results[0].get("etag") else None,
+            in_flight=(*load.in_flight, replace(flight, etag=_result_etag(results, 1))),
+            counter_etag=_result_etag(results, 0),
         )
 
     def release_slot(self, load: RegionLoad, flight: InFlight) -> None:
@@ -355,19 +387,36 @@ class StateStore:
         self._transact(
             [
                 ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag)}),
-                ("delete", {"PartitionKey": load.key.partition, "RowKey": FLIGHT_PREFIX + flight.chain.family_id}),
+                (
+                    "delete",
+                    {"PartitionKey": load.key.partition, "RowKey": FLIGHT_PREFIX + flight.chain.family_id},
+                    _conditional(flight.etag),
+                ),
             ],
             f"release {flight.chain.partition}",
         )
 
-    def save_flight(self, flight: InFlight) -> None:
-        """Progress and phase of a copy in flight (unconditional merge: one writer, the timer)."""
+    def save_flight(self, flight: InFlight) -> InFlight:
+        """Write a flight row we read (ETag-conditional): a run that lost the flight to
+        another (a restart, a finish) gets `Conflict` and must stop touching it."""
         self.ensure_table()
         self.operations.add("update")
         try:
-            self._table.update_entity(_flight_entity(flight), mode=UpdateMode.MERGE)
-        except ResourceNotFoundError as error:
-            raise Conflict(f"flight {flight.chain.partition} is gone") from error
+            metadata = self._table.update_entity(
+                _flight_entity(flight), mode=UpdateMode.REPLACE, **_conditional(flight.etag)
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as error:
+            raise Conflict(f"flight {flight.chain.partition} changed or is gone") from error
+        except HttpResponseError as error:
+            if error.status_code == 412:
+                raise Conflict(f"flight {flight.chain.partition} changed") from error
+            raise
+        etag = (metadata or {}).get("etag")
+        return replace(flight, etag=str(etag) if etag else None)
+
+    def load_flight(self, region: RegionKey, chain: ChainKey) -> InFlight | None:
+        entity = self._get(region.partition, FLIGHT_PREFIX + chain.family_id)
+        return None if entity is None else _flight_from(region, entity)
 
     def mark_waiting(self, region: RegionKey, chain: ChainKey, since: datetime) -> None:
         """Say the chain has queued work. Keeps the earliest `since` (fair release order)
@@ -379,14 +428,34 @@ class StateStore:
             "Since": since,
             "Touched": since,
         }
-        try:
-            self._create(entity, "wait")
-        except Conflict:
-            self.operations.add("update")
-            self._table.update_entity(
-                {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "Touched": since},
-                mode=UpdateMode.MERGE,
-            )
+        for _ in range(5):
+            try:
+                self._create(entity, "wait")
+                return
+            except Conflict:
+                self.operations.add("update")
+                touch = {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "Touched": since}
+                try:
+                    self._table.update_entity(touch, mode=UpdateMode.MERGE)
+                    return
+                except ResourceNotFoundError:
+                    continue  # cleared between our create and our touch: create it again
+        raise Conflict(f"wait marker {chain.partition} keeps changing")
+
+    def set_waiting(self, region: RegionKey, chain: ChainKey, since: datetime) -> None:
+        """Set the chain's place in line to `since` (its oldest queued job), whatever it was."""
+        self.ensure_table()
+        self.operations.add("upsert")
+        self._table.upsert_entity(
+            {
+                "PartitionKey": region.partition,
+                "RowKey": WAIT_PREFIX + chain.family_id,
+                "FamilyId": chain.family_id,
+                "Since": since,
+                "Touched": since,
+            },
+            mode=UpdateMode.REPLACE,
+        )
 
     def clear_waiting(self, waiting: Waiting) -> None:
         """Drop the marker unless someone touched it since we read it."""
@@ -476,6 +545,7 @@ def _job_entity(job: Job) -> Entity:
         "RowKey": JOB_PREFIX + job.key,
         "SourceId": str(job.source_id),
         "SourceTime": job.source_time,
+        "SourceUniqueId": job.source_unique_id,
         "TargetId": str(job.target_id),
         "State": job.state.value,
         "SourceReady": job.source_ready,
@@ -499,6 +569,7 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
         chain=chain,
         source_id=ResourceId.parse(entity["SourceId"]),
         source_time=source_time,
+        source_unique_id=entity.get("SourceUniqueId", "") or "",
         target_id=ResourceId.parse(entity["TargetId"]),
         state=CopyState(entity.get("State", "queued")),
         source_ready=bool(entity.get("SourceReady", True)),
@@ -533,6 +604,7 @@ def _flight_entity(flight: InFlight) -> Entity:
         "SourceId": str(flight.source_id),
         "TargetId": str(flight.target_id),
         "Phase": flight.phase.value,
+        "Attempt": flight.attempt,
         "StartedAt": flight.started_at,
         "Percent": float(flight.percent),
         "ProgressedAt": flight.progressed_at,
@@ -550,6 +622,7 @@ def _flight_from(region: RegionKey, entity: Any) -> InFlight:
         source_id=ResourceId.parse(entity["SourceId"]),
         target_id=ResourceId.parse(entity["TargetId"]),
         phase=Phase(entity.get("Phase", "copying")),
+        attempt=entity.get("Attempt", "") or "",
         started_at=started,
         percent=float(entity.get("Percent", 0.0)),
         progressed_at=_dt(entity.get("ProgressedAt")),

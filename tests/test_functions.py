@@ -171,14 +171,44 @@ def test_region_cap_holds_and_waiting_chains_are_released_oldest_first(
     deployment.world.configure(cap=2)  # the emulator refuses a third: the app must never ask
     for disk in ("a", "b", "c", "d"):
         disk_with_snapshots(deployment, disk, 1)
-        deployment.deliver(snapshot_events(deployment))
         deployment.advance(1)
+    deployment.deliver(snapshot_events(deployment))
+    deployment.tick(advance=1)
     assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0"]
     report = deployment.tick(advance=200)  # a 128 GiB copy takes 128 s in the emulator
     assert report.completed == 2 and report.started == 2
     assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0", "c-s0", "d-s0"]
     run_until_done(deployment)
     assert deployment.refusals() == {}
+
+
+def test_a_chain_that_never_drains_does_not_jump_the_line(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):
+    settings = deployment.replicator.settings
+    monkeypatch.setattr(deployment.replicator, "settings", replace(settings, max_copies_per_region=1))
+    deployment.world.configure(cap=1)
+    disk_a = deployment.fleet.create_disk(RG, "a", "eastus2")
+    deployment.fleet.take_snapshot(disk_a, "a-s0", "eastus2")
+    deployment.deliver(snapshot_events(deployment))  # a-s0 copies
+    deployment.advance(20)
+    disk_with_snapshots(deployment, "b", 1)  # b waits for the only slot
+    deployment.deliver(snapshot_events(deployment))
+    deployment.advance(20)
+    deployment.fleet.take_snapshot(disk_a, "a-s1", "eastus2")  # a's next, queued after b's
+    deployment.deliver(snapshot_events(deployment))
+    deployment.tick(advance=200)
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0"]
+    run_until_done(deployment)
+    assert deployment.refusals() == {}
+
+
+def test_a_burst_of_events_costs_a_few_lists_not_one_per_event(deployment: Deployment):
+    for index in range(10):
+        disk_with_snapshots(deployment, f"vm{index}", 1)
+    lists = deployment.requests("LIST snapshots")
+    deployment.deliver(snapshot_events(deployment))
+    deployment.tick(advance=1)
+    assert deployment.requests("LIST snapshots") - lists <= 3  # 1 by the first event, 1 per tick
+    assert len(copies(deployment)) == 10
 
 
 def test_deleted_source_fails_its_copy_with_the_reason_and_the_chain_moves_on(deployment: Deployment):
