@@ -361,3 +361,123 @@ def test_copystart_404_about_something_else_than_the_source_fails_with_arms_code
     assert first["State"] == "failed" and first["ErrorCode"] == "ResourceGroupNotFound"
     run_until_done(deployment)  # the chain moved on to the next snapshot
     assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["vm0-data0-s1"]
+
+
+def table_end_state(deployment: Deployment) -> None:
+    """Nothing left half-done: no job pending, no head copying, no slot held or counted."""
+    rows = deployment.store.rows("chain|")
+    assert [r["RowKey"] for r in rows if r["RowKey"].startswith("job|") and r["State"] in ("queued", "copying")] == []
+    assert [r["PartitionKey"] for r in rows if r["RowKey"] == "head" and r["CopyingKey"]] == []
+    region = deployment.store.rows("region|")
+    assert [r["RowKey"] for r in region if r["RowKey"].startswith("flight|")] == []
+    assert all(r["InFlight"] == 0 for r in region if r["RowKey"] == "counter")
+
+
+def test_process_dying_after_the_put_is_confirmed_by_the_tick_with_the_watermark(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
+    store = deployment.replicator.store
+    monkeypatch.setattr(store, "save_chain", worker_dies)
+    with pytest.raises(SystemExit):
+        deployment.deliver(snapshot_events(deployment))
+    monkeypatch.undo()
+    deployment.tick(advance=5)  # the target exists: the tick commits what the dead run could not
+    head = next(r for r in deployment.store.rows("chain|") if r["RowKey"] == "head")
+    assert head["LastStartedKey"].endswith("vm0-data0-s0") and head["CopyingKey"] == head["LastStartedKey"]
+    run_until_done(deployment)
+    assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
+    table_end_state(deployment)
+    assert deployment.refusals() == {}
+
+
+def test_an_unconfirmed_put_keeps_its_slot_and_is_not_copied_twice(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    """ARM accepted the copy but the answer was lost: the slot must stay taken."""
+    from shared.arm import ArmError
+
+    settings = deployment.replicator.settings
+    monkeypatch.setattr(deployment.replicator, "settings", replace(settings, max_copies_per_region=1))
+    deployment.world.configure(cap=1)
+    arm = deployment.replicator.arm
+    real = arm.start_copy
+
+    def accepted_but_lost(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise ArmError("GatewayTimeout", "the answer was lost", 504)
+
+    monkeypatch.setattr(arm, "start_copy", accepted_but_lost)
+    disk_with_snapshots(deployment, "a", 1)
+    deployment.deliver(snapshot_events(deployment))
+    monkeypatch.setattr(arm, "start_copy", real)
+    disk_with_snapshots(deployment, "b", 1)
+    deployment.deliver(snapshot_events(deployment))
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0"]  # b waits: cap 1
+    run_until_done(deployment)
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0"]
+    table_end_state(deployment)
+    assert deployment.refusals() == {}
+
+
+def test_a_tick_finishing_a_copy_before_its_start_is_committed_does_not_undo_anything(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    """The handler's commit arrives after the tick already finished the copy and started
+    the next: it must not move the watermark back nor touch the next copy's slot."""
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
+    replicator = deployment.replicator
+    real_commit = replicator._commit
+    late: list[Any] = []
+    monkeypatch.setattr(replicator, "_commit", late.append)
+    deployment.deliver(snapshot_events(deployment))  # PUT done, commit held back
+    monkeypatch.setattr(replicator, "_commit", real_commit)
+    report = deployment.tick(advance=200)  # confirms, completes s0 and starts s1
+    assert report.completed == 1 and report.started == 1
+    real_commit(late[0])  # the slow handler finally commits
+    run_until_done(deployment)
+    assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
+    head = next(r for r in deployment.store.rows("chain|") if r["RowKey"] == "head")
+    assert head["LastStartedKey"].endswith("vm0-data0-s1")
+    table_end_state(deployment)
+
+
+def test_a_recreated_snapshot_with_a_reused_name_is_not_reported_as_copied(deployment: Deployment):
+    disk = deployment.fleet.create_disk(RG, "vm0", "eastus2")
+    monday = deployment.fleet.take_snapshot(disk, "vm0-monday", "eastus2")
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    deployment.fleet.delete_snapshot(monday)
+    deployment.advance(7 * 24 * 3600)  # a week later the rotation takes "vm0-monday" again
+    deployment.fleet.take_snapshot(disk, "vm0-monday", "eastus2")
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    rows = sorted(jobs(deployment.store), key=lambda r: r["RowKey"])
+    assert [r["State"] for r in rows] == ["succeeded", "failed"]
+    assert rows[1]["ErrorCode"] == "TargetNameTaken"
+    assert len(copies(deployment)) == 1
+
+
+def test_a_deleted_source_group_does_not_stop_the_chain(deployment: Deployment):
+    disk = deployment.fleet.create_disk(RG, "vm0", "eastus2")
+    deployment.fleet.take_snapshot(disk, "s0", "eastus2", resource_group="backups-rg")
+    deployment.deliver(snapshot_events(deployment))
+    deployment.advance(60)
+    deployment.fleet.take_snapshot(disk, "s1", "eastus2", resource_group="backups-rg")
+    events = snapshot_events(deployment)
+    deployment.world.add_fault(
+        Fault(
+            method="GET",
+            kind="snapshots_list",
+            path_contains=f"/resourceGroups/{RG}/",
+            status=404,
+            error_code="ResourceGroupNotFound",
+            count=1000,
+        )
+    )  # the VM's group (remembered as the disk's) is deleted
+    deployment.deliver(events)
+    run_until_done(deployment)
+    assert deployment.world.faults()[0]["remaining"] < 1000  # the group really answered 404
+    deployment.world.clear_faults()
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["s0", "s1"]
+    assert deployment.last_report.errors == []

@@ -257,3 +257,13 @@ def test_source_deleted_before_start_is_skipped():
     (snap,) = family_snapshots(1)
     refusal = StartRefusal(CopyError("ResourceNotFound", "gone"), retryable=False, source_missing=True)
     assert after_refusal(job_for(snap), refusal, T0, max_attempts=5).state == CopyState.SKIPPED
+
+
+def test_a_listing_older_than_the_heads_belief_never_calls_a_live_snapshot_deleted():
+    """Another handler listed later (and saw the new snapshot); this run holds an older
+    listing that predates it. Absence from the older listing proves nothing."""
+    older, newer = family_snapshots(2)
+    head = head_for(older, last_started_key=job_for(older).key, listed_through=newer.time_created)
+    stale_at = newer.time_created - minutes(1)
+    plan = plan_chain(head, [job_for(newer)], newer.time_created, listing=[older], listed_at=stale_at)
+    assert plan.skip == ()
