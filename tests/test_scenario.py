@@ -65,9 +65,9 @@ def check_invariants(deployment: Deployment, expected: dict[str, list[str]]) -> 
     rows = deployment.store.rows("chain|")
     assert [r["RowKey"] for r in rows if r["RowKey"].startswith("job|") and r["State"] != "succeeded"] == []
     assert [r["PartitionKey"] for r in rows if r["RowKey"] == "head" and r["CopyingKey"]] == []
-    region = deployment.store.rows("region|")
-    assert [r["RowKey"] for r in region if r["RowKey"].startswith("flight|")] == [], "a slot is still held"
-    assert all(r["InFlight"] == 0 for r in region if r["RowKey"] == "counter"), "a region slot leaked"
+    slots = deployment.store.rows("region|")
+    assert [r["RowKey"] for r in slots if r["RowKey"].startswith("flight|")] == [], "a slot is still held"
+    assert all(r["InFlight"] == 0 for r in slots if r["RowKey"] == "counter"), "a region slot leaked"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
