@@ -255,7 +255,8 @@ class Replicator:
             head = self.store.load_head(template.key)
             assert head is not None
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
-            head = head.evolve(source_groups=groups)
+            if groups != head.source_groups:  # a group never listed: what was listed so far proves less
+                head = head.evolve(source_groups=groups, listed_through=None)
             job = arrival(new_job(snapshot, region, self.settings.target_resource_group, self.clock()), head)
             return self.store.add_job_guarded(head, job)
 

@@ -172,7 +172,9 @@ def test_region_cap_holds_and_waiting_chains_are_released_oldest_first(
     for disk in ("a", "b", "c", "d"):
         disk_with_snapshots(deployment, disk, 1)
         deployment.advance(1)
-    deployment.deliver(snapshot_events(deployment))
+    for event in snapshot_events(deployment):
+        deployment.deliver([event])  # queued one second apart: that is the line they stand in
+        deployment.advance(1)
     deployment.tick(advance=1)
     assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0"]
     report = deployment.tick(advance=200)  # a 128 GiB copy takes 128 s in the emulator
