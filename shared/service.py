@@ -267,7 +267,7 @@ class Replicator:
         self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock())
         try:
             started, _ = self._advance(template.key, template.region, run)
-        except ArmError as error:
+        except (ArmError, Conflict) as error:
             # recorded and waiting: the timer starts it; the event itself is done
             log.warning(
                 "%s → %s queued; starting it failed for now (%s): the timer retries", snapshot.id, region, error
@@ -325,6 +325,10 @@ class Replicator:
     def _poll(self, flight: InFlight, target: Snapshot | None, now: datetime, report: TickReport) -> None:
         if flight.phase == Phase.STARTING and target is not None:
             # the PUT landed but its run never confirmed it (died, or is slow): confirm it
+            job = self.store.load_job(flight.chain, flight.job_key)
+            if job is not None and not _made_from(target, job):
+                self._refused(job, flight, StartRefusal(_name_taken(job), retryable=False))
+                return
             self._commit(flight)
             current = self.store.load_flight(flight.region, flight.chain)
             if current is None or current.attempt != flight.attempt:
@@ -485,13 +489,9 @@ class Replicator:
                 refusal = replace(refusal, source_missing=False, retryable=False)
             self._refused(stored, flight, refusal)
             return False
-        if job.source_unique_id and made.source_unique_id and made.source_unique_id != job.source_unique_id:
+        if not _made_from(made, job):
             stored = self.store.load_job(job.chain, job.key) or job
-            message = (
-                f"{job.target_id.name} already holds a copy of an earlier snapshot that had the same name; "
-                "delete or rename it, then retry"
-            )
-            self._refused(stored, flight, StartRefusal(CopyError("TargetNameTaken", message), retryable=False))
+            self._refused(stored, flight, StartRefusal(_name_taken(job), retryable=False))
             return False
         self._commit(flight)
         log.info("copy started: %s → %s", job.source_id, job.target_id)
@@ -511,6 +511,9 @@ class Replicator:
             refusal.error.message,
             updated.reason or f"retrying after {updated.not_before}",
         )
+        if stored.state == CopyState.COPYING:
+            self._finish(current, CopyState.FAILED, refusal.error)  # clears the head too
+            return
         if stored.state == CopyState.QUEUED:
             self._save_quietly(updated)
         self._give_back(current)
@@ -550,7 +553,14 @@ class Replicator:
             self._give_back(flight)
             self._requeue(flight.region, flight.chain)
             return
+        if job.state == CopyState.COPYING:
+            # committed, but the flight never said so: confirm it; the next poll judges the copy
+            self._commit(flight)
+            return
         if job.attempts >= self.settings.max_start_attempts:
+            if self.arm.get_snapshot(job.target_id) is not None:
+                self._commit(flight)  # it did land; the listing was behind
+                return
             error = job.error or CopyError("StartNotConfirmed", "ARM never confirmed the CopyStart")
             self._refused(job, flight, StartRefusal(error, retryable=False))
             return
@@ -640,6 +650,19 @@ class Replicator:
             self.store.save_job(job)
         except Conflict:
             log.info("job %s changed concurrently; keeping the other writer's version", job.key)
+
+
+def _made_from(target: Snapshot, job: Job) -> bool:
+    """Whether a copy ARM shows under the job's target name was made from the job's source."""
+    return not (job.source_unique_id and target.source_unique_id and target.source_unique_id != job.source_unique_id)
+
+
+def _name_taken(job: Job) -> CopyError:
+    return CopyError(
+        "TargetNameTaken",
+        f"{job.target_id.name} already holds a copy of an earlier snapshot that had the same name; "
+        "delete or rename it, then retry",
+    )
 
 
 def _overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime) -> list[Job]:

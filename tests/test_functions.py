@@ -483,3 +483,33 @@ def test_a_deleted_source_group_does_not_stop_the_chain(deployment: Deployment):
     deployment.world.clear_faults()
     assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["s0", "s1"]
     assert deployment.last_report.errors == []
+
+
+def test_a_committed_copy_whose_flight_never_said_so_cannot_strand_the_chain(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    """The chain committed the start, the flight's `copying` write was lost, then the
+    copy vanished: the chain must record the failure and move on, not wait for ever."""
+    from shared.store import Conflict
+
+    disk_with_snapshots(deployment, "vm0-data0", 2)
+    store = deployment.replicator.store
+    real_save_flight = store.save_flight
+    lost: list[Any] = []
+
+    def lose_first_write(flight: Any) -> Any:
+        if not lost:
+            lost.append(flight)
+            raise Conflict("write lost")
+        return real_save_flight(flight)
+
+    monkeypatch.setattr(store, "save_flight", lose_first_write)
+    deployment.deliver(snapshot_events(deployment))
+    monkeypatch.setattr(store, "save_flight", real_save_flight)
+    assert lost and lost[0].phase.value == "copying"
+    deployment.fleet.client.snapshots.begin_delete(RG, "vm0-data0-s0-westus3").result()  # someone deletes the copy
+    run_until_done(deployment)
+    states = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment.store)}
+    assert states["vm0-data0-s0"]["State"] == "failed" and states["vm0-data0-s0"]["ErrorCode"] == "TargetNotFound"
+    assert states["vm0-data0-s1"]["State"] == "succeeded"
+    table_end_state(deployment)
