@@ -2,7 +2,8 @@
 
 import azure.functions as func
 
-from shared.triggers import blueprint
+from shared import api, triggers
 
 app = func.FunctionApp()
-app.register_functions(blueprint)
+app.register_functions(triggers.blueprint)
+app.register_functions(api.blueprint)

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from azure.functions import meta
+from azure.functions import HttpRequest, meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.timer import TimerRequestConverter
 
@@ -48,6 +48,24 @@ class FunctionHost:
         datum = meta.Datum(json.dumps(event), "json")
         decoded = EventGridEventInConverter.decode(datum, trigger_metadata={})
         return self._user_function(function)(decoded)
+
+    def call_http(
+        self,
+        function: str,
+        method: str,
+        url: str,
+        *,
+        route_params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One HTTP request, as the worker hands it to the function."""
+        assert self.binding(function)["type"] == "httpTrigger"
+        request = HttpRequest(
+            method, url, headers=headers or {}, params=params or {}, route_params=route_params or {}, body=body
+        )
+        return self._user_function(function)(request)
 
     def run_timer(self, *, function: str = "poll_copies", past_due: bool = False) -> Any:
         """One timer firing, with the payload shape the host sends."""

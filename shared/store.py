@@ -264,6 +264,14 @@ class StateStore:
         entity = self._get(chain.partition, JOB_PREFIX + key)
         return None if entity is None else _job_from(chain, entity)
 
+    def list_heads(self) -> list[ChainHead]:
+        """Every chain head (status views; the service filters rows, so it reads history)."""
+        rows = self._query(
+            "PartitionKey ge @low and PartitionKey lt @high and RowKey eq @head",
+            {"low": "chain|", "high": "chain}", "head": HEAD},
+        )
+        return [_head_from(ChainKey(row["FamilyId"], row["Region"]), row) for row in rows]
+
     def list_jobs(self, chain: ChainKey) -> list[Job]:
         """Every job of a chain, oldest first (status views and tests; not on hot paths)."""
         rows = self._range(chain.partition, JOB_PREFIX, JOB_PREFIX + "\x7f")
