@@ -74,11 +74,6 @@ class ResourceId:
         """`sub:rg`, lower-cased: a readable Table key for the resource group."""
         return f"{self.subscription.lower()}:{self.resource_group.lower()}"
 
-    @property
-    def key(self) -> str:
-        """`sub:rg:name`, lower-cased: a readable Table key (no `/ \\ # ?`)."""
-        return f"{self.resource_group_key}:{self.name.lower()}"
-
 
 @dataclass(frozen=True)
 class ResourceGroupId:
@@ -98,10 +93,6 @@ class ResourceGroupId:
 
     def __hash__(self) -> int:
         return hash((self.subscription.lower(), self.resource_group.lower()))
-
-    @property
-    def key(self) -> str:
-        return f"{self.subscription.lower()}:{self.resource_group.lower()}"
 
 
 @dataclass(frozen=True)

@@ -177,17 +177,20 @@ class StateStore:
                 raise
         return results
 
-    def _update(self, entity: Entity, etag: str | None, what: str) -> None:
+    def _update(self, entity: Entity, etag: str | None, what: str) -> str | None:
+        """Replace a row we read, if unchanged (ETag); its new ETag back, or `Conflict`."""
         self.ensure_table()
         self.operations.add("update")
         try:
-            self._table.update_entity(entity, mode=UpdateMode.REPLACE, **_conditional(etag))
+            metadata = self._table.update_entity(entity, mode=UpdateMode.REPLACE, **_conditional(etag))
         except (ResourceModifiedError, ResourceNotFoundError) as error:
             raise Conflict(what) from error
         except HttpResponseError as error:
             if error.status_code == 412:
                 raise Conflict(what) from error
             raise
+        new_etag = (metadata or {}).get("etag")
+        return str(new_etag) if new_etag else None
 
     def _create(self, entity: Entity, what: str) -> None:
         self.ensure_table()
@@ -276,14 +279,6 @@ class StateStore:
         """Every job of a chain, oldest first (status views and tests; not on hot paths)."""
         rows = self._range(chain.partition, JOB_PREFIX, JOB_PREFIX + "\x7f")
         return [_job_from(chain, row) for row in rows]
-
-    def add_job(self, job: Job) -> Job:
-        """Insert a job; if it exists already (a duplicate event), return the stored one."""
-        with contextlib.suppress(Conflict):
-            self._create(_job_entity(job), f"job {job.key}")
-        stored = self.load_job(job.chain, job.key)
-        assert stored is not None
-        return stored
 
     def add_job_guarded(self, head: ChainHead, job: Job) -> Job:
         """Insert a job together with an ETag-conditional touch of its head, in one batch.
@@ -407,20 +402,8 @@ class StateStore:
     def save_flight(self, flight: InFlight) -> InFlight:
         """Write a flight row we read (ETag-conditional): a run that lost the flight to
         another (a restart, a finish) gets `Conflict` and must stop touching it."""
-        self.ensure_table()
-        self.operations.add("update")
-        try:
-            metadata = self._table.update_entity(
-                _flight_entity(flight), mode=UpdateMode.REPLACE, **_conditional(flight.etag)
-            )
-        except (ResourceModifiedError, ResourceNotFoundError) as error:
-            raise Conflict(f"flight {flight.chain.partition} changed or is gone") from error
-        except HttpResponseError as error:
-            if error.status_code == 412:
-                raise Conflict(f"flight {flight.chain.partition} changed") from error
-            raise
-        etag = (metadata or {}).get("etag")
-        return replace(flight, etag=str(etag) if etag else None)
+        etag = self._update(_flight_entity(flight), flight.etag, f"flight {flight.chain.partition} changed or is gone")
+        return replace(flight, etag=etag)
 
     def load_flight(self, region: RegionKey, chain: ChainKey) -> InFlight | None:
         entity = self._get(region.partition, FLIGHT_PREFIX + chain.family_id)
@@ -429,13 +412,7 @@ class StateStore:
     def mark_waiting(self, region: RegionKey, chain: ChainKey, since: datetime) -> None:
         """Say the chain has queued work. Keeps the earliest `since` (fair release order)
         and always changes the ETag, so a concurrent `clear_waiting` cannot drop it."""
-        entity = {
-            "PartitionKey": region.partition,
-            "RowKey": WAIT_PREFIX + chain.family_id,
-            "FamilyId": chain.family_id,
-            "Since": since,
-            "Touched": since,
-        }
+        entity = _wait_entity(region, chain, since)
         for _ in range(5):
             try:
                 self._create(entity, "wait")
@@ -454,16 +431,7 @@ class StateStore:
         """Set the chain's place in line to `since` (its oldest queued job), whatever it was."""
         self.ensure_table()
         self.operations.add("upsert")
-        self._table.upsert_entity(
-            {
-                "PartitionKey": region.partition,
-                "RowKey": WAIT_PREFIX + chain.family_id,
-                "FamilyId": chain.family_id,
-                "Since": since,
-                "Touched": since,
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        self._table.upsert_entity(_wait_entity(region, chain, since), mode=UpdateMode.REPLACE)
 
     def clear_waiting(self, waiting: Waiting) -> None:
         """Drop the marker unless someone touched it since we read it."""
@@ -591,6 +559,16 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
         reason=entity.get("Reason", "") or "",
         etag=_etag(entity),
     )
+
+
+def _wait_entity(region: RegionKey, chain: ChainKey, since: datetime) -> Entity:
+    return {
+        "PartitionKey": region.partition,
+        "RowKey": WAIT_PREFIX + chain.family_id,
+        "FamilyId": chain.family_id,
+        "Since": since,
+        "Touched": since,
+    }
 
 
 def _counter_entity(region: RegionKey, count: int) -> Entity:

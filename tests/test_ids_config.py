@@ -43,7 +43,8 @@ def test_a_disk_id_is_not_a_snapshot_id():
 
 
 def test_table_keys_hold_no_forbidden_characters():
-    key = ResourceId.parse(SNAP).key
+    snap = ResourceId.parse(SNAP)
+    key = f"{snap.resource_group_key}|{snap.name.lower()}"  # the seen-index's PartitionKey and RowKey
     assert not set(key) & set("/\\#?")
 
 

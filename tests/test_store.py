@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from shared.ids import ResourceId
-from shared.model import CopyState, Phase, RegionKey
+from shared.model import CopyState, Job, Phase, RegionKey
 from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore
 from tests.builders import SUB, T0, family_snapshots, flight_for, head_for, job_for
 
@@ -37,11 +37,18 @@ def test_head_create_is_idempotent_and_saves_are_etag_conditional(store: StateSt
     assert loaded is not None and loaded.listed_through == T0
 
 
+def arrive(store: StateStore, job: Job) -> Job:
+    """Insert a job the way arrivals do: with a conditional touch of its chain head."""
+    head = store.load_head(job.chain)
+    assert head is not None
+    return store.add_job_guarded(head, job)
+
+
 def test_jobs_sort_in_creation_order_and_pending_starts_at_the_watermark(store: StateStore):
     snaps = family_snapshots(4)
     head = store.create_head(head_for(snaps[0]))
     for snap in reversed(snaps):  # inserted out of order
-        store.add_job(job_for(snap))
+        arrive(store, job_for(snap))
     assert [job.source_id for job in store.list_jobs(head.key)] == [snap.id for snap in snaps]
     watermark = job_for(snaps[1]).key
     pending = store.load_pending(head.evolve(last_started_key=watermark))
@@ -51,16 +58,17 @@ def test_jobs_sort_in_creation_order_and_pending_starts_at_the_watermark(store: 
 def test_duplicate_job_insert_returns_the_stored_row_unchanged(store: StateStore):
     (snap,) = family_snapshots(1)
     store.create_head(head_for(snap))
-    first = store.add_job(job_for(snap))
+    first = arrive(store, job_for(snap))
     store.save_job(first.evolve(state=CopyState.COPYING))
-    again = store.add_job(job_for(snap))
+    again = arrive(store, job_for(snap))
     assert again.state == CopyState.COPYING
 
 
 def test_chain_batch_is_all_or_nothing(store: StateStore):
     snaps = family_snapshots(2)
     head = store.create_head(head_for(snaps[0]))
-    jobs = [store.add_job(job_for(snap)) for snap in snaps]
+    jobs = [arrive(store, job_for(snap)) for snap in snaps]
+    head = store.load_head(head.key) or head  # arrivals touched it
     stale = jobs[1]
     store.save_job(jobs[1].evolve(attempts=1))  # moves the second job's ETag
     with pytest.raises(Conflict):
