@@ -1,35 +1,59 @@
-"""The HTTP API (first slice): read-only status of copies and chains.
+"""The HTTP API: on-demand copies, backfill, retry, cancel and status.
 
-Routes use function-level keys. Errors are `application/problem+json` (RFC 9457) with a
-precise `detail`; nothing internal (stack traces, connection strings) is ever returned.
-Copy ids are opaque to callers: base64url of `<family>|<region>|<job key>`, decoded and
-validated strictly before any Table read.
+Routes use function-level keys. Bodies and answers are JSON; errors are
+`application/problem+json` (RFC 9457) with a precise `detail`, and nothing internal (stack
+traces, connection strings) is ever returned. Copy ids are opaque to callers: base64url of
+`<family>|<region>|<job key>`, decoded and validated strictly before any Table read.
+Handlers only parse and shape; `shared.ondemand` decides.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import azure.functions as func
 
 from shared import runtime
-from shared.model import ChainHead, ChainKey, CopyState, Job
+from shared.model import ChainHead, ChainKey, CopyState, Job, RegionKey
+from shared.ondemand import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    Accepted,
+    Cursor,
+    OnDemand,
+    Refused,
+    invalid,
+    parse_id,
+    parse_region,
+    parse_state,
+)
 from shared.store import StateStore
 
 log = logging.getLogger("snapcopy")
 
 blueprint = func.Blueprint()  # type: ignore[no-untyped-call]
 
+MAX_BODY_BYTES = 16 * 1024
+MAX_REGIONS = 64
+COPY_FIELDS = ("sourceSnapshotId", "sourceDiskId", "targetRegions")
+# `code` carries the function key when it is not sent as the x-functions-key header.
+LIST_PARAMS = ("sourceDiskId", "targetRegion", "state", "top", "continuationToken", "code")
+
 _FAMILY_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,39}$")
 _KEY_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z\|[a-z0-9_][-a-z0-9_.]{0,79}$")
 _MAX_COPY_ID = 256
+
+Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
 
 class InvalidCopyId(ValueError):
@@ -55,6 +79,9 @@ def parse_copy_id(text: str) -> tuple[ChainKey, str]:
     return ChainKey(family, region), key
 
 
+# --- views ------------------------------------------------------------------------------
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -77,11 +104,11 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
-def live_view(store: StateStore, head: ChainHead | None, job: Job) -> dict[str, Any]:
-    """A copy with its live percent (kept on the flight row while it copies)."""
+def live_view(store: StateStore, job: Job) -> dict[str, Any]:
+    """A copy with its live percent (kept on the region's flight row while it copies)."""
     view = job_view(job)
-    if job.state == CopyState.COPYING and head is not None:
-        flight = store.load_flight(head.region, job.chain)
+    if job.state == CopyState.COPYING:
+        flight = store.load_flight(RegionKey(job.target_id.subscription, job.chain.region), job.chain)
         if flight is not None and flight.job_key == job.key:
             view["percent"] = flight.percent
     return view
@@ -96,7 +123,7 @@ def chain_view(store: StateStore, head: ChainHead, now: datetime) -> dict[str, A
         "familyId": head.key.family_id,
         "sourceDiskId": head.disk_id or None,
         "targetRegion": head.key.region,
-        "copying": live_view(store, head, copying) if copying else None,
+        "copying": live_view(store, copying) if copying else None,
         "queued": sum(1 for job in pending if job.state == CopyState.QUEUED),
         "lastCompletedSnapshotId": head.last_completed_source or None,
         "lastCompletedAt": _iso(head.last_completed_at),
@@ -104,36 +131,203 @@ def chain_view(store: StateStore, head: ChainHead, now: datetime) -> dict[str, A
     }
 
 
-def _json(body: Any, status: int = 200) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+# --- plumbing ---------------------------------------------------------------------------
 
 
-def problem(status: int, title: str, detail: str) -> func.HttpResponse:
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, mimetype="application/json", headers=dict(headers or {})
+    )
+
+
+def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/problem+json")
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, mimetype="application/problem+json", headers=dict(headers or {})
+    )
+
+
+def answers_problems(handler: Handler) -> Handler:
+    """Refusals become problem documents; anything unexpected a bare 500 (logged here, not
+    returned: no stack trace or setting ever reaches the caller)."""
+
+    @functools.wraps(handler)
+    def wrapped(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except Refused as refusal:
+            headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+            return problem(refusal.status, refusal.title, refusal.detail, headers)
+        except Exception:
+            log.exception("%s %s failed", req.method, req.url)
+            return problem(500, "Internal error", "snapcopy failed to answer; the function's log has the details")
+
+    return wrapped
+
+
+def _shown(value: Any) -> str:
+    """A caller's value, quoted and cut short, for a detail."""
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_object(req: func.HttpRequest) -> dict[str, Any]:
+    """The body as a JSON object, or a precise refusal."""
+    body = req.get_body() or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise Refused(413, "Body too large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
+    if not body.strip():
+        raise invalid('the body is empty; send a JSON object like {"sourceSnapshotId": "/subscriptions/..."}')
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise invalid("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise invalid(f"the body is not JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
+    except (ValueError, RecursionError):
+        raise invalid("the body is not JSON snapcopy can read (nested too deeply, or a number too long)") from None
+    if not isinstance(data, dict):
+        raise invalid(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _route_copy(req: func.HttpRequest) -> tuple[ChainKey, str]:
+    try:
+        return parse_copy_id(req.route_params.get("copyId", ""))
+    except InvalidCopyId as error:
+        raise Refused(400, "Invalid copy id", str(error)) from None
+
+
+def _regions(data: Mapping[str, Any]) -> list[str] | None:
+    if "targetRegions" not in data or data["targetRegions"] is None:
+        return None
+    value = data["targetRegions"]
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise invalid(f"targetRegions must be a non-empty array of region names, not {_shown(value)}")
+    if len(value) > MAX_REGIONS:
+        raise invalid(f"targetRegions lists {len(value)} regions; at most {MAX_REGIONS}")
+    return [parse_region(item, "targetRegions") for item in value]
+
+
+def _accepted(store: StateStore, result: Accepted, location: str) -> func.HttpResponse:
+    copies = [{**live_view(store, job), "created": created} for job, created in result.copies]
+    body = {
+        "copies": copies,
+        "ignored": [{"sourceSnapshotId": snap, "reason": reason} for snap, reason in result.ignored],
+    }
+    busy = any(not job.state.is_final for job, _ in result.copies)
+    return _json(body, 202 if busy else 200, {"Location": location})
+
+
+# --- routes -----------------------------------------------------------------------------
+
+
+@blueprint.function_name("request_copies")
+@blueprint.route(route="copies", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
+def request_copies(req: func.HttpRequest) -> func.HttpResponse:
+    """Copy one snapshot now, or backfill every existing snapshot of a disk."""
+    data = read_object(req)
+    unknown = sorted(set(data) - set(COPY_FIELDS))
+    if unknown:
+        raise invalid(
+            f"unknown field(s): {', '.join(_shown(name) for name in unknown)}; allowed: {', '.join(COPY_FIELDS)}"
+        )
+    sources = [name for name in ("sourceSnapshotId", "sourceDiskId") if data.get(name) is not None]
+    if len(sources) != 1:
+        raise invalid("send exactly one of sourceSnapshotId (one snapshot) or sourceDiskId (backfill a disk)")
+    (field,) = sources
+    if not isinstance(data[field], str):
+        raise invalid(f"{field} must be a string ARM id, not {_shown(data[field])}")
+    regions = _regions(data)
+    ondemand = OnDemand(runtime.replicator())
+    if field == "sourceSnapshotId":
+        result = ondemand.copy_snapshot(parse_id(data[field], "snapshots", field), regions)
+        first = result.copies[0][0]
+        location = f"/api/copies/{copy_id(first.chain, first.key)}"
+    else:
+        disk = parse_id(data[field], "disks", field)
+        result = ondemand.backfill(disk, regions)
+        location = "/api/copies?" + urlencode({"sourceDiskId": str(disk)})
+    return _accepted(ondemand.store, result, location)
+
+
+@blueprint.function_name("list_copies")
+@blueprint.route(route="copies", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
+def list_copies(req: func.HttpRequest) -> func.HttpResponse:
+    """Copies, filtered by source disk, target region and state, a page at a time."""
+    params = dict(req.params)
+    unknown = sorted(set(params) - set(LIST_PARAMS))
+    if unknown:
+        raise invalid(f"unknown query parameter(s): {', '.join(unknown)}; allowed: {', '.join(LIST_PARAMS[:-1])}")
+    disk = parse_id(params["sourceDiskId"], "disks", "sourceDiskId") if params.get("sourceDiskId") else None
+    region = parse_region(params["targetRegion"], "targetRegion") if params.get("targetRegion") else None
+    state = parse_state(params["state"]) if params.get("state") else None
+    top = DEFAULT_PAGE
+    if params.get("top"):
+        text = params["top"].strip()
+        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+            raise invalid(f"top must be a whole number from 1 to {MAX_PAGE}, not {_shown(params['top'])}")
+        top = int(text)
+    cursor = Cursor.decode(params["continuationToken"]) if params.get("continuationToken") else None
+    ondemand = OnDemand(runtime.replicator())
+    page = ondemand.list_copies(disk_id=disk, region=region, state=state, top=top, cursor=cursor)
+    body: dict[str, Any] = {"value": [live_view(ondemand.store, job) for job in page.jobs]}
+    if page.continuation:
+        query = {name: value for name, value in params.items() if name not in ("code", "continuationToken")}
+        body["continuationToken"] = page.continuation
+        body["nextLink"] = "/api/copies?" + urlencode({**query, "continuationToken": page.continuation})
+    return _json(body)
 
 
 @blueprint.function_name("get_copy")
 @blueprint.route(route="copies/{copyId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
 def get_copy(req: func.HttpRequest) -> func.HttpResponse:
     """State, percent, timestamps, target and error of one copy."""
-    try:
-        chain, key = parse_copy_id(req.route_params.get("copyId", ""))
-    except InvalidCopyId as error:
-        return problem(400, "Invalid copy id", str(error))
-    replicator = runtime.replicator()
-    job = replicator.store.load_job(chain, key)
-    if job is None:
-        return problem(404, "Copy not found", "no copy has that id")
-    head = replicator.store.load_head(chain) if job.state == CopyState.COPYING else None
-    return _json(live_view(replicator.store, head, job))
+    chain, key = _route_copy(req)
+    ondemand = OnDemand(runtime.replicator())
+    return _json(live_view(ondemand.store, ondemand.job(chain, key)))
+
+
+@blueprint.function_name("retry_copy")
+@blueprint.route(route="copies/{copyId}/retry", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
+def retry_copy(req: func.HttpRequest) -> func.HttpResponse:
+    """Queue a failed or cancelled copy again (if Azure's copy order still allows it)."""
+    chain, key = _route_copy(req)
+    ondemand = OnDemand(runtime.replicator())
+    job = ondemand.retry(chain, key)
+    return _json(live_view(ondemand.store, job), 202, {"Location": f"/api/copies/{copy_id(chain, key)}"})
+
+
+@blueprint.function_name("cancel_copy")
+@blueprint.route(route="copies/{copyId}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
+def cancel_copy(req: func.HttpRequest) -> func.HttpResponse:
+    """Cancel a queued copy; a copy in flight cannot be stopped (the answer says so)."""
+    chain, key = _route_copy(req)
+    ondemand = OnDemand(runtime.replicator())
+    return _json(live_view(ondemand.store, ondemand.cancel(chain, key)))
 
 
 @blueprint.function_name("list_chains")
 @blueprint.route(route="chains", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
 def list_chains(req: func.HttpRequest) -> func.HttpResponse:
     """Every chain (source disk × target region) with its queue and RPO."""
     replicator = runtime.replicator()
     now = replicator.clock()
     chains = [chain_view(replicator.store, head, now) for head in replicator.store.list_heads()]
     return _json({"value": chains})
+
+
+@blueprint.function_name("openapi")
+@blueprint.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """This API described as OpenAPI 3.1."""
+    from shared.openapi import document
+
+    return _json(document())

@@ -79,6 +79,12 @@ class ComputeApi(Protocol):
 
     def list_snapshots(self, group: ResourceGroupId) -> list[Snapshot]: ...
 
+    def list_subscription_snapshots(self, subscription: str) -> list[Snapshot]: ...
+
+    def disk_exists(self, disk_id: ResourceId) -> bool: ...
+
+    def delete_snapshot(self, snapshot_id: ResourceId) -> None: ...
+
     def start_copy(
         self, source_id: ResourceId, target_id: ResourceId, region: str, tags: dict[str, str]
     ) -> Snapshot: ...
@@ -135,13 +141,29 @@ class ArmCompute:
         """Every snapshot in a resource group (the SDK follows nextLink)."""
         client = self._client(group.subscription)
         models = _call(lambda: list(client.snapshots.list_by_resource_group(group.resource_group)))
-        snapshots = []
-        for model in models:
-            try:
-                snapshots.append(to_snapshot(model))
-            except (InvalidResourceId, ValueError) as error:
-                log.warning("skipping a snapshot ARM listed in %s that snapcopy cannot read: %s", group, error)
-        return snapshots
+        return _readable(models, str(group))
+
+    def list_subscription_snapshots(self, subscription: str) -> list[Snapshot]:
+        """Every snapshot in a subscription: backfill looks for a disk's snapshots in any group."""
+        client = self._client(subscription)
+        models = _call(lambda: list(client.snapshots.list()))
+        return _readable(models, f"subscription {subscription}")
+
+    def disk_exists(self, disk_id: ResourceId) -> bool:
+        client = self._client(disk_id.subscription)
+        try:
+            _call(lambda: client.disks.get(disk_id.resource_group, disk_id.name))
+        except ArmError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def delete_snapshot(self, snapshot_id: ResourceId) -> None:
+        """Delete a snapshot and wait for ARM to finish (used for failed copies of ours)."""
+        client = self._client(snapshot_id.subscription)
+        poller = _call(lambda: client.snapshots.begin_delete(snapshot_id.resource_group, snapshot_id.name))
+        _call(poller.result)
 
     def start_copy(self, source_id: ResourceId, target_id: ResourceId, region: str, tags: dict[str, str]) -> Snapshot:
         """PUT the CopyStart copy; ARM answers 202 and copies in the background.
@@ -175,6 +197,16 @@ def _call(action: Callable[[], T]) -> T:
         raise ArmError(_code(error) or "HttpError", _message(error), error.status_code) from error
     except (ServiceRequestError, ServiceResponseError) as error:
         raise ArmError("ConnectionError", str(error), None) from error
+
+
+def _readable(models: list[SnapshotModel], where: str) -> list[Snapshot]:
+    snapshots = []
+    for model in models:
+        try:
+            snapshots.append(to_snapshot(model))
+        except (InvalidResourceId, ValueError) as error:
+            log.warning("skipping a snapshot ARM listed in %s that snapcopy cannot read: %s", where, error)
+    return snapshots
 
 
 def _code(error: HttpResponseError) -> str | None:

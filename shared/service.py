@@ -67,6 +67,7 @@ log = logging.getLogger("snapcopy")
 
 Clock = Callable[[], datetime]
 _MOVED_ON = "the copy failed; the chain moved on to its next snapshot"
+_CANCEL_TOO_LATE = "a cancel request arrived after CopyStart was sent: the copy continues (ARM cannot stop it)"
 # Event Grid retries a delivery for up to 24 hours: within that, a known id is a duplicate.
 DEDUPE_WINDOW = timedelta(hours=25)
 # The event path lists a resource group at most this often; bursts wait for the timer.
@@ -246,27 +247,12 @@ class Replicator:
         return "; ".join(results)
 
     def _enqueue(self, snapshot: Snapshot, region: str, run: Run) -> str:
-        template = new_head(snapshot, region, self.settings.target_resource_group)
-        if self.store.load_head(template.key) is None:
-            self.store.register_region(template.region)
-            self.store.create_head(template)
-
-        def arrive() -> Job:
-            head = self.store.load_head(template.key)
-            assert head is not None
-            groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
-            if groups != head.source_groups:  # a group never listed: what was listed so far proves less
-                head = head.evolve(source_groups=groups, listed_through=None)
-            job = arrival(new_job(snapshot, region, self.settings.target_resource_group, self.clock()), head)
-            return self.store.add_job_guarded(head, job)
-
-        job: Job = retrying(arrive)
+        job, _ = self._arrive(snapshot, region)
         if job.state != CopyState.QUEUED:
             log.info("%s → %s: %s %s", snapshot.id, region, job.state, job.reason)
             return f"{region}: {job.state}"
-        self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock())
         try:
-            started, _ = self._advance(template.key, template.region, run)
+            started, _ = self._advance(job.chain, self._region_of(job.chain), run)
         except (ArmError, Conflict) as error:
             # recorded and waiting: the timer starts it; the event itself is done
             log.warning(
@@ -274,6 +260,61 @@ class Replicator:
             )
             return f"{region}: queued"
         return f"{region}: {'started' if started else 'queued'}"
+
+    def _arrive(self, snapshot: Snapshot, region: str) -> tuple[Job, bool]:
+        """Queue one snapshot in one chain (or skip it, if a newer one already started).
+        Returns the job as stored and whether this call created it."""
+        template = new_head(snapshot, region, self.settings.target_resource_group)
+        if self.store.load_head(template.key) is None:
+            self.store.register_region(template.region)
+            self.store.create_head(template)
+
+        def arrive() -> tuple[Job, bool]:
+            head = self.store.load_head(template.key)
+            assert head is not None
+            candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())
+            existing = self.store.load_job(candidate.chain, candidate.key)
+            if existing is not None:
+                return existing, False
+            groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
+            if groups != head.source_groups:  # a group never listed: what was listed so far proves less
+                head = head.evolve(source_groups=groups, listed_through=None)
+            return self.store.add_job_guarded(head, arrival(candidate, head)), True
+
+        job, created = retrying(arrive)
+        if job.state == CopyState.QUEUED:
+            self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock())
+        return job, created
+
+    def start_waiting(self, chain: ChainKey) -> bool:
+        """Start a chain's next copy now if every rule allows (requests use this)."""
+        started, _ = self._advance(chain, self._region_of(chain), Run(self.listings, eager=False))
+        return started
+
+    def _region_of(self, chain: ChainKey) -> RegionKey:
+        head = self.store.load_head(chain)
+        assert head is not None
+        return head.region
+
+    def enqueue(self, snapshots: Iterable[Snapshot], regions: Iterable[str]) -> list[tuple[Job, bool]]:
+        """On-demand copies (the HTTP API): queue validated snapshots oldest first in the
+        given regions, then start what may start, exactly as the event path would.
+
+        Returns every job as it stands afterwards, and whether this call created it.
+        Nothing is written to the seen-index: a later event still records the snapshot
+        for every configured region.
+        """
+        targets = tuple(regions)
+        arrived: list[tuple[Job, bool]] = []
+        for snapshot in sorted(snapshots, key=lambda snap: snap.order_key):
+            arrived.extend(self._arrive(snapshot, region) for region in targets)
+        run = Run(self.listings, eager=False)
+        for chain in dict.fromkeys(job.chain for job, _ in arrived if job.state == CopyState.QUEUED):
+            try:
+                self._advance(chain, self._region_of(chain), run)
+            except (ArmError, Conflict) as error:
+                log.warning("%s queued; starting it failed for now (%s): the timer retries", chain.partition, error)
+        return [(self.store.load_job(job.chain, job.key) or job, created) for job, created in arrived]
 
     # --- the timer path ----------------------------------------------------------------
 
@@ -529,11 +570,19 @@ class Replicator:
         def commit_chain() -> None:
             head = self.store.load_head(flight.chain)
             job = self.store.load_job(flight.chain, flight.job_key)
-            if head is None or job is None or job.state != CopyState.QUEUED:
+            if head is None or job is None or job.state not in (CopyState.QUEUED, CopyState.CANCELLED):
                 return  # committed already (or finished by a tick)
+            # A cancel that raced with this start lost: ARM has the copy, so it is recorded.
+            note = _CANCEL_TOO_LATE if job.state == CopyState.CANCELLED else ""
             pending = self.store.load_pending(head)
             started = job.evolve(
-                state=CopyState.COPYING, source_ready=True, started_at=flight.started_at, not_before=None, error=None
+                state=CopyState.COPYING,
+                source_ready=True,
+                started_at=flight.started_at,
+                not_before=None,
+                error=None,
+                reason=note,
+                finished_at=None,
             )
             watermark = max(head.last_started_key, job.key)
             self.store.save_chain(

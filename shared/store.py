@@ -10,6 +10,7 @@ One table, four kinds of partition (DESIGN.md §3):
 |                              | `flight|<family>`   | the one copy of that family in flight          |
 |                              | `wait|<family>`     | a chain with queued work waiting for a slot    |
 | `regions`                    | `<sub>|<region>`    | the region partitions the timer visits         |
+| `chains`                     | `<family>|<region>` | every chain, with its disk (status, filters)   |
 | `snap|<sub>:<rg>`            | `<name>`            | snapshots already handled (dedupes events)     |
 
 Every change is an ETag-conditional write or a same-partition batch, so concurrent
@@ -51,6 +52,7 @@ JOB_PREFIX = "job|"
 FLIGHT_PREFIX = "flight|"
 WAIT_PREFIX = "wait|"
 DIRECTORY = "regions"
+CHAINS = "chains"
 _BATCH_LIMIT = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Table transactions hold at most 100 operations
 
@@ -241,7 +243,13 @@ class StateStore:
         return None if entity is None else _head_from(chain, entity)
 
     def create_head(self, head: ChainHead) -> ChainHead:
-        """Insert the head, or return the one a concurrent handler created first."""
+        """Insert the head, or return the one a concurrent handler created first.
+
+        The chain's directory row is written first, so a crash in between leaves at worst
+        a directory row without a head (which readers skip), never a head nobody lists."""
+        self.ensure_table()
+        self.operations.add("upsert")
+        self._table.upsert_entity(_chain_entity(head), mode=UpdateMode.REPLACE)
         with contextlib.suppress(Conflict):
             self._create(_head_entity(head), f"create head {head.key.partition}")
         loaded = self.load_head(head.key)
@@ -267,18 +275,38 @@ class StateStore:
         entity = self._get(chain.partition, JOB_PREFIX + key)
         return None if entity is None else _job_from(chain, entity)
 
+    def list_chains(self, *, disk_id: str | None = None, region: str | None = None) -> list[ChainKey]:
+        """Chains from the directory (one small partition), in partition order; the filters
+        are parameters of the query, never text pasted into it."""
+        conditions, parameters = ["PartitionKey eq @pk"], {"pk": CHAINS}
+        if disk_id is not None:
+            conditions.append("DiskKey eq @disk")
+            parameters["disk"] = disk_id.lower()
+        if region is not None:
+            conditions.append("Region eq @region")
+            parameters["region"] = region
+        rows = self._query(" and ".join(conditions), parameters)
+        return sorted((ChainKey(row["FamilyId"], row["Region"]) for row in rows), key=lambda key: key.partition)
+
     def list_heads(self) -> list[ChainHead]:
-        """Every chain head (status views; the service filters rows, so it reads history)."""
-        rows = self._query(
-            "PartitionKey ge @low and PartitionKey lt @high and RowKey eq @head",
-            {"low": "chain|", "high": "chain}", "head": HEAD},
-        )
-        return [_head_from(ChainKey(row["FamilyId"], row["Region"]), row) for row in rows]
+        """Every chain head, in partition order (status views)."""
+        heads = (self.load_head(chain) for chain in self.list_chains())
+        return [head for head in heads if head is not None]
 
     def list_jobs(self, chain: ChainKey) -> list[Job]:
         """Every job of a chain, oldest first (status views and tests; not on hot paths)."""
-        rows = self._range(chain.partition, JOB_PREFIX, JOB_PREFIX + "\x7f")
-        return [_job_from(chain, row) for row in rows]
+        return list(self.iter_jobs(chain))
+
+    def iter_jobs(self, chain: ChainKey, *, after: str = "", state: CopyState | None = None) -> Iterator[Job]:
+        """A chain's jobs oldest first, lazily (pages are read as the caller consumes them),
+        optionally only those after a job key and in one state."""
+        conditions = ["PartitionKey eq @pk", "RowKey gt @low", "RowKey lt @high"]
+        parameters = {"pk": chain.partition, "low": JOB_PREFIX + after, "high": JOB_PREFIX + "\x7f"}
+        if state is not None:
+            conditions.append("State eq @state")
+            parameters["state"] = state.value
+        for row in self._query(" and ".join(conditions), parameters):
+            yield _job_from(chain, row)
 
     def add_job_guarded(self, head: ChainHead, job: Job) -> Job:
         """Insert a job together with an ETag-conditional touch of its head, in one batch.
@@ -496,6 +524,17 @@ def _head_entity(head: ChainHead) -> Entity:
         "LastCompletedSource": head.last_completed_source,
         "LastCompletedAt": head.last_completed_at,
         "ListedThrough": head.listed_through,
+    }
+
+
+def _chain_entity(head: ChainHead) -> Entity:
+    return {
+        "PartitionKey": CHAINS,
+        "RowKey": f"{head.key.family_id.lower()}|{head.key.region}",
+        "FamilyId": head.key.family_id,
+        "Region": head.key.region,
+        "DiskId": head.disk_id,
+        "DiskKey": head.disk_id.lower(),
     }
 
 
