@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.api import MAX_BODY_BYTES
+from shared.api import MAX_BODY_BYTES, parse_copy_id
 from shared.ids import Scope
 from tests.builders import SUB
 from tests.conftest import Deployment
@@ -404,3 +404,32 @@ def test_retry_and_cancel_of_unknown_or_malformed_copies(deployment: Deployment)
         )
         status, headers, _ = call(deployment, function, method, copy=unknown)
         assert status == 404 and headers["content-type"] == "application/problem+json"
+
+
+def test_a_cancel_that_loses_the_race_with_a_start_is_reported_honestly(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    """A DELETE that lands after the timer chose the copy but before its PUT cannot stop
+    it (ARM has no cancel): the copy is recorded as copying, with the reason."""
+    _, second = _backfill(deployment, "vm0-data0", 2)
+    _, key = parse_copy_id(second["copyId"])
+    reserve = deployment.store.reserve_slot
+    answers: list[tuple[int, str]] = []
+
+    def cancel_lands_first(load: Any, flight: Any, cap: int) -> Any:
+        if flight.job_key == key and not answers:
+            status, _, body = call(deployment, "cancel_copy", "DELETE", copy=second["copyId"])
+            answers.append((status, body["state"]))
+        return reserve(load, flight, cap)
+
+    monkeypatch.setattr(deployment.store, "reserve_slot", cancel_lands_first)
+    for _ in range(10):
+        deployment.tick(advance=30)
+        if answers:
+            break
+    assert answers == [(200, "cancelled")]
+    view = call(deployment, "get_copy", "GET", copy=second["copyId"])[2]
+    assert view["state"] == "copying" and "arrived after CopyStart was sent" in view["reason"]
+    run_until_done(deployment)
+    assert [c["state"] for c in copies(deployment)] == ["succeeded", "succeeded"]
+    assert call(deployment, "get_copy", "GET", copy=second["copyId"])[2]["state"] == "succeeded"
