@@ -7,7 +7,7 @@ PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test demo emulator clean
+.PHONY: setup lint test demo serve emulator clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ test: lint  ## lint, then pytest (the tests start Azurite and the ARM emulator t
 
 demo: setup  ## 3 disks x 4 snapshots replicated eastus2 -> westus3 against Azurite + the emulator
 	$(PY) -m local.demo
+
+serve: setup  ## the offline world behind a local HTTP front door: prints SNAPCOPY_URL/KEY for curl and the CLI
+	$(PY) -m local.gateway
 
 emulator: setup  ## run the ARM emulator alone (prints its URL and CA path)
 	$(PY) -m local.emulator

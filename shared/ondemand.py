@@ -174,7 +174,7 @@ class OnDemand:
         if not isinstance(decision, CopyTo):
             raise unprocessable(f"sourceSnapshotId: {snapshot_id} cannot be copied: {decision.reason}")
         same = [region for region in regions if region not in decision.regions]
-        if same:
+        if same and requested is not None:  # named by the caller; by default, the others are copied
             raise unprocessable(f"targetRegions: {snapshot_id} is already in {same[0]}; copy it to another region")
         return Accepted(self.replicator.enqueue([snapshot], decision.regions), [])
 

@@ -433,3 +433,11 @@ def test_a_cancel_that_loses_the_race_with_a_start_is_reported_honestly(
     run_until_done(deployment)
     assert [c["state"] for c in copies(deployment)] == ["succeeded", "succeeded"]
     assert call(deployment, "get_copy", "GET", copy=second["copyId"])[2]["state"] == "succeeded"
+
+
+def test_by_default_a_snapshot_is_copied_to_the_configured_regions_it_is_not_in(deployment: Deployment):
+    (snap,) = disk_with_snapshots(deployment, "vm5-data0", 1, location="westus3")
+    status, _, body = post(deployment, {"sourceSnapshotId": snap})
+    assert status == 202 and [c["targetRegion"] for c in body["copies"]] == ["centralus"]
+    status, _, body = post(deployment, {"sourceSnapshotId": snap, "targetRegions": ["westus3", "centralus"]})
+    assert status == 422 and "already in" in body["detail"]
