@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
@@ -32,6 +32,7 @@ from shared.ondemand import (
     OnDemand,
     Refused,
     invalid,
+    names_a_job,
     parse_id,
     parse_region,
     parse_state,
@@ -48,9 +49,6 @@ COPY_FIELDS = ("sourceSnapshotId", "sourceDiskId", "targetRegions")
 # `code` carries the function key when it is not sent as the x-functions-key header.
 LIST_PARAMS = ("sourceDiskId", "targetRegion", "state", "top", "continuationToken", "code")
 
-_FAMILY_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,39}$")
-_KEY_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z\|[a-z0-9_][-a-z0-9_.]{0,79}$")
 _MAX_COPY_ID = 256
 
 Handler = Callable[[func.HttpRequest], func.HttpResponse]
@@ -74,7 +72,7 @@ def parse_copy_id(text: str) -> tuple[ChainKey, str]:
         raise InvalidCopyId("the copy id does not decode") from None
     family, _, rest = raw.partition("|")
     region, _, key = rest.partition("|")
-    if not (_FAMILY_RE.match(family) and _REGION_RE.match(region) and _KEY_RE.match(key)):
+    if not names_a_job(family, region, key):
         raise InvalidCopyId("the copy id does not name a copy")
     return ChainKey(family, region), key
 
@@ -159,7 +157,8 @@ def answers_problems(handler: Handler) -> Handler:
             headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
             return problem(refusal.status, refusal.title, refusal.detail, headers)
         except Exception:
-            log.exception("%s %s failed", req.method, req.url)
+            # the path only: a query string may carry the function key (`code`)
+            log.exception("%s %s failed", req.method, urlsplit(req.url).path)
             return problem(500, "Internal error", "snapcopy failed to answer; the function's log has the details")
 
     return wrapped
@@ -267,7 +266,7 @@ def list_copies(req: func.HttpRequest) -> func.HttpResponse:
     top = DEFAULT_PAGE
     if params.get("top"):
         text = params["top"].strip()
-        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_PAGE:
             raise invalid(f"top must be a whole number from 1 to {MAX_PAGE}, not {_shown(params['top'])}")
         top = int(text)
     cursor = Cursor.decode(params["continuationToken"]) if params.get("continuationToken") else None

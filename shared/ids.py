@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 _SUBSCRIPTION = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _RESOURCE_GROUP = r"[-\w._()]{1,90}"
-_RESOURCE_NAME = r"[A-Za-z0-9_][-\w.]{0,79}"
+_RESOURCE_NAME = r"[A-Za-z0-9_][-A-Za-z0-9_.]{0,79}"  # snapshot and disk names are ASCII
 
 _RESOURCE_RE = re.compile(
     rf"^/subscriptions/(?P<sub>{_SUBSCRIPTION})/resourceGroups/(?P<rg>{_RESOURCE_GROUP})"

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from shared.arm import ArmError
 from shared.ids import InvalidResourceId, ResourceId
-from shared.model import ChainHead, ChainKey, CopyState, Job, Snapshot
+from shared.model import SOURCE_TAG, ChainHead, ChainKey, CopyState, Job, Snapshot
 from shared.scheduler import CopyTo, eligibility
 from shared.service import Replicator
 from shared.store import Conflict
@@ -28,10 +30,16 @@ log = logging.getLogger("snapcopy")
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-_REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,39}$")
-_FAMILY_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_KEY_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z\|[a-z0-9_][-a-z0-9_.]{0,79}$")
+_REGION_RE = re.compile(r"[a-z][a-z0-9]{2,39}")
+_FAMILY_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_KEY_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z\|[a-z0-9_][-a-z0-9_.]{0,79}")
 _RETRYABLE_STATES = (CopyState.FAILED, CopyState.CANCELLED)
+# A retried job is held back this long while its failed copy is deleted.
+RETRY_HOLD = timedelta(minutes=10)
+_SENDING = (
+    "CopyStart for this copy is being sent to ARM right now; once sent it cannot be cancelled: "
+    "it will finish (delete the target snapshot afterwards if it is not wanted)"
+)
 
 
 class Refused(Exception):
@@ -57,18 +65,25 @@ def conflict(detail: str) -> Refused:
     return Refused(409, "Not possible in the copy's current state", detail)
 
 
-def arm_trouble(error: ArmError, what: str) -> Refused:
-    """ARM failed us (not the caller): 503 when it may pass, 502 when it will not."""
+def arm_trouble(error: ArmError, what: str, *, recorded: str = "nothing was recorded") -> Refused:
+    """An ARM failure as the caller should read it: passing (503), snapcopy's access
+    (502), a resource that is not there (422), a conflict on ARM's side (409)."""
     if error.retryable:
         return Refused(
             503,
             "ARM unavailable",
-            f"ARM did not answer while {what} ({error.code}); nothing was recorded: retry shortly",
+            f"ARM did not answer while {what} ({error.code}); {recorded}: retry shortly",
             retry_after=30,
         )
-    return Refused(
-        502, "ARM refused snapcopy", f"ARM refused snapcopy's identity while {what}: {error.code} (check its RBAC)"
-    )
+    if error.status in (401, 403):
+        return Refused(
+            502, "ARM refused snapcopy", f"ARM refused snapcopy's identity while {what}: {error.code} (check its RBAC)"
+        )
+    if error.status == 404:
+        return unprocessable(f"ARM found nothing while {what}: {error.code}")
+    if error.status == 409:
+        return conflict(f"ARM refused while {what}: {error.code}: {error.message}; {recorded}")
+    return Refused(502, "ARM refused the request", f"ARM answered {error.status} while {what}: {error.code}")
 
 
 @dataclass(frozen=True)
@@ -110,14 +125,19 @@ class Cursor:
         family, region, key = data["f"], data["r"], data["k"]
         if not all(isinstance(v, str) for v in (family, region, key)):
             raise problem
-        if not (_FAMILY_RE.match(family) and _REGION_RE.match(region) and _KEY_RE.match(key)):
+        if not names_a_job(family, region, key):
             raise problem
         return cls(ChainKey(family, region), key)
 
 
+def names_a_job(family: str, region: str, key: str) -> bool:
+    """Whether the parts of a copy id or a cursor could name a job (checked before any read)."""
+    return bool(_FAMILY_RE.fullmatch(family) and _REGION_RE.fullmatch(region) and _KEY_RE.fullmatch(key))
+
+
 def parse_region(text: str, field: str) -> str:
     region = text.strip().lower()
-    if not _REGION_RE.match(region):
+    if not _REGION_RE.fullmatch(region):
         raise invalid(f"{field}: {text!r} is not an Azure region name (like 'westus3')")
     return region
 
@@ -230,35 +250,43 @@ class OnDemand:
 
     def cancel(self, chain: ChainKey, key: str) -> Job:
         """Cancel a queued copy. A copy already sent to ARM cannot be stopped (CopyStart
-        has no cancel): it finishes, and the answer says so."""
+        has no cancel): it finishes, and the answer says so.
+
+        The timer re-reads a job after reserving its slot and before its PUT, so a cancel
+        saved before that re-read always wins; one that finds the slot taken after saving
+        may have lost, and says so instead of claiming success."""
         job = self.job(chain, key)
         if job.state == CopyState.CANCELLED:
             return job
         if job.state != CopyState.QUEUED:
             raise conflict(_why_not_cancel(job))
         head = self._head(chain)
-        flight = self.store.load_flight(head.region, chain)
-        if flight is not None and flight.job_key == key:
-            raise conflict(
-                "CopyStart for this copy is being sent to ARM right now; once sent it cannot be cancelled: "
-                "it will finish (delete the target snapshot afterwards if it is not wanted)"
-            )
+        if self._being_started(head, key):
+            raise conflict(_SENDING)
         cancelled = job.evolve(
-            state=CopyState.CANCELLED,
-            finished_at=self.replicator.clock(),
-            reason="cancelled on request",
+            state=CopyState.CANCELLED, finished_at=self.replicator.clock(), reason="cancelled on request"
         )
         try:
-            self.store.save_chain(head, [cancelled])  # conditional on head and job: a start serialises
+            self.store.save_chain(head, [cancelled])  # conditional on head and job
         except Conflict:
             raise conflict(
                 "the copy changed while cancelling it (it may have started); read it and try again"
             ) from None
+        if self._being_started(head, key):
+            raise conflict(_SENDING + "; read the copy to see whether the cancel or the start won")
         log.info("copy cancelled on request: %s → %s", job.source_id, job.chain.region)
         return self.job(chain, key)
 
+    def _being_started(self, head: ChainHead, key: str) -> bool:
+        flight = self.store.load_flight(head.region, head.key)
+        return flight is not None and flight.job_key == key
+
     def retry(self, chain: ChainKey, key: str) -> Job:
-        """Queue a failed or cancelled copy again, if Azure's copy order still allows it."""
+        """Queue a failed or cancelled copy again, if Azure's copy order still allows it.
+
+        The job is claimed first (queued, but held back with `not_before`) by a write
+        conditional on its ETag, so of two concurrent retries only one goes on; only the
+        claimant deletes a failed copy's leftover target, then lets the job go."""
         job = self.job(chain, key)
         if job.state not in _RETRYABLE_STATES:
             raise conflict(_why_not_retry(job))
@@ -269,24 +297,35 @@ class OnDemand:
                 f"a newer snapshot ({newer.split('|')[-1]}) has already started copying to {chain.region}; Azure "
                 "copies a family in creation order only, so this one can no longer be copied there"
             )
-        if job.state == CopyState.FAILED:
-            self._clear_failed_target(job)
+        try:
+            source = self.arm.get_snapshot(job.source_id)
+            target = self.arm.get_snapshot(job.target_id) if job.state == CopyState.FAILED else None
+        except ArmError as error:
+            raise arm_trouble(error, f"reading {job.source_id} and its copy") from None
+        if source is None or (job.source_unique_id and source.unique_id != job.source_unique_id):
+            raise conflict(f"the source snapshot {job.source_id} no longer exists; it cannot be copied again")
+        stale = target is not None and (target.copy_error is not None or target.provisioning_state.lower() == "failed")
+        if target is not None and not _made_by_us(target, job):
+            raise conflict(f"{job.target_id} exists and is not snapcopy's copy of {job.source_id}; rename or delete it")
         now = self.replicator.clock()
+        was = job.state.value + (f": {job.error.code}" if job.error else "")
         queued = job.evolve(
             state=CopyState.QUEUED,
             attempts=0,
-            not_before=None,
+            not_before=now + RETRY_HOLD if stale else None,
             queued_at=now,
             started_at=None,
             finished_at=None,
             percent=0.0,
             error=None,
-            reason=f"retried on request (was {job.state.value}" + (f": {job.error.code}" if job.error else "") + ")",
+            reason=f"retried on request (was {was})",
         )
         try:
-            self.store.save_chain(head, [queued])
+            self.store.save_chain(head, [queued])  # the claim
         except Conflict:
-            raise conflict("the chain changed while retrying; read the copy and try again") from None
+            raise conflict("the copy changed while retrying it (another retry?); read it and try again") from None
+        if stale:
+            self._clear_failed_target(job)
         self.store.mark_waiting(head.region, chain, now)
         try:
             self.replicator.start_waiting(chain)
@@ -296,27 +335,21 @@ class OnDemand:
         return self.job(chain, key)
 
     def _clear_failed_target(self, job: Job) -> None:
-        """A failed copy leaves its target behind; CopyStart cannot reuse the name until it is gone."""
-        try:
-            target = self.arm.get_snapshot(job.target_id)
-        except ArmError as error:
-            raise arm_trouble(error, f"reading {job.target_id}") from None
-        if target is None:
-            return
-        ours = (
-            target.source_unique_id == job.source_unique_id
-            or (target.source_resource_id or "").lower() == str(job.source_id).lower()
-        )
-        if not ours:
-            raise conflict(f"{job.target_id} exists and is not a copy of {job.source_id}; rename or delete it first")
-        failed = target.copy_error is not None or target.provisioning_state.lower() == "failed"
-        if not failed:
-            return  # it landed after all: the re-queued start finds it (an idempotent PUT)
+        """Delete the failed copy CopyStart cannot reuse the name of, then release the
+        claimed job. If this fails, the hold lapses after RETRY_HOLD and the start finds
+        the failed copy again (the job fails again, with ARM's error)."""
         try:
             self.arm.delete_snapshot(job.target_id)
         except ArmError as error:
-            raise arm_trouble(error, f"deleting the failed copy {job.target_id}") from None
+            held = (
+                f"the copy is queued but held for {RETRY_HOLD}; if the failed copy is still there then, it fails again"
+            )
+            raise arm_trouble(error, f"deleting the failed copy {job.target_id}", recorded=held) from None
         log.info("deleted the failed copy %s before retrying it", job.target_id)
+        claimed = self.job(job.chain, job.key)
+        if claimed.state == CopyState.QUEUED:
+            with contextlib.suppress(Conflict):
+                self.store.save_job(claimed.evolve(not_before=None))
 
     def _head(self, chain: ChainKey) -> ChainHead:
         head = self.store.load_head(chain)
@@ -348,6 +381,13 @@ class OnDemand:
             if len(found) == top:
                 return Page(found, Cursor(chain, found[-1].key).encode())
         return Page(found, None)
+
+
+def _made_by_us(target: Snapshot, job: Job) -> bool:
+    """A CopyStart copy snapcopy made of this very source snapshot (tag and uniqueId)."""
+    tagged = {key.lower(): value for key, value in target.tags.items()}.get(SOURCE_TAG, "")
+    same_source = bool(job.source_unique_id) and target.source_unique_id == job.source_unique_id
+    return target.is_copy and tagged.lower() == str(job.source_id).lower() and same_source
 
 
 def _take(jobs: Iterator[Job], count: int) -> Iterator[Job]:

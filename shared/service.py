@@ -480,8 +480,15 @@ class Replicator:
         except Conflict:
             log.info("%s: slot taken concurrently; looking again", chain.partition)
             return False, self.store.load_region(region)
-        self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
         flight = next(item for item in load.in_flight if item.chain == chain)
+        current = self.store.load_job(chain, job.key)
+        if current is None or current.state != CopyState.QUEUED or (current.not_before or now) > now:
+            # cancelled (or held) after the plan read it: the slot is not needed after all
+            log.info("%s: %s changed before its start; not starting it", chain.partition, job.key)
+            self._give_back(flight)
+            self._requeue(flight.region, chain)
+            return False, self.store.load_region(region)
+        self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
         if self._drive(job, flight):
             return True, load
         return False, self.store.load_region(region)

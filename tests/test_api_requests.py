@@ -327,6 +327,7 @@ def test_copies_are_listed_by_disk_region_and_state_a_page_at_a_time(deployment:
         ({"top": "0"}, "from 1 to"),
         ({"top": "1001"}, "from 1 to"),
         ({"top": "ten"}, "from 1 to"),
+        ({"top": "²"}, "from 1 to"),
         ({"sourceDiskId": "' or 1 eq 1 or '"}, "sourceDiskId"),
         ({"targetRegion": "West US"}, "not an Azure region"),
         ({"continuationToken": "garbage!"}, "continuationToken"),
@@ -406,11 +407,11 @@ def test_retry_and_cancel_of_unknown_or_malformed_copies(deployment: Deployment)
         assert status == 404 and headers["content-type"] == "application/problem+json"
 
 
-def test_a_cancel_that_loses_the_race_with_a_start_is_reported_honestly(
+def test_a_cancel_saved_after_the_timer_chose_the_copy_still_wins(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ):
-    """A DELETE that lands after the timer chose the copy but before its PUT cannot stop
-    it (ARM has no cancel): the copy is recorded as copying, with the reason."""
+    """The timer re-reads the job after reserving its slot: a cancel that landed after the
+    plan but before that re-read stops the copy, and the 200 it answered is true."""
     _, second = _backfill(deployment, "vm0-data0", 2)
     _, key = parse_copy_id(second["copyId"])
     reserve = deployment.store.reserve_slot
@@ -419,20 +420,116 @@ def test_a_cancel_that_loses_the_race_with_a_start_is_reported_honestly(
     def cancel_lands_first(load: Any, flight: Any, cap: int) -> Any:
         if flight.job_key == key and not answers:
             status, _, body = call(deployment, "cancel_copy", "DELETE", copy=second["copyId"])
-            answers.append((status, body["state"]))
+            answers.append((status, body.get("state", body.get("detail"))))
         return reserve(load, flight, cap)
 
     monkeypatch.setattr(deployment.store, "reserve_slot", cancel_lands_first)
+    run_until_done(deployment)
+    assert answers == [(200, "cancelled")]
+    assert [c["state"] for c in copies(deployment)] == ["succeeded"]  # the second never went to ARM
+    assert call(deployment, "get_copy", "GET", copy=second["copyId"])[2]["state"] == "cancelled"
+    assert deployment.store.load_region(deployment.store.list_regions()[0]).in_flight_count == 0
+
+
+def test_a_cancel_that_lands_while_the_put_is_sent_says_it_may_have_lost(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    """Once the slot is reserved and the job re-read, the PUT goes out: a cancel then
+    answers 409 (not a false 200) and writes nothing; the copy runs."""
+    _, second = _backfill(deployment, "vm0-data0", 2)
+    start_copy = deployment.replicator.arm.start_copy
+    answers: list[tuple[int, str]] = []
+
+    def cancel_during_put(source: Any, target: Any, region: str, tags: dict[str, str]) -> Any:
+        if str(source).lower() == second["sourceSnapshotId"].lower() and not answers:
+            status, _, body = call(deployment, "cancel_copy", "DELETE", copy=second["copyId"])
+            answers.append((status, body["detail"]))
+        return start_copy(source, target, region, tags)
+
+    monkeypatch.setattr(deployment.replicator.arm, "start_copy", cancel_during_put)
     for _ in range(10):
         deployment.tick(advance=30)
         if answers:
             break
-    assert answers == [(200, "cancelled")]
+    ((status, detail),) = answers
+    assert status == 409 and "being sent to ARM right now" in detail
     view = call(deployment, "get_copy", "GET", copy=second["copyId"])[2]
-    assert view["state"] == "copying" and "arrived after CopyStart was sent" in view["reason"]
+    assert view["state"] == "copying" and view["reason"] is None
     run_until_done(deployment)
     assert [c["state"] for c in copies(deployment)] == ["succeeded", "succeeded"]
     assert call(deployment, "get_copy", "GET", copy=second["copyId"])[2]["state"] == "succeeded"
+
+
+def test_two_retries_at_once_copy_once_and_never_delete_the_new_copy(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    (only,) = _backfill(deployment, "vm0-data0", 1)
+    deployment.world.fail_copy(only["targetSnapshotId"], "CopySourceUnavailable", "the source went away")
+    deployment.tick(advance=30)
+    delete = deployment.replicator.arm.delete_snapshot
+    second: list[tuple[int, str]] = []
+
+    def second_retry_meanwhile(target: Any) -> None:
+        if not second:
+            status, _, body = call(deployment, "retry_copy", "POST", copy=only["copyId"])
+            second.append((status, body.get("detail", "")))
+        delete(target)
+
+    monkeypatch.setattr(deployment.replicator.arm, "delete_snapshot", second_retry_meanwhile)
+    status, _, first = call(deployment, "retry_copy", "POST", copy=only["copyId"])
+    assert status == 202 and first["state"] == "copying"
+    ((status, detail),) = second
+    assert status == 409 and "only failed or cancelled" in detail
+    run_until_done(deployment)
+    assert [c["state"] for c in copies(deployment)] == ["failed", "succeeded"]
+
+
+def test_a_retry_of_a_copy_whose_source_is_gone_is_refused_and_keeps_the_failed_copy(deployment: Deployment):
+    (only,) = _backfill(deployment, "vm0-data0", 1)
+    deployment.world.fail_copy(only["targetSnapshotId"], "CopySourceUnavailable", "the source went away")
+    deployment.tick(advance=30)
+    deployment.fleet.delete_snapshot(only["sourceSnapshotId"])
+    before = world_state(deployment)
+    status, _, body = call(deployment, "retry_copy", "POST", copy=only["copyId"])
+    assert status == 409 and "no longer exists" in body["detail"]
+    assert world_state(deployment) == before
+    assert deployment.fleet.client.snapshots.get(RG, only["targetSnapshotId"].split("/")[-1]) is not None
+
+
+def test_an_unexpected_failure_is_a_bare_500_and_the_log_never_holds_the_key(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    from shared.ondemand import OnDemand
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("AccountKey=c2VjcmV0 leaked from somewhere")
+
+    monkeypatch.setattr(OnDemand, "list_copies", broken)
+    response = deployment.host.call_http(
+        "list_copies", "GET", "https://snapcopy.example/api/copies?code=SECRET-KEY", params={"code": "SECRET-KEY"}
+    )
+    body = response.get_body().decode()
+    assert response.status_code == 500 and "AccountKey" not in body and "Traceback" not in body
+    assert "SECRET-KEY" not in caplog.text and "/api/copies" in caplog.text
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["sourceDiskId", "targetRegion", "state", "top", "continuationToken", "x"]),
+        st.text(max_size=30) | st.sampled_from(["²", "٣", "1\n", "westus3\n", "copying", "100", disk_id("a")]),
+        max_size=4,
+    ),
+    copy_id_text=st.text(max_size=60) | st.sampled_from(["MXwy\n", "٣"]),
+)
+def test_arbitrary_query_and_copy_ids_never_cause_a_5xx(
+    deployment: Deployment, params: dict[str, str], copy_id_text: str
+):
+    status, headers, _ = call(deployment, "list_copies", "GET", params=params)
+    assert status in (200, 400), params
+    for function, method in (("get_copy", "GET"), ("cancel_copy", "DELETE"), ("retry_copy", "POST")):
+        status, headers, _ = call(deployment, function, method, copy=copy_id_text)
+        assert status in (400, 404) and headers["content-type"] == "application/problem+json"
 
 
 def test_by_default_a_snapshot_is_copied_to_the_configured_regions_it_is_not_in(deployment: Deployment):
