@@ -341,11 +341,16 @@ class OnDemand:
         try:
             self.arm.delete_snapshot(job.target_id)
         except ArmError as error:
+            if error.status == 404:
+                return self._release_claim(job)  # gone already: what we wanted
             held = (
                 f"the copy is queued but held for {RETRY_HOLD}; if the failed copy is still there then, it fails again"
             )
             raise arm_trouble(error, f"deleting the failed copy {job.target_id}", recorded=held) from None
         log.info("deleted the failed copy %s before retrying it", job.target_id)
+        self._release_claim(job)
+
+    def _release_claim(self, job: Job) -> None:
         claimed = self.job(job.chain, job.key)
         if claimed.state == CopyState.QUEUED:
             with contextlib.suppress(Conflict):

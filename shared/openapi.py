@@ -438,10 +438,11 @@ def _paths() -> dict[str, Any]:
                 "description": (
                     "Only a `failed` or `cancelled` copy can be retried, and only while no newer snapshot of the "
                     "same family has started copying to that region: Azure copies a family in creation order "
-                    "only, so otherwise it can never be copied there (409). The failed target snapshot ARM left "
-                    "behind is deleted first (a snapshot of that name that is not a copy of this source is "
-                    "refused with 409). The copy is queued with its attempts reset and started at once if the "
-                    "chain and the region allow it."
+                    "only, so otherwise it can never be copied there (409). A copy whose source snapshot is gone "
+                    "cannot be retried (409). The failed target snapshot ARM left behind is deleted first (a "
+                    "snapshot of that name that is not snapcopy's copy of this source is refused with 409); "
+                    "of two concurrent retries of one copy only one goes on (the other gets 409). The copy is "
+                    "queued with its attempts reset and started at once if the chain and the region allow it."
                 ),
                 "responses": {
                     "202": {
