@@ -23,6 +23,7 @@ from shared.ids import (
 )
 
 DEFAULT_POLL_SCHEDULE = "0 */1 * * * *"
+DEFAULT_SWEEP_SCHEDULE = "0 17 * * * *"  # hourly, off the top of the hour
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 AZURE_COPY_CAP = 100  # Azure's limit: copies in flight per subscription per target region
 CREDENTIAL_KINDS = ("default", "managed-identity", "emulator")
@@ -101,16 +102,23 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return number
 
 
-def poll_schedule(env: Mapping[str, str] | None = None) -> str:
-    """The timer's NCRONTAB schedule (six fields, seconds first), read at import time."""
+def _schedule(env: Mapping[str, str] | None, name: str, default: str, example: str) -> str:
     env = os.environ if env is None else env
-    raw = _get(env, "POLL_SCHEDULE") or DEFAULT_POLL_SCHEDULE
+    raw = _get(env, name) or default
     fields = raw.split()
     if len(fields) != 6 or not all(_NCRONTAB_FIELD_RE.match(field) for field in fields):
-        raise ConfigError(
-            "POLL_SCHEDULE", raw, "an NCRONTAB expression with six fields, e.g. '0 */1 * * * *' (every minute)"
-        )
+        raise ConfigError(name, raw, f"an NCRONTAB expression with six fields, e.g. {example}")
     return raw
+
+
+def poll_schedule(env: Mapping[str, str] | None = None) -> str:
+    """The poll timer's NCRONTAB schedule (six fields, seconds first), read at import time."""
+    return _schedule(env, "POLL_SCHEDULE", DEFAULT_POLL_SCHEDULE, "'0 */1 * * * *' (every minute)")
+
+
+def sweep_schedule(env: Mapping[str, str] | None = None) -> str:
+    """The reconciliation sweep's NCRONTAB schedule, read at import time."""
+    return _schedule(env, "SWEEP_SCHEDULE", DEFAULT_SWEEP_SCHEDULE, "'0 17 * * * *' (hourly)")
 
 
 def _regions(env: Mapping[str, str]) -> tuple[str, ...]:

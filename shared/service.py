@@ -247,7 +247,7 @@ class Replicator:
         return "; ".join(results)
 
     def _enqueue(self, snapshot: Snapshot, region: str, run: Run) -> str:
-        job, _ = self._arrive(snapshot, region)
+        job, _ = self.arrive(snapshot, region)
         if job.state != CopyState.QUEUED:
             log.info("%s → %s: %s %s", snapshot.id, region, job.state, job.reason)
             return f"{region}: {job.state}"
@@ -261,7 +261,7 @@ class Replicator:
             return f"{region}: queued"
         return f"{region}: {'started' if started else 'queued'}"
 
-    def _arrive(self, snapshot: Snapshot, region: str) -> tuple[Job, bool]:
+    def arrive(self, snapshot: Snapshot, region: str) -> tuple[Job, bool]:
         """Queue one snapshot in one chain (or skip it, if a newer one already started).
         Returns the job as stored and whether this call created it."""
         template = new_head(snapshot, region, self.settings.target_resource_group)
@@ -307,7 +307,7 @@ class Replicator:
         targets = tuple(regions)
         arrived: list[tuple[Job, bool]] = []
         for snapshot in sorted(snapshots, key=lambda snap: snap.order_key):
-            arrived.extend(self._arrive(snapshot, region) for region in targets)
+            arrived.extend(self.arrive(snapshot, region) for region in targets)
         run = Run(self.listings, eager=False)
         for chain in dict.fromkeys(job.chain for job, _ in arrived if job.state == CopyState.QUEUED):
             try:
@@ -628,6 +628,10 @@ class Replicator:
         self._drive(job, taken)
 
     # --- finishing ---------------------------------------------------------------------
+
+    def finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
+        """Record a copy's end and free its slot (the sweep finishes orphans this way)."""
+        self._finish(flight, state, error)
 
     def _finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
         now = self.clock()

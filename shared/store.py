@@ -152,11 +152,11 @@ class StateStore:
         except ResourceNotFoundError:
             return None
 
-    def _query(self, query_filter: str, parameters: dict[str, str]) -> Iterator[Any]:
+    def _query(self, query_filter: str, parameters: dict[str, str], select: list[str] | None = None) -> Iterator[Any]:
         """Parameterised queries only: the SDK escapes every value (no OData injection)."""
         self.ensure_table()
         self.operations.add("query")
-        yield from self._table.query_entities(query_filter, parameters=parameters)
+        yield from self._table.query_entities(query_filter, parameters=parameters, select=select)
 
     def _range(self, partition: str, low: str, high: str) -> Iterator[Any]:
         return self._query(
@@ -308,6 +308,15 @@ class StateStore:
         for row in self._query(" and ".join(conditions), parameters):
             yield _job_from(chain, row)
 
+    def job_keys(self, chain: ChainKey, low: str) -> set[str]:
+        """The keys of a chain's jobs from `low` on (keys only: the sweep's comparison)."""
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": chain.partition, "low": JOB_PREFIX + low, "high": JOB_PREFIX + "\x7f"},
+            select=["RowKey"],
+        )
+        return {row["RowKey"].removeprefix(JOB_PREFIX) for row in rows}
+
     def add_job_guarded(self, head: ChainHead, job: Job) -> Job:
         """Insert a job together with an ETag-conditional touch of its head, in one batch.
 
@@ -411,6 +420,11 @@ class StateStore:
             in_flight=(*load.in_flight, replace(flight, etag=_result_etag(results, 1))),
             counter_etag=_result_etag(results, 0),
         )
+
+    def correct_counter(self, load: RegionLoad) -> None:
+        """Set the slot counter to the number of flight rows it must equal (ETag-conditional)."""
+        counter = _counter_entity(load.key, len(load.in_flight))
+        self._update(counter, load.counter_etag, f"counter {load.key.partition}")
 
     def release_slot(self, load: RegionLoad, flight: InFlight) -> None:
         """Give a slot back: counter - 1 and the flight row deleted, atomically."""

@@ -10,7 +10,8 @@ import logging
 import azure.functions as func
 
 from shared import runtime
-from shared.config import poll_schedule
+from shared.config import poll_schedule, sweep_schedule
+from shared.reconcile import Reconciler
 
 log = logging.getLogger("snapcopy")
 
@@ -38,3 +39,12 @@ def poll_copies(timer: func.TimerRequest) -> None:
     report = runtime.replicator().tick()
     if report.errors:
         log.error("poll_copies finished with errors: %s", "; ".join(report.errors))
+
+
+@blueprint.function_name("sweep_sources")
+@blueprint.timer_trigger(arg_name="timer", schedule=sweep_schedule(), run_on_startup=False, use_monitor=True)
+def sweep_sources(timer: func.TimerRequest) -> None:
+    """Find snapshots no event reported and repair state that disagrees with ARM."""
+    report = Reconciler(runtime.replicator()).sweep()
+    if report.errors:
+        log.error("sweep_sources finished with errors: %s", "; ".join(report.errors))

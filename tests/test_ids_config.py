@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError, load_settings, poll_schedule
+from shared.config import ConfigError, load_settings, poll_schedule, sweep_schedule
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import target_snapshot_id
 from tests.builders import OTHER_SUB, SUB
@@ -129,3 +129,9 @@ def test_target_resource_group_may_be_a_name_or_a_full_id():
 def test_poll_schedule_defaults_to_every_minute():
     assert poll_schedule({}) == "0 */1 * * * *"
     assert poll_schedule({"POLL_SCHEDULE": "*/10 * * * * *"}) == "*/10 * * * * *"
+
+
+def test_sweep_schedule_defaults_to_hourly_and_names_itself_when_bad():
+    assert sweep_schedule({}) == "0 17 * * * *"
+    with pytest.raises(ConfigError, match="SWEEP_SCHEDULE"):
+        sweep_schedule({"SWEEP_SCHEDULE": "hourly"})

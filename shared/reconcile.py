@@ -1,0 +1,183 @@
+"""The reconciliation sweep: ARM's snapshot list is the truth, events only hints.
+
+Events get lost, dead-lettered, or arrive while the app is down for a day. Once an hour
+(SWEEP_SCHEDULE) the sweep lists the incremental snapshots in the source scopes and
+queues every one the chains do not know yet, through the same arrival as an event (so a
+snapshot older than one already started is recorded `skipped`, with the reason, never
+dropped). It then repairs state that disagrees with itself or with ARM: a region's slot
+counter that is not the number of its flight rows, and a chain whose head says a copy is
+in flight while no flight row (so no poll) tracks it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from shared.arm import ArmError
+from shared.ids import ResourceGroupId, Scope
+from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, Snapshot
+from shared.scheduler import Completed, CopyTo, Failed, assess_copy, eligibility
+from shared.service import Replicator
+from shared.store import Conflict
+
+log = logging.getLogger("snapcopy")
+
+_UNLIMITED = 1_000_000  # adopting a copy ARM already runs records the truth, cap or not
+
+
+@dataclass
+class SweepReport:
+    """What one sweep found and fixed (logged, and returned for tests and the demo)."""
+
+    scopes: int = 0
+    listed: int = 0
+    found: int = 0
+    skipped: int = 0
+    counters_fixed: int = 0
+    orphans: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"scopes={self.scopes} listed={self.listed} found={self.found} skipped={self.skipped} "
+            f"counters_fixed={self.counters_fixed} orphans={self.orphans} errors={len(self.errors)}"
+        )
+
+
+class Reconciler:
+    """Runs one sweep over the process's Replicator."""
+
+    def __init__(self, replicator: Replicator) -> None:
+        self.replicator = replicator
+        self.store = replicator.store
+        self.arm = replicator.arm
+        self.settings = replicator.settings
+
+    def sweep(self) -> SweepReport:
+        report = SweepReport()
+        for scope in self.scopes():
+            report.scopes += 1
+            try:
+                listed = self._list(scope)
+            except ArmError as error:
+                report.errors.append(f"list {scope}: {error}")
+                log.error("sweep: cannot list %s: %s (the next sweep retries)", scope, error)
+                continue
+            report.listed += len(listed)
+            self._enqueue_missing(listed, report)
+        self._repair_regions(report)
+        self._repair_heads(report)
+        log.info("sweep: %s", report.summary())
+        return report
+
+    def scopes(self) -> list[Scope]:
+        """COPY_SOURCE_SCOPES; when unset, every subscription a chain has seen (a disk in a
+        subscription snapcopy never heard of cannot be found: set the scopes to cover it)."""
+        if self.settings.source_scopes:
+            return list(self.settings.source_scopes)
+        subscriptions = {
+            group.subscription.lower(): group.subscription
+            for head in self.store.list_heads()
+            for group in head.source_groups
+        }
+        return [Scope(subscription, None) for subscription in sorted(subscriptions.values())]
+
+    def _list(self, scope: Scope) -> list[Snapshot]:
+        if scope.resource_group is None:
+            return self.arm.list_subscription_snapshots(scope.subscription)
+        return self.arm.list_snapshots(ResourceGroupId(scope.subscription, scope.resource_group))
+
+    def _enqueue_missing(self, listed: Iterable[Snapshot], report: SweepReport) -> None:
+        by_chain: dict[ChainKey, list[Snapshot]] = {}
+        for snapshot in listed:
+            decision = eligibility(snapshot, self.settings.target_regions, self.settings.source_scopes)
+            if not isinstance(decision, CopyTo) or snapshot.family_id is None:
+                continue
+            for region in decision.regions:
+                by_chain.setdefault(ChainKey(snapshot.family_id.lower(), region), []).append(snapshot)
+        for chain, snapshots in sorted(by_chain.items(), key=lambda item: item[0].partition):
+            snapshots.sort(key=lambda snap: snap.order_key)
+            known = self.store.job_keys(chain, snapshots[0].order_key)
+            for snapshot in snapshots:
+                if snapshot.order_key in known:
+                    continue
+                try:
+                    job, created = self.replicator.arrive(snapshot, chain.region)
+                except Conflict as error:
+                    report.errors.append(f"{chain.partition}: {error}")
+                    continue
+                if not created:
+                    continue
+                report.found += 1
+                report.skipped += int(job.state == CopyState.SKIPPED)
+                log.warning(
+                    "sweep found %s, which no event reported: %s for %s %s",
+                    snapshot.id,
+                    job.state,
+                    chain.region,
+                    job.reason,
+                )
+
+    def _repair_regions(self, report: SweepReport) -> None:
+        for region in self.store.list_regions():
+            load = self.store.load_region(region)
+            if load.in_flight_count == len(load.in_flight):
+                continue
+            try:
+                self.store.correct_counter(load)
+            except Conflict:
+                continue  # it moved: a live trigger is at work; the next sweep looks again
+            report.counters_fixed += 1
+            log.error(
+                "sweep: %s counted %d copies in flight but tracks %d; corrected",
+                region.partition,
+                load.in_flight_count,
+                len(load.in_flight),
+            )
+
+    def _repair_heads(self, report: SweepReport) -> None:
+        for head in self.store.list_heads():
+            if not head.copying_key:
+                continue
+            flight = self.store.load_flight(head.region, head.key)
+            if flight is not None and flight.job_key == head.copying_key:
+                continue
+            try:
+                if self._adopt(head):
+                    report.orphans += 1
+            except (ArmError, Conflict) as error:
+                report.errors.append(f"{head.key.partition}: {error}")
+
+    def _adopt(self, head: ChainHead) -> bool:
+        """A copy the head says is in flight, tracked by no flight row: ask ARM about its
+        target, then finish it or give it a flight row so the timer polls it again."""
+        job = self.store.load_job(head.key, head.copying_key)
+        if job is None or job.state != CopyState.COPYING:
+            return False
+        # read again: a trigger may have finished (or started) it since the head was read
+        current = self.store.load_head(head.key)
+        if current is None or current.copying_key != job.key:
+            return False
+        flight = InFlight(
+            region=head.region,
+            chain=head.key,
+            job_key=job.key,
+            source_id=job.source_id,
+            target_id=job.target_id,
+            phase=Phase.COPYING,
+            started_at=job.started_at or self.replicator.clock(),
+            attempt="sweep",
+            percent=job.percent,
+        )
+        target = self.arm.get_snapshot(job.target_id)
+        outcome = assess_copy(flight, target, self.replicator.clock())
+        log.error("sweep: %s → %s was copying with nothing polling it: %s", job.source_id, job.target_id, outcome)
+        if isinstance(outcome, Completed):
+            self.replicator.finish(flight, CopyState.SUCCEEDED, None)
+        elif isinstance(outcome, Failed):
+            self.replicator.finish(flight, CopyState.FAILED, outcome.error)
+        else:  # still copying (or just started and not listed yet): poll it again
+            self.store.reserve_slot(self.store.load_region(head.region), flight, _UNLIMITED)
+        return True
