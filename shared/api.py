@@ -99,6 +99,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "finishedAt": _iso(job.finished_at),
         "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
         "reason": job.reason or None,
+        "stuck": False,
+        "lastProgressAt": None,
     }
 
 
@@ -109,6 +111,8 @@ def live_view(store: StateStore, job: Job) -> dict[str, Any]:
         flight = store.load_flight(RegionKey(job.target_id.subscription, job.chain.region), job.chain)
         if flight is not None and flight.job_key == job.key:
             view["percent"] = flight.percent
+            view["stuck"] = flight.stuck_since is not None
+            view["lastProgressAt"] = _iso(flight.progressed_at)
     return view
 
 

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlparse
 
 from shared.ids import (
@@ -71,6 +72,8 @@ class Settings:
     poll_schedule: str
     max_copies_per_region: int
     max_start_attempts: int
+    stuck_after: timedelta = timedelta(minutes=120)
+    max_event_attempts: int = 10
 
     def in_scope(self, resource: ResourceId) -> bool:
         """True when COPY_SOURCE_SCOPES is empty or one of its scopes holds `resource`."""
@@ -217,4 +220,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         poll_schedule=poll_schedule(env),
         max_copies_per_region=_int(env, "MAX_COPIES_PER_REGION", AZURE_COPY_CAP, 1, AZURE_COPY_CAP),
         max_start_attempts=_int(env, "COPY_MAX_START_ATTEMPTS", 5, 1, 50),
+        stuck_after=timedelta(minutes=_int(env, "STUCK_AFTER_MINUTES", 120, 5, 10080)),
+        max_event_attempts=_int(env, "EVENT_MAX_ATTEMPTS", 10, 1, 100),
     )

@@ -177,6 +177,7 @@ class InFlight:
     percent: float = 0.0
     progressed_at: datetime | None = None
     next_poll_at: datetime | None = None
+    stuck_since: datetime | None = None  # flagged: no progress for STUCK_AFTER_MINUTES
     etag: str | None = None
 
     def evolve(self, **changes: object) -> InFlight:

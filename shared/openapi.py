@@ -101,6 +101,16 @@ def _copy_properties() -> dict[str, Any]:
             "description": "Why the copy is in its state, when snapcopy has something to say (skipped, "
             "cancelled, retried).",
         },
+        "stuck": {
+            "type": "boolean",
+            "description": "True while a copy in flight has shown no new completionPercent for "
+            "STUCK_AFTER_MINUTES (ARM still reports it copying; the log has a warning).",
+        },
+        "lastProgressAt": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "When a copy in flight last showed new progress (null before the first).",
+        },
     }
 
 

@@ -272,6 +272,17 @@ def assess_copy(flight: InFlight, target: Snapshot | None, now: datetime) -> Out
     return Progress(percent, next_poll_time(flight, percent, now), changed=percent != flight.percent)
 
 
+def stuck_since(flight: InFlight, progressed: bool, now: datetime, after: timedelta) -> datetime | None:
+    """When a copy was flagged as stuck: no new completionPercent for `after`. Any
+    progress clears the flag; a flag, once raised, keeps its first time."""
+    if progressed:
+        return None
+    if flight.stuck_since is not None:
+        return flight.stuck_since
+    last = flight.progressed_at or flight.started_at
+    return now if now - last >= after else None
+
+
 def next_poll_time(flight: InFlight, percent: float, now: datetime) -> datetime:
     """When reading this copy's progress again is worth an ARM call.
 

@@ -60,6 +60,7 @@ from shared.scheduler import (
     plan_chain,
     release_order,
     source_groups_of,
+    stuck_since,
 )
 from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore, retrying
 
@@ -92,12 +93,14 @@ class TickReport:
     started: int = 0
     restarted: int = 0
     waiting: int = 0
+    stuck: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"regions={self.regions} in_flight={self.in_flight} polled={self.polled} completed={self.completed} "
             f"failed={self.failed} started={self.started} restarted={self.restarted} waiting={self.waiting} "
+            f"stuck={self.stuck} "
             f"errors={len(self.errors)}"
         )
 
@@ -188,7 +191,37 @@ class Replicator:
     # --- the event path ----------------------------------------------------------------
 
     def handle_event(self, event: Any) -> str:
-        """One Event Grid delivery. Returns what happened, for the log."""
+        """One Event Grid delivery. Returns what happened, for the log.
+
+        A failure is raised so Event Grid redelivers, until the same event has failed
+        EVENT_MAX_ATTEMPTS times: then it is recorded (`poison` rows) and dropped. Dropping
+        loses nothing for good: events are hints, and the sweep lists the sources."""
+        try:
+            return self._handle_event(event)
+        except Exception as error:
+            try:
+                attempts = self.store.note_event_failure(
+                    str(getattr(event, "id", "") or ""),
+                    str(getattr(event, "subject", "") or ""),
+                    f"{type(error).__name__}: {error}",
+                    self.clock(),
+                    poisoned_at=self.settings.max_event_attempts,
+                )
+            except Exception:
+                log.exception("could not record the failure of event %r", getattr(event, "id", ""))
+                raise error from None
+            if attempts < self.settings.max_event_attempts:
+                raise
+            log.error(
+                "event %r (%s) failed %d times; dropped (the sweep will find its snapshot): %s",
+                getattr(event, "id", ""),
+                getattr(event, "subject", ""),
+                attempts,
+                error,
+            )
+            return f"poisoned after {attempts} attempts"
+
+    def _handle_event(self, event: Any) -> str:
         observation = parse_event(event)
         if isinstance(observation, Malformed):
             log.warning("dropping malformed event %r: %s", observation.event_id, observation.problem)
@@ -342,6 +375,8 @@ class Replicator:
             for flight in load.in_flight
             if flight.phase == Phase.STARTING or flight.next_poll_at is None or flight.next_poll_at <= now
         ]
+        # copies not polled this tick keep their flag; polled ones are judged afresh in _poll
+        report.stuck += sum(1 for flight in load.in_flight if flight not in due and flight.stuck_since is not None)
         targets: dict[ResourceGroupId, dict[str, Snapshot]] = {}
         for group in sorted({_group(flight.target_id) for flight in due}, key=str):
             try:
@@ -377,14 +412,20 @@ class Replicator:
             flight = current
         outcome = assess_copy(flight, target, now)
         if isinstance(outcome, Progress):
-            if flight.phase == Phase.COPYING and (outcome.changed or outcome.next_poll_at != flight.next_poll_at):
+            stuck = stuck_since(flight, outcome.changed, now, self.settings.stuck_after)
+            report.stuck += int(stuck is not None)
+            if flight.phase == Phase.COPYING and (
+                outcome.changed or outcome.next_poll_at != flight.next_poll_at or stuck != flight.stuck_since
+            ):
                 self.store.save_flight(
                     flight.evolve(
                         percent=outcome.percent,
                         progressed_at=now if outcome.changed else flight.progressed_at,
                         next_poll_at=outcome.next_poll_at,
+                        stuck_since=stuck,
                     )
                 )
+                self._say_if_stuck(flight, stuck, outcome.percent)
         elif isinstance(outcome, Completed):
             self._finish(flight, CopyState.SUCCEEDED, None)
             report.completed += 1
@@ -394,6 +435,19 @@ class Replicator:
         elif isinstance(outcome, Restart):
             report.restarted += 1
             self._restart(flight)
+
+    def _say_if_stuck(self, flight: InFlight, stuck: datetime | None, percent: float) -> None:
+        if stuck is not None and flight.stuck_since is None:
+            quiet = stuck - (flight.progressed_at or flight.started_at)
+            log.warning(
+                "copy stuck: %s → %s has shown no progress for %d min (at %.1f%%); ARM still reports it copying",
+                flight.source_id,
+                flight.target_id,
+                quiet.total_seconds() // 60,
+                percent,
+            )
+        elif stuck is None and flight.stuck_since is not None:
+            log.info("copy moving again: %s → %s at %.1f%%", flight.source_id, flight.target_id, percent)
 
     def _release(self, region: RegionKey, run: Run, report: TickReport) -> None:
         load = self.store.load_region(region)

@@ -20,7 +20,9 @@ handlers never lose an update: the loser gets `Conflict` and re-reads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -52,6 +54,8 @@ JOB_PREFIX = "job|"
 FLIGHT_PREFIX = "flight|"
 WAIT_PREFIX = "wait|"
 DIRECTORY = "regions"
+POISON = "poison"
+_SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 CHAINS = "chains"
 _BATCH_LIMIT = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Table transactions hold at most 100 operations
@@ -495,6 +499,34 @@ class StateStore:
             return None
         return Waiting(region, chain, _dt(row.get("Since")) or _EPOCH, _etag(row))
 
+    def note_event_failure(self, event_id: str, subject: str, error: str, now: datetime, *, poisoned_at: int) -> int:
+        """Count one more failed delivery of an event; returns how many so far. At
+        `poisoned_at` the row is marked poisoned (what operators look for)."""
+        key = event_id if _SAFE_KEY_RE.fullmatch(event_id) else hashlib.sha256(event_id.encode()).hexdigest()
+
+        def count() -> int:
+            row = self._get(POISON, key)
+            attempts = (int(row.get("Attempts", 0)) if row is not None else 0) + 1
+            entity = {
+                "PartitionKey": POISON,
+                "RowKey": key,
+                "EventId": event_id[:256],
+                "Subject": subject[:512],
+                "Attempts": attempts,
+                "FirstFailedAt": row.get("FirstFailedAt") if row is not None else now,
+                "LastFailedAt": now,
+                "LastError": error[:1000],
+                "Poisoned": attempts >= poisoned_at,
+            }
+            if row is None:
+                self._create(entity, f"poison {key}")
+            else:
+                self._update(entity, _etag(row), f"poison {key}")
+            return attempts
+
+        result: int = retrying(count)
+        return result
+
     def rows(self, partition_prefix: str) -> list[Entity]:
         """Raw rows whose PartitionKey starts with a prefix (diagnostics and tests)."""
         rows = self._query(
@@ -647,6 +679,7 @@ def _flight_entity(flight: InFlight) -> Entity:
         "StartedAt": flight.started_at,
         "Percent": float(flight.percent),
         "ProgressedAt": flight.progressed_at,
+        "StuckSince": flight.stuck_since,
         "NextPollAt": flight.next_poll_at,
     }
 
@@ -665,6 +698,7 @@ def _flight_from(region: RegionKey, entity: Any) -> InFlight:
         started_at=started,
         percent=float(entity.get("Percent", 0.0)),
         progressed_at=_dt(entity.get("ProgressedAt")),
+        stuck_since=_dt(entity.get("StuckSince")),
         next_poll_at=_dt(entity.get("NextPollAt")),
         etag=_etag(entity),
     )

@@ -23,6 +23,7 @@ from shared.scheduler import (
     eligibility,
     plan_chain,
     release_order,
+    stuck_since,
 )
 from tests.builders import SUB, T0, a_snapshot, chain, family_snapshots, flight_for, head_for, job_for
 
@@ -267,3 +268,17 @@ def test_a_listing_older_than_the_heads_belief_never_calls_a_live_snapshot_delet
     stale_at = newer.time_created - minutes(1)
     plan = plan_chain(head, [job_for(newer)], newer.time_created, listing=[older], listed_at=stale_at)
     assert plan.skip == ()
+
+
+def test_a_copy_is_stuck_after_a_quiet_spell_and_free_again_on_progress():
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0)
+    after = timedelta(minutes=120)
+    assert stuck_since(flight, False, T0 + timedelta(minutes=119), after) is None
+    flagged = stuck_since(flight, False, T0 + timedelta(minutes=120), after)
+    assert flagged == T0 + timedelta(minutes=120)
+    later = flight.evolve(stuck_since=flagged)
+    assert stuck_since(later, False, T0 + timedelta(hours=9), after) == flagged  # keeps its first time
+    assert stuck_since(later, True, T0 + timedelta(hours=9), after) is None
+    moved = flight.evolve(progressed_at=T0 + timedelta(minutes=100))
+    assert stuck_since(moved, False, T0 + timedelta(minutes=200), after) is None  # quiet since 100, not 0
