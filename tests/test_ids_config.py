@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.config import ConfigError, load_settings, poll_schedule, sweep_schedule
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
@@ -135,3 +137,45 @@ def test_sweep_schedule_defaults_to_hourly_and_names_itself_when_bad():
     assert sweep_schedule({}) == "0 17 * * * *"
     with pytest.raises(ConfigError, match="SWEEP_SCHEDULE"):
         sweep_schedule({"SWEEP_SCHEDULE": "hourly"})
+
+
+_ID_PARTS = st.sampled_from(
+    [
+        "/subscriptions/",
+        "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d",
+        "/resourceGroups/",
+        "/resourcegroups/",
+        "prod-rg",
+        "/providers/Microsoft.Compute/",
+        "snapshots/",
+        "disks/",
+        "vm0-s0",
+        "'",
+        " or ",
+        "eq",
+        "%27",
+        "/",
+        "..",
+        "\n",
+        "\x00",
+        "#",
+        "?",
+        "é",
+        "٣",
+        " ",
+    ]
+)
+
+
+@given(st.lists(_ID_PARTS, max_size=12).map("".join) | st.text(max_size=200))
+def test_resource_ids_parse_strictly_or_not_at_all(text: str):
+    """Whatever reaches the API or an event: either a clean id that round-trips, or a refusal."""
+    try:
+        parsed = ResourceId.parse(text)
+    except InvalidResourceId:
+        return
+    rendered = str(parsed)
+    assert ResourceId.parse(rendered) == parsed
+    assert parsed.name.isascii() and parsed.subscription.isascii()
+    assert not set(rendered) & set("'\"#?\\\n\r\x00 %")
+    assert parsed.kind in ("snapshots", "disks") and len(parsed.name) <= 80
