@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: setup lint test demo serve emulator clean
@@ -13,6 +15,13 @@ $(PY_STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# checkov (and shellcheck) for tests/test_infra.py, in their own venv: checkov's pins clash with ours.
+$(TOOLS_STAMP): infra/requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet -r infra/requirements-tools.txt
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -26,7 +35,7 @@ lint: setup  ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint  ## lint, then pytest (the tests start Azurite and the ARM emulator themselves and stop them)
+test: lint $(TOOLS_STAMP)  ## lint, then pytest (the tests start Azurite and the ARM emulator themselves and stop them)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: setup  ## 3 disks x 4 snapshots replicated eastus2 -> westus3 against Azurite + the emulator
@@ -39,4 +48,4 @@ emulator: setup  ## run the ARM emulator alone (prints its URL and CA path)
 	$(PY) -m local.emulator
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

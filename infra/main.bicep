@@ -1,0 +1,358 @@
+// snapcopy on Azure: `azd up` provisions this, deploys the code, then the postdeploy hook
+// subscribes the Event Grid function (see app/event-subscription.bicep for why it is last).
+//
+// Resource group (rg-<env>): user-assigned identity, storage (host storage, deployment
+// package, state table, dead letters), Log Analytics + Application Insights, a Flex
+// Consumption function app, and, unless one exists, the subscription's Event Grid system
+// topic. Subscription level: snapcopy's custom roles and their assignments at the source
+// and target scopes.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name: names the resource group and seeds every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of the resource group and the app (a region with Flex Consumption).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the deploying user (AZURE_PRINCIPAL_ID): storage data roles for local debugging. Empty for none.')
+param principalId string = ''
+
+@description('Kind of principal principalId is.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@minLength(1)
+@description('COPY_TARGET_REGIONS: comma-separated regions copies go to, e.g. westus3,centralus.')
+param targetRegions string
+
+@description('COPY_SOURCE_SCOPES: comma-separated /subscriptions/<id> or /subscriptions/<id>/resourceGroups/<name> ids whose snapshots are copied. Empty: this subscription.')
+param sourceScopes string = ''
+
+@description('COPY_TARGET_RESOURCE_GROUP: where copies go, a resource group name (in each source subscription) or a full id. Empty: the source snapshot\'s own resource group. The group must exist.')
+param targetResourceGroup string = ''
+
+@description('POLL_SCHEDULE: NCRONTAB (six fields) of the poll_copies timer.')
+param pollSchedule string = '0 */1 * * * *'
+
+@description('SWEEP_SCHEDULE: NCRONTAB (six fields) of the sweep_sources reconciliation timer.')
+param sweepSchedule string = '0 17 * * * *'
+
+@description('STATE_TABLE_NAME: the table that holds all of snapcopy\'s state.')
+param stateTableName string = 'snapcopy'
+
+@description('MAX_COPIES_PER_REGION: copies in flight per target subscription per region.')
+@minValue(1)
+@maxValue(100)
+param maxCopiesPerRegion int = 100
+
+@description('COPY_MAX_START_ATTEMPTS: tries of a refused CopyStart before the job fails.')
+@minValue(1)
+@maxValue(50)
+param maxStartAttempts int = 5
+
+@description('Name of an existing Event Grid system topic of this subscription to reuse (a subscription allows only one). Empty: create one.')
+param existingSystemTopicName string = ''
+
+@description('Resource group of existingSystemTopicName.')
+param existingSystemTopicResourceGroup string = ''
+
+@description('Also deploy the event subscription here. Leave false for the first `azd up` (the postdeploy hook creates it once the function exists); true is for later provisions.')
+param deployEventSubscription bool = false
+
+@description('Event Grid delivery attempts before an event is dead-lettered.')
+@minValue(1)
+@maxValue(30)
+param maxDeliveryAttempts int = 30
+
+@description('Name of the resource group to create. Empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+var functionAppName = 'func-snapcopy-${resourceToken}'
+var deploymentContainerName = 'app-package-${resourceToken}'
+var deadLetterContainerName = 'eventgrid-deadletter'
+var reuseSystemTopic = !empty(existingSystemTopicName)
+var systemTopicName = reuseSystemTopic ? existingSystemTopicName : 'evgt-snapcopy-${resourceToken}'
+var eventSubscriptionName = 'snapcopy-${resourceToken}'
+var resourceGroupNameResolved = !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+var systemTopicResourceGroup = reuseSystemTopic ? existingSystemTopicResourceGroup : resourceGroupNameResolved
+
+// --- RBAC scopes ------------------------------------------------------------------------
+// Lower-cased, spaces removed, empty entries dropped. No source scope means this subscription.
+var sourceScopeEntries = filter(split(toLower(replace(sourceScopes, ' ', '')), ','), scope => !empty(scope))
+var sourceScopeList = empty(sourceScopeEntries) ? [toLower(subscription().id)] : sourceScopeEntries
+var targetGroupName = toLower(trim(targetResourceGroup))
+// Copies go to: a named group id; a group name in each source scope's subscription; or,
+// with no target group, the source snapshot's own group (so the source scopes).
+var targetGroupsByName = [for scope in sourceScopeList: '/subscriptions/${split(scope, '/')[2]}/resourcegroups/${targetGroupName}']
+var targetScopeList = union(startsWith(targetGroupName, '/') ? [targetGroupName] : (empty(targetGroupName) ? sourceScopeList : targetGroupsByName), [])
+var sourceSubscriptionEntries = [for scope in sourceScopeList: '/subscriptions/${split(scope, '/')[2]}']
+var targetSubscriptionEntries = [for scope in targetScopeList: '/subscriptions/${split(scope, '/')[2]}']
+var targetSubscriptionList = union(targetSubscriptionEntries, [])
+var rbacSubscriptionScopes = union([toLower(subscription().id)], sourceSubscriptionEntries, targetSubscriptionList)
+var rbacSubscriptionIds = [for scope in rbacSubscriptionScopes: split(scope, '/')[2]]
+// "/subscriptions/x" splits into 3 parts, "/subscriptions/x/resourcegroups/y" into 5.
+var sourceSubscriptionScopes = filter(sourceScopeList, scope => length(split(scope, '/')) == 3)
+var sourceGroupScopes = filter(sourceScopeList, scope => length(split(scope, '/')) == 5)
+var targetSubscriptionScopes = filter(targetScopeList, scope => length(split(scope, '/')) == 3)
+var targetGroupScopes = filter(targetScopeList, scope => length(split(scope, '/')) == 5)
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: resourceGroupNameResolved
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-snapcopy-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'stsnapcopy${take(resourceToken, 12)}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+    stateTableName: stateTableName
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-snapcopy-${resourceToken}'
+    applicationInsightsName: 'appi-snapcopy-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module functionApp 'app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-snapcopy-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    // snapcopy's settings (README "Settings"; shared/config.py validates them at start-up).
+    snapcopySettings: [
+      {
+        name: 'COPY_TARGET_REGIONS'
+        value: replace(targetRegions, ' ', '')
+      }
+      {
+        name: 'COPY_SOURCE_SCOPES'
+        // unset: this subscription, so the hourly sweep knows where to look for missed snapshots
+        value: empty(sourceScopeEntries) ? subscription().id : replace(sourceScopes, ' ', '')
+      }
+      {
+        name: 'COPY_TARGET_RESOURCE_GROUP'
+        value: trim(targetResourceGroup)
+      }
+      {
+        name: 'POLL_SCHEDULE'
+        value: pollSchedule
+      }
+      {
+        name: 'SWEEP_SCHEDULE'
+        value: sweepSchedule
+      }
+      {
+        name: 'STATE_TABLE_ENDPOINT'
+        value: storage.outputs.tableEndpoint
+      }
+      {
+        name: 'STATE_TABLE_NAME'
+        value: storage.outputs.stateTableName
+      }
+      {
+        name: 'ARM_CREDENTIAL'
+        value: 'managed-identity'
+      }
+      {
+        name: 'AZURE_CLIENT_ID'
+        value: identity.outputs.clientId
+      }
+      {
+        name: 'MAX_COPIES_PER_REGION'
+        value: string(maxCopiesPerRegion)
+      }
+      {
+        name: 'COPY_MAX_START_ATTEMPTS'
+        value: string(maxStartAttempts)
+      }
+    ]
+  }
+}
+
+module systemTopic 'app/eventgrid-topic.bicep' = {
+  name: 'snapcopy-topic-${resourceToken}'
+  scope: resourceGroup(systemTopicResourceGroup)
+  params: {
+    name: systemTopicName
+    create: !reuseSystemTopic
+    tags: tags
+  }
+  dependsOn: [
+    rg
+  ]
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: identity.outputs.principalId
+    eventGridPrincipalId: systemTopic.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+// --- Compute access: custom roles at the narrowest scopes -------------------------------
+module roles 'app/roles.bicep' = {
+  name: 'snapcopy-roles-${resourceToken}'
+  params: {
+    environmentName: environmentName
+    assignableScopes: rbacSubscriptionScopes
+  }
+}
+
+module sourceReadOnSubscriptions 'app/rbac/subscription-assignment.bicep' = [
+  for scope in sourceSubscriptionScopes: {
+    name: 'snapcopy-source-${uniqueString(scope, environmentName)}'
+    scope: subscription(split(scope, '/')[2])
+    params: {
+      principalId: identity.outputs.principalId
+      roleDefinitionGuid: roles.outputs.sourceReaderRoleGuid
+      purpose: 'snapcopy: read snapshots and disks in a source scope'
+    }
+  }
+]
+
+module sourceReadOnGroups 'app/rbac/resource-group-assignment.bicep' = [
+  for scope in sourceGroupScopes: {
+    name: 'snapcopy-source-${uniqueString(scope, environmentName)}'
+    scope: resourceGroup(split(scope, '/')[2], split(scope, '/')[4])
+    params: {
+      principalId: identity.outputs.principalId
+      roleDefinitionGuid: roles.outputs.sourceReaderRoleGuid
+      purpose: 'snapcopy: read snapshots and disks in a source scope'
+    }
+  }
+]
+
+module copyWriteOnSubscriptions 'app/rbac/subscription-assignment.bicep' = [
+  for scope in targetSubscriptionScopes: {
+    name: 'snapcopy-target-${uniqueString(scope, environmentName)}'
+    scope: subscription(split(scope, '/')[2])
+    params: {
+      principalId: identity.outputs.principalId
+      roleDefinitionGuid: roles.outputs.copyWriterRoleGuid
+      purpose: 'snapcopy: create, read and delete snapshot copies in a target scope'
+    }
+  }
+]
+
+module copyWriteOnGroups 'app/rbac/resource-group-assignment.bicep' = [
+  for scope in targetGroupScopes: {
+    name: 'snapcopy-target-${uniqueString(scope, environmentName)}'
+    scope: resourceGroup(split(scope, '/')[2], split(scope, '/')[4])
+    params: {
+      principalId: identity.outputs.principalId
+      roleDefinitionGuid: roles.outputs.copyWriterRoleGuid
+      purpose: 'snapcopy: create, read and delete snapshot copies in a target scope'
+    }
+  }
+]
+
+module operationReadOnSubscriptions 'app/rbac/subscription-assignment.bicep' = [
+  for scope in targetSubscriptionList: {
+    name: 'snapcopy-operations-${uniqueString(scope, environmentName)}'
+    scope: subscription(split(scope, '/')[2])
+    params: {
+      principalId: identity.outputs.principalId
+      roleDefinitionGuid: roles.outputs.operationReaderRoleGuid
+      purpose: 'snapcopy: read the status of its snapshot deletes'
+    }
+  }
+]
+
+// --- Event Grid subscription: after the code exists (see the postdeploy hook) ---------
+module eventSubscription 'app/event-subscription.bicep' = if (deployEventSubscription) {
+  name: 'snapcopy-events-${resourceToken}'
+  scope: resourceGroup(systemTopicResourceGroup)
+  params: {
+    systemTopicName: systemTopic.outputs.name
+    eventSubscriptionName: eventSubscriptionName
+    functionAppId: functionApp.outputs.id
+    deadLetterStorageAccountId: storage.outputs.id
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    sourceScopes: sourceScopes
+    maxDeliveryAttempts: maxDeliveryAttempts
+  }
+  dependsOn: [
+    rg
+    rbac
+  ]
+}
+
+// --- Outputs: azd stores them in the environment; the hooks read them ------------------
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output RESOURCE_GROUP string = rg.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_ID string = functionApp.outputs.id
+output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_ACCOUNT_ID string = storage.outputs.id
+output STATE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
+output STATE_TABLE_NAME string = storage.outputs.stateTableName
+output EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
+output EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP string = systemTopic.outputs.resourceGroupName
+output EVENTGRID_SYSTEM_TOPIC_REUSED bool = reuseSystemTopic
+output EVENTGRID_SUBSCRIPTION_NAME string = eventSubscriptionName
+output EVENTGRID_DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
+output EVENTGRID_MAX_DELIVERY_ATTEMPTS int = maxDeliveryAttempts
+output SNAPCOPY_ROLE_DEFINITION_IDS string = roles.outputs.roleDefinitionIds
+output SNAPCOPY_RBAC_SUBSCRIPTIONS string = join(rbacSubscriptionIds, ',')
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
