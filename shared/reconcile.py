@@ -37,12 +37,14 @@ class SweepReport:
     skipped: int = 0
     counters_fixed: int = 0
     orphans: int = 0
+    stranded: int = 0
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"scopes={self.scopes} listed={self.listed} found={self.found} skipped={self.skipped} "
-            f"counters_fixed={self.counters_fixed} orphans={self.orphans} errors={len(self.errors)}"
+            f"counters_fixed={self.counters_fixed} orphans={self.orphans} stranded={self.stranded} "
+            f"errors={len(self.errors)}"
         )
 
 
@@ -140,6 +142,7 @@ class Reconciler:
     def _repair_heads(self, report: SweepReport) -> None:
         for head in self.store.list_heads():
             if not head.copying_key:
+                report.stranded += int(self._queue_stranded(head))
                 continue
             flight = self.store.load_flight(head.region, head.key)
             if flight is not None and flight.job_key == head.copying_key:
@@ -149,6 +152,19 @@ class Reconciler:
                     report.orphans += 1
             except (ArmError, Conflict) as error:
                 report.errors.append(f"{head.key.partition}: {error}")
+
+    def _queue_stranded(self, head: ChainHead) -> bool:
+        """Queued work with no wait marker and no copy in flight is never released by the
+        timer (a run died between inserting a job and marking its chain): mark it."""
+        queued = [job for job in self.store.load_pending(head) if job.state == CopyState.QUEUED]
+        if not queued or self.store.find_waiting(head.region, head.key) is not None:
+            return False
+        if self.store.load_flight(head.region, head.key) is not None:
+            return False
+        since = min(job.queued_at or self.replicator.clock() for job in queued)
+        self.store.mark_waiting(head.region, head.key, since)
+        log.error("sweep: %s had %d queued copies nothing would start; queued again", head.key.partition, len(queued))
+        return True
 
     def _adopt(self, head: ChainHead) -> bool:
         """A copy the head says is in flight, tracked by no flight row: ask ARM about its

@@ -505,10 +505,12 @@ class Replicator:
                 )
                 if not plan.needs_listing:
                     break
-            head = self._note_listing(head, plan.listed_through)
+            # the jobs first, the promise after: a head must never vouch for snapshots
+            # ("everything older than T is known") that no job row records yet
             self.store.add_jobs(plan.add)
             for job in plan.skip:
                 self._save_quietly(job)
+            head = self._note_listing(head, plan.listed_through)
             for job in plan.add:
                 log.info("listing found %s (its event was lost or late): queued for %s", job.source_id, chain.region)
         if plan.start is None:
