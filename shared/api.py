@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 
 from shared import runtime
-from shared.model import ChainHead, ChainKey, CopyState, Job, RegionKey
+from shared.model import ChainHead, ChainKey, CopyState, Job
 from shared.ondemand import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -108,7 +108,7 @@ def live_view(store: StateStore, job: Job) -> dict[str, Any]:
     """A copy with its live percent (kept on the region's flight row while it copies)."""
     view = job_view(job)
     if job.state == CopyState.COPYING:
-        flight = store.load_flight(RegionKey(job.target_id.subscription, job.chain.region), job.chain)
+        flight = store.load_flight(job.region, job.chain)
         if flight is not None and flight.job_key == job.key:
             view["percent"] = flight.percent
             view["stuck"] = flight.stuck_since is not None

@@ -129,6 +129,11 @@ class Job:
     def key(self) -> str:
         return order_key(self.source_time, self.source_id.name)
 
+    @property
+    def region(self) -> RegionKey:
+        """The slot partition the copy counts against: its target's subscription and region."""
+        return RegionKey(self.target_id.subscription, self.chain.region)
+
     def evolve(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]
 

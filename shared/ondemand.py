@@ -328,7 +328,7 @@ class OnDemand:
             self._clear_failed_target(job)
         self.store.mark_waiting(head.region, chain, now)
         try:
-            self.replicator.start_waiting(chain)
+            self.replicator.start_waiting(chain, head.region)
         except (ArmError, Conflict) as error:
             log.warning("%s re-queued; starting it failed for now (%s): the timer retries", chain.partition, error)
         log.info("copy re-queued on request: %s → %s", job.source_id, chain.region)

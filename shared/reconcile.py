@@ -19,7 +19,7 @@ from shared.arm import ArmError
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, Snapshot
 from shared.scheduler import Completed, CopyTo, Failed, assess_copy, eligibility
-from shared.service import Replicator
+from shared.service import Replicator, summary_line
 from shared.store import Conflict
 
 log = logging.getLogger("snapcopy")
@@ -41,11 +41,7 @@ class SweepReport:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (
-            f"scopes={self.scopes} listed={self.listed} found={self.found} skipped={self.skipped} "
-            f"counters_fixed={self.counters_fixed} orphans={self.orphans} stranded={self.stranded} "
-            f"errors={len(self.errors)}"
-        )
+        return summary_line(self)
 
 
 class Reconciler:

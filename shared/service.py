@@ -22,7 +22,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,12 +97,16 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (
-            f"regions={self.regions} in_flight={self.in_flight} polled={self.polled} completed={self.completed} "
-            f"failed={self.failed} started={self.started} restarted={self.restarted} waiting={self.waiting} "
-            f"stuck={self.stuck} "
-            f"errors={len(self.errors)}"
-        )
+        return summary_line(self)
+
+
+def summary_line(report: Any) -> str:
+    """A run report as one log line: `name=value` for each field in order, errors counted."""
+    parts = []
+    for item in fields(report):
+        value = getattr(report, item.name)
+        parts.append(f"{item.name}={len(value) if isinstance(value, list) else value}")
+    return " ".join(parts)
 
 
 class Listings:
@@ -285,7 +289,7 @@ class Replicator:
             log.info("%s → %s: %s %s", snapshot.id, region, job.state, job.reason)
             return f"{region}: {job.state}"
         try:
-            started, _ = self._advance(job.chain, self._region_of(job.chain), run)
+            started, _ = self._advance(job.chain, job.region, run)
         except (ArmError, Conflict) as error:
             # recorded and waiting: the timer starts it; the event itself is done
             log.warning(
@@ -319,15 +323,10 @@ class Replicator:
             self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock())
         return job, created
 
-    def start_waiting(self, chain: ChainKey) -> bool:
+    def start_waiting(self, chain: ChainKey, region: RegionKey) -> bool:
         """Start a chain's next copy now if every rule allows (requests use this)."""
-        started, _ = self._advance(chain, self._region_of(chain), Run(self.listings, eager=False))
+        started, _ = self._advance(chain, region, Run(self.listings, eager=False))
         return started
-
-    def _region_of(self, chain: ChainKey) -> RegionKey:
-        head = self.store.load_head(chain)
-        assert head is not None
-        return head.region
 
     def enqueue(self, snapshots: Iterable[Snapshot], regions: Iterable[str]) -> list[tuple[Job, bool]]:
         """On-demand copies (the HTTP API): queue validated snapshots oldest first in the
@@ -342,9 +341,10 @@ class Replicator:
         for snapshot in sorted(snapshots, key=lambda snap: snap.order_key):
             arrived.extend(self.arrive(snapshot, region) for region in targets)
         run = Run(self.listings, eager=False)
-        for chain in dict.fromkeys(job.chain for job, _ in arrived if job.state == CopyState.QUEUED):
+        chains = {job.chain: job.region for job, _ in arrived if job.state == CopyState.QUEUED}
+        for chain, region in chains.items():
             try:
-                self._advance(chain, self._region_of(chain), run)
+                self._advance(chain, region, run)
             except (ArmError, Conflict) as error:
                 log.warning("%s queued; starting it failed for now (%s): the timer retries", chain.partition, error)
         return [(self.store.load_job(job.chain, job.key) or job, created) for job, created in arrived]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.config import TargetResourceGroup
 from shared.ids import ResourceGroupId, ResourceId
-from shared.model import ChainHead, ChainKey, InFlight, Job, Phase, RegionKey, Snapshot
+from shared.model import ChainHead, ChainKey, InFlight, Job, Phase, Snapshot
 from shared.scheduler import new_head, new_job
 
 SUB = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
@@ -95,7 +95,7 @@ def job_for(snapshot: Snapshot, region: str = "westus3", now: datetime = T0, **c
 
 def flight_for(job: Job, started_at: datetime, phase: Phase = Phase.COPYING, **changes: object) -> InFlight:
     flight = InFlight(
-        region=RegionKey(job.target_id.subscription, job.chain.region),
+        region=job.region,
         chain=job.chain,
         job_key=job.key,
         source_id=job.source_id,
