@@ -20,7 +20,7 @@ from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, Snapshot
 from shared.scheduler import Completed, CopyTo, Failed, assess_copy, eligibility
 from shared.service import Replicator, summary_line
-from shared.store import Conflict
+from shared.store import Conflict, IndexEntry
 
 log = logging.getLogger("snapcopy")
 
@@ -88,12 +88,22 @@ class Reconciler:
         return self.arm.list_snapshots(ResourceGroupId(scope.subscription, scope.resource_group))
 
     def _enqueue_missing(self, listed: Iterable[Snapshot], report: SweepReport) -> None:
+        """Queue what no event reported. A snapshot the seen-index records as handled for a
+        region (its event queued it there) is known without reading its chain: one index
+        query per resource group replaces one job query per chain."""
         by_chain: dict[ChainKey, list[Snapshot]] = {}
+        indexes: dict[ResourceGroupId, dict[str, IndexEntry]] = {}
         for snapshot in listed:
             decision = eligibility(snapshot, self.settings.target_regions, self.settings.source_scopes)
             if not isinstance(decision, CopyTo) or snapshot.family_id is None:
                 continue
+            group = ResourceGroupId(snapshot.id.subscription, snapshot.id.resource_group)
+            if group not in indexes:
+                indexes[group] = self.store.index_of_group(group)
+            entry = indexes[group].get(snapshot.id.name.lower())
             for region in decision.regions:
+                if _handled(entry, snapshot, region):
+                    continue
                 by_chain.setdefault(ChainKey(snapshot.family_id.lower(), region), []).append(snapshot)
         for chain, snapshots in sorted(by_chain.items(), key=lambda item: item[0].partition):
             snapshots.sort(key=lambda snap: snap.order_key)
@@ -193,3 +203,11 @@ class Reconciler:
         else:  # still copying (or just started and not listed yet): poll it again
             self.store.reserve_slot(self.store.load_region(head.region), flight, _UNLIMITED)
         return True
+
+
+def _handled(entry: IndexEntry | None, snapshot: Snapshot, region: str) -> bool:
+    """Whether the seen-index shows this very snapshot (same unique id) recorded as a
+    source for `region`: its event queued it there, so its chain has a job for it."""
+    if entry is None or entry.kind != "source" or region not in entry.regions.split(","):
+        return False
+    return not (entry.unique_id and snapshot.unique_id and entry.unique_id != snapshot.unique_id)

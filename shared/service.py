@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -75,6 +76,8 @@ DEDUPE_WINDOW = timedelta(hours=25)
 EVENT_LIST_INTERVAL = timedelta(seconds=10)
 # A listing is reused (when it proves enough) for at most this long.
 LISTING_KEEP = timedelta(minutes=5)
+# Snapshots per ARM LIST page, as assumed when weighing one LIST against several GETs.
+ARM_LIST_PAGE = 100
 
 
 def utc_now() -> datetime:
@@ -177,6 +180,15 @@ def _merge(entries: list[tuple[list[Snapshot], datetime]]) -> tuple[list[Snapsho
     return [snap for snapshots, _ in entries for snap in snapshots], min(at for _, at in entries)
 
 
+@dataclass(frozen=True)
+class Known:
+    """Rows a starting run has just read or written (with their ETags)."""
+
+    head: ChainHead
+    job: Job
+    pending: tuple[Job, ...]
+
+
 class Replicator:
     """Runs the triggers: an event, a timer tick. Created once per process."""
 
@@ -187,6 +199,7 @@ class Replicator:
         self.clock = clock
         self.listings = Listings(arm, clock)
         self.last_tick = TickReport()
+        self._list_pages: dict[ResourceGroupId, int] = {}  # per target group, from its last LIST
 
     @property
     def cap(self) -> int:
@@ -302,12 +315,14 @@ class Replicator:
         """Queue one snapshot in one chain (or skip it, if a newer one already started).
         Returns the job as stored and whether this call created it."""
         template = new_head(snapshot, region, self.settings.target_resource_group)
-        if self.store.load_head(template.key) is None:
+        first = self.store.load_head(template.key)
+        if first is None:
             self.store.register_region(template.region)
-            self.store.create_head(template)
+            first = self.store.create_head(template)
+        known = [first]  # the first attempt uses this read; a retry reads again
 
         def arrive() -> tuple[Job, bool]:
-            head = self.store.load_head(template.key)
+            head = known.pop() if known else self.store.load_head(template.key)
             assert head is not None
             candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())
             existing = self.store.load_job(candidate.chain, candidate.key)
@@ -316,7 +331,8 @@ class Replicator:
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
             if groups != head.source_groups:  # a group never listed: what was listed so far proves less
                 head = head.evolve(source_groups=groups, listed_through=None)
-            return self.store.add_job_guarded(head, arrival(candidate, head)), True
+            job, _ = self.store.add_job_guarded(head, arrival(candidate, head))
+            return job, True
 
         job, created = retrying(arrive)
         if job.state == CopyState.QUEUED:
@@ -377,16 +393,19 @@ class Replicator:
         ]
         # copies not polled this tick keep their flag; polled ones are judged afresh in _poll
         report.stuck += sum(1 for flight in load.in_flight if flight not in due and flight.stuck_since is not None)
-        targets: dict[ResourceGroupId, dict[str, Snapshot]] = {}
-        for group in sorted({_group(flight.target_id) for flight in due}, key=str):
+        by_group: dict[ResourceGroupId, list[InFlight]] = {}
+        for flight in due:
+            by_group.setdefault(_group(flight.target_id), []).append(flight)
+        targets: dict[ResourceGroupId, dict[str, Snapshot | None]] = {}
+        for group, flights in sorted(by_group.items(), key=lambda item: str(item[0])):
             try:
-                targets[group] = {snap.id.name.lower(): snap for snap in self.arm.list_snapshots(group)}
+                targets[group] = self._read_targets(group, flights)
             except ArmError as error:
                 if error.status == 404:
                     targets[group] = {}  # the target group is gone: its copies are too
                     continue
-                report.errors.append(f"list {group}: {error}")
-                log.error("tick: cannot list copies in %s: %s (next tick retries)", group, error)
+                report.errors.append(f"read {group}: {error}")
+                log.error("tick: cannot read copies in %s: %s (next tick retries)", group, error)
         for flight in due:
             group = _group(flight.target_id)
             if group not in targets:
@@ -397,6 +416,16 @@ class Replicator:
             except Conflict:
                 log.info("%s changed under the tick; the next tick looks again", flight.chain.partition)
         self._release(region, run, report)
+
+    def _read_targets(self, group: ResourceGroupId, flights: list[InFlight]) -> dict[str, Snapshot | None]:
+        """The due copies' targets in one group, by name, at the fewest ARM requests: one
+        GET each while that costs no more than listing the group (its LIST pages, as the
+        group's last listing showed), else one LIST for them all."""
+        if len(flights) <= self._list_pages.get(group, 1):
+            return {flight.target_id.name.lower(): self.arm.get_snapshot(flight.target_id) for flight in flights}
+        listed = self.arm.list_snapshots(group)
+        self._list_pages[group] = max(1, math.ceil(len(listed) / ARM_LIST_PAGE))
+        return {snap.id.name.lower(): snap for snap in listed}
 
     def _poll(self, flight: InFlight, target: Snapshot | None, now: datetime, report: TickReport) -> None:
         if flight.phase == Phase.STARTING and target is not None:
@@ -545,7 +574,10 @@ class Replicator:
             self._requeue(flight.region, chain)
             return False, self.store.load_region(region)
         self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
-        if self._drive(job, flight):
+        # what this run just read and wrote is what the commit needs, unless the plan
+        # changed other rows of the chain (then the commit reads them again)
+        known = None if plan.add or plan.skip else Known(head, current, tuple(pending))
+        if self._drive(current, flight, known):
             return True, load
         return False, self.store.load_region(region)
 
@@ -553,18 +585,18 @@ class Replicator:
         if listed_through is None or listed_through == head.listed_through:
             return head
 
+        known = [head]  # the first attempt writes over the head we hold; a retry reads again
+
         def save() -> ChainHead:
-            fresh = self.store.load_head(head.key) or head
+            fresh = known.pop() if known else (self.store.load_head(head.key) or head)
             if fresh.listed_through is not None and fresh.listed_through >= listed_through:
                 return fresh
-            updated = fresh.evolve(listed_through=listed_through)
-            self.store.save_head(updated)
-            return self.store.load_head(head.key) or updated
+            return self.store.save_head(fresh.evolve(listed_through=listed_through))
 
         result: ChainHead = retrying(save)
         return result
 
-    def _drive(self, job: Job, flight: InFlight) -> bool:
+    def _drive(self, job: Job, flight: InFlight, known: Known | None = None) -> bool:
         """PUT the copy for a slot this run holds. True while the slot stays taken.
 
         A definite refusal (4xx) gives the slot back; an ambiguous failure (5xx, a lost
@@ -597,7 +629,7 @@ class Replicator:
             stored = self.store.load_job(job.chain, job.key) or job
             self._refused(stored, flight, StartRefusal(_name_taken(job), retryable=False))
             return False
-        self._commit(flight)
+        self._commit(flight, known)
         log.info("copy started: %s → %s", job.source_id, job.target_id)
         return True
 
@@ -623,21 +655,36 @@ class Replicator:
         self._give_back(current)
         self.store.mark_waiting(flight.region, flight.chain, stored.queued_at or self.clock())
 
-    def _commit(self, flight: InFlight) -> None:
+    def _commit(self, flight: InFlight, known: Known | None = None) -> None:
         """Record a start ARM accepted: job copying, head watermark, flight `copying`.
-        Idempotent, and only for the run (attempt) that still owns the flight."""
-        current = self.store.load_flight(flight.region, flight.chain)
+        Idempotent, and only for the run (attempt) that still owns the flight.
+
+        With `known` (the rows the starting run holds), the first attempt writes without
+        reading: every write is ETag-conditional, so a row that changed meanwhile fails
+        the batch and the retry reads afresh."""
+        current: InFlight | None = flight
+        if known is None:
+            current = self.store.load_flight(flight.region, flight.chain)
         if current is None or current.attempt != flight.attempt or current.job_key != flight.job_key:
             return
+        held = [known] if known is not None else []
 
         def commit_chain() -> None:
-            head = self.store.load_head(flight.chain)
-            job = self.store.load_job(flight.chain, flight.job_key)
+            head: ChainHead | None
+            job: Job | None
+            pending: list[Job] | None = None
+            if held:
+                rows = held.pop()
+                head, job, pending = rows.head, rows.job, list(rows.pending)
+            else:
+                head = self.store.load_head(flight.chain)
+                job = self.store.load_job(flight.chain, flight.job_key)
             if head is None or job is None or job.state not in (CopyState.QUEUED, CopyState.CANCELLED):
                 return  # committed already (or finished by a tick)
             # A cancel that raced with this start lost: ARM has the copy, so it is recorded.
             note = _CANCEL_TOO_LATE if job.state == CopyState.CANCELLED else ""
-            pending = self.store.load_pending(head)
+            if pending is None:
+                pending = self.store.load_pending(head)
             started = job.evolve(
                 state=CopyState.COPYING,
                 source_ready=True,
@@ -739,7 +786,7 @@ class Replicator:
         """Release the slot, if this attempt still holds it."""
 
         def release() -> None:
-            load = self.store.load_region(flight.region)
+            load = self.store.load_slot(flight.region, flight.chain)
             current = next((item for item in load.in_flight if item.chain == flight.chain), None)
             if current is None or current.attempt != flight.attempt:
                 return

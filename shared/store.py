@@ -32,7 +32,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
-from shared.ids import ResourceId, parse_resource_group
+from shared.ids import ResourceGroupId, ResourceId, parse_resource_group
 from shared.model import (
     ChainHead,
     ChainKey,
@@ -157,16 +157,14 @@ class StateStore:
             return None
 
     def _query(self, query_filter: str, parameters: dict[str, str], select: list[str] | None = None) -> Iterator[Any]:
-        """Parameterised queries only: the SDK escapes every value (no OData injection)."""
-        self.ensure_table()
-        self.operations.add("query")
-        yield from self._table.query_entities(query_filter, parameters=parameters, select=select)
+        """Parameterised queries only: the SDK escapes every value (no OData injection).
 
-    def _range(self, partition: str, low: str, high: str) -> Iterator[Any]:
-        return self._query(
-            "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
-            {"pk": partition, "low": low, "high": high},
-        )
+        Counted per page: each page is one request (and one billed transaction)."""
+        self.ensure_table()
+        pages = self._table.query_entities(query_filter, parameters=parameters, select=select).by_page()
+        for page in pages:
+            self.operations.add("query")
+            yield from page
 
     def _transact(self, operations: list[tuple[Any, ...]], what: str) -> list[Any]:
         """Submit same-partition operations atomically (chunks of 100); per-op metadata back."""
@@ -210,17 +208,15 @@ class StateStore:
 
     def get_index(self, snapshot_id: ResourceId) -> IndexEntry | None:
         entity = self._get(_index_partition(snapshot_id), snapshot_id.name.lower())
-        if entity is None:
-            return None
-        return IndexEntry(
-            snapshot_id=ResourceId.parse(entity["SnapshotId"]),
-            kind=entity.get("Kind", ""),
-            reason=entity.get("Reason", ""),
-            family_id=entity.get("FamilyId", ""),
-            regions=entity.get("Regions", ""),
-            unique_id=entity.get("UniqueId", "") or "",
-            recorded_at=_dt(entity.get("RecordedAt")),
+        return None if entity is None else _index_from(entity)
+
+    def index_of_group(self, group: ResourceGroupId) -> dict[str, IndexEntry]:
+        """Every seen-index row of one resource group, by snapshot name (lower-case):
+        one partition query, so the sweep need not look chain by chain."""
+        rows = self._query(
+            "PartitionKey eq @pk", {"pk": f"snap|{group.subscription.lower()}:{group.resource_group.lower()}"}
         )
+        return {row["RowKey"]: _index_from(row) for row in rows}
 
     def put_index(self, entry: IndexEntry) -> None:
         self.ensure_table()
@@ -260,20 +256,19 @@ class StateStore:
         assert loaded is not None
         return loaded
 
-    def save_head(self, head: ChainHead) -> None:
-        self._update(_head_entity(head), head.etag, f"head {head.key.partition}")
+    def save_head(self, head: ChainHead) -> ChainHead:
+        """Write a head we read (ETag-conditional); the head as saved, with its new ETag."""
+        etag = self._update(_head_entity(head), head.etag, f"head {head.key.partition}")
+        return replace(head, etag=etag)
 
     def load_pending(self, head: ChainHead) -> list[Job]:
         """The chain's jobs newer than its order watermark: the queue and what is copying."""
-        low = JOB_PREFIX + head.last_started_key if head.last_started_key else JOB_PREFIX
-        rows = self._range(head.key.partition, low, JOB_PREFIX + "\x7f")
-        if head.last_started_key:
-            # include the started job itself (it may still be copying)
-            started = self._get(head.key.partition, JOB_PREFIX + head.last_started_key)
-            jobs = [_job_from(head.key, started)] if started is not None else []
-        else:
-            jobs = []
-        return jobs + [_job_from(head.key, row) for row in rows]
+        # from the started job itself (it may still be copying) on: one range query
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": head.key.partition, "low": JOB_PREFIX + head.last_started_key, "high": JOB_PREFIX + "\x7f"},
+        )
+        return [_job_from(head.key, row) for row in rows]
 
     def load_job(self, chain: ChainKey, key: str) -> Job | None:
         entity = self._get(chain.partition, JOB_PREFIX + key)
@@ -321,26 +316,23 @@ class StateStore:
         )
         return {row["RowKey"].removeprefix(JOB_PREFIX) for row in rows}
 
-    def add_job_guarded(self, head: ChainHead, job: Job) -> Job:
-        """Insert a job together with an ETag-conditional touch of its head, in one batch.
+    def add_job_guarded(self, head: ChainHead, job: Job) -> tuple[Job, ChainHead]:
+        """Insert a job together with an ETag-conditional touch of its head, in one batch;
+        both back as stored (with their new ETags).
 
         A start commits the head conditionally too, so an arrival and a start serialise:
         either the start sees the new job (and skips it if it is older), or the arrival
-        sees the start's watermark. Raises `Conflict` when the head moved: re-read, retry.
+        sees the start's watermark. Raises `Conflict` when the head moved, or when the job
+        exists already: re-read, retry.
         """
-        existing = self.load_job(job.chain, job.key)
-        if existing is not None:
-            return existing
-        self._transact(
+        results = self._transact(
             [
                 ("create", _job_entity(job)),
                 ("update", _head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)}),
             ],
             f"arrival {job.key}",
         )
-        stored = self.load_job(job.chain, job.key)
-        assert stored is not None
-        return stored
+        return replace(job, etag=_result_etag(results, 0)), replace(head, etag=_result_etag(results, 1))
 
     def add_jobs(self, jobs: Iterable[Job]) -> None:
         """Insert jobs found by a listing; ones that exist already are left alone."""
@@ -444,6 +436,23 @@ class StateStore:
             ],
             f"release {flight.chain.partition}",
         )
+
+    def load_slot(self, region: RegionKey, chain: ChainKey) -> RegionLoad:
+        """The region's counter and one chain's flight row (one query, two rows): what giving
+        a slot back needs, without reading every flight and waiting chain of the region."""
+        count, etag = 0, None
+        flights: list[InFlight] = []
+        # spaces around the parentheses: the SDK finds @names by splitting on spaces
+        rows = self._query(
+            "PartitionKey eq @pk and ( RowKey eq @counter or RowKey eq @flight )",
+            {"pk": region.partition, "counter": COUNTER, "flight": FLIGHT_PREFIX + chain.family_id},
+        )
+        for row in rows:
+            if row["RowKey"] == COUNTER:
+                count, etag = int(row.get("InFlight", 0)), _etag(row)
+            else:
+                flights.append(_flight_from(region, row))
+        return RegionLoad(region, count, tuple(flights), (), etag)
 
     def save_flight(self, flight: InFlight) -> InFlight:
         """Write a flight row we read (ETag-conditional): a run that lost the flight to
@@ -553,6 +562,18 @@ def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
 
 def _index_partition(snapshot_id: ResourceId) -> str:
     return f"snap|{snapshot_id.resource_group_key}"
+
+
+def _index_from(entity: Any) -> IndexEntry:
+    return IndexEntry(
+        snapshot_id=ResourceId.parse(entity["SnapshotId"]),
+        kind=entity.get("Kind", ""),
+        reason=entity.get("Reason", ""),
+        family_id=entity.get("FamilyId", ""),
+        regions=entity.get("Regions", ""),
+        unique_id=entity.get("UniqueId", "") or "",
+        recorded_at=_dt(entity.get("RecordedAt")),
+    )
 
 
 def _head_entity(head: ChainHead) -> Entity:

@@ -431,12 +431,12 @@ def test_a_tick_finishing_a_copy_before_its_start_is_committed_does_not_undo_any
     replicator = deployment.replicator
     real_commit = replicator._commit
     late: list[Any] = []
-    monkeypatch.setattr(replicator, "_commit", late.append)
+    monkeypatch.setattr(replicator, "_commit", lambda *args: late.append(args))
     deployment.deliver(snapshot_events(deployment))  # PUT done, commit held back
     monkeypatch.setattr(replicator, "_commit", real_commit)
     report = deployment.tick(advance=200)  # confirms, completes s0 and starts s1
     assert report.completed == 1 and report.started == 1
-    real_commit(late[0])  # the slow handler finally commits
+    real_commit(*late[0])  # the slow handler finally commits, with what it read before
     run_until_done(deployment)
     assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
     head = next(r for r in deployment.store.rows("chain|") if r["RowKey"] == "head")

@@ -41,7 +41,8 @@ def arrive(store: StateStore, job: Job) -> Job:
     """Insert a job the way arrivals do: with a conditional touch of its chain head."""
     head = store.load_head(job.chain)
     assert head is not None
-    return store.add_job_guarded(head, job)
+    stored, _ = store.add_job_guarded(head, job)
+    return stored
 
 
 def test_jobs_sort_in_creation_order_and_pending_starts_at_the_watermark(store: StateStore):
@@ -55,13 +56,16 @@ def test_jobs_sort_in_creation_order_and_pending_starts_at_the_watermark(store: 
     assert [job.source_id for job in pending] == [snap.id for snap in snaps[1:]]
 
 
-def test_duplicate_job_insert_returns_the_stored_row_unchanged(store: StateStore):
+def test_duplicate_job_insert_conflicts_and_leaves_the_stored_row_unchanged(store: StateStore):
+    """The arrival path then reads the row again and returns it (no blind overwrite)."""
     (snap,) = family_snapshots(1)
     store.create_head(head_for(snap))
     first = arrive(store, job_for(snap))
     store.save_job(first.evolve(state=CopyState.COPYING))
-    again = arrive(store, job_for(snap))
-    assert again.state == CopyState.COPYING
+    with pytest.raises(Conflict):
+        arrive(store, job_for(snap))
+    stored = store.load_job(first.chain, first.key)
+    assert stored is not None and stored.state == CopyState.COPYING
 
 
 def test_chain_batch_is_all_or_nothing(store: StateStore):

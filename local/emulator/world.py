@@ -168,6 +168,11 @@ class World:
             now = self.clock.now()
             return [copy.to_admin(now) for copy in self._state.copies]
 
+    def ledger(self) -> list[Copy]:
+        """Every copy ever started, in start order, as values (benchmarks read times from it)."""
+        with self._lock:
+            return [replace(copy) for copy in self._state.copies]
+
     # -- faults --------------------------------------------------------------------------
 
     def add_fault(self, fault: Fault) -> None:
