@@ -9,7 +9,7 @@ TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test reliability demo serve emulator clean
+.PHONY: setup lint test reliability bench demo serve emulator clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ test: lint $(TOOLS_STAMP)  ## lint, then pytest (the tests start Azurite and the
 
 reliability: setup  ## the full fault-injection matrix (200 seeds, < 10 min): prints a table, writes docs/reliability-latest.json
 	$(PY) -m local.chaos --seeds 200
+
+bench: setup  ## schedule quality and cost in simulated time vs a naive baseline (< 10 min): bench/results, docs/benchmarks.md
+	$(PY) -m local.bench
 
 demo: setup  ## 3 disks x 4 snapshots replicated eastus2 -> westus3 against Azurite + the emulator
 	$(PY) -m local.demo

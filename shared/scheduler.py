@@ -35,8 +35,12 @@ LISTING_MARGIN = timedelta(seconds=5)
 START_GRACE = timedelta(minutes=2)
 # A copy ARM does not list right after it was accepted is given this long to appear.
 TARGET_APPEAR_GRACE = timedelta(minutes=5)
-# Progress is read at most this far apart, however slow the copy looks.
-MAX_POLL_GAP = timedelta(minutes=10)
+# Progress is read at most this far apart, however slow the copy looks (well inside the
+# default STUCK_AFTER_MINUTES of 120, so a stalled copy is still flagged in time).
+MAX_POLL_GAP = timedelta(minutes=30)
+# ARM's completionPercent moves in steps of 0.1 (read floored): a copy may be up to one
+# step further along than it says.
+PERCENT_STEP = 0.1
 # Backoff between attempts to start a copy that ARM refused for a passing reason.
 START_BACKOFF_BASE = timedelta(minutes=1)
 START_BACKOFF_MAX = timedelta(minutes=30)
@@ -284,16 +288,19 @@ def stuck_since(flight: InFlight, progressed: bool, now: datetime, after: timede
 
 
 def next_poll_time(flight: InFlight, percent: float, now: datetime) -> datetime:
-    """When reading this copy's progress again is worth an ARM call.
+    """When reading this copy's progress again is worth an ARM call: the soonest it can
+    finish at its pace so far.
 
-    From the rate so far, aim a little before the estimated finish; a copy that shows no
-    rate yet is read on the next tick. Never further out than MAX_POLL_GAP.
+    Taking the copy as one PERCENT_STEP further along than reported makes that a bound a
+    copy keeping its pace cannot beat, so the poll is never late; and as the timer's tick
+    after it usually finds the copy done, a copy costs about two reads. A copy that shows
+    no rate yet is read on the next tick; none is left unread longer than MAX_POLL_GAP.
     """
     elapsed = (now - flight.started_at).total_seconds()
     if percent <= 0 or elapsed <= 0:
         return now
-    remaining = elapsed * (100.0 - percent) / percent
-    return now + min(timedelta(seconds=remaining * 0.8), MAX_POLL_GAP)
+    soonest = elapsed * 100.0 / min(percent + PERCENT_STEP, 100.0)
+    return now + min(timedelta(seconds=max(soonest - elapsed, 0.0)), MAX_POLL_GAP)
 
 
 # --- starting a copy that ARM refused -----------------------------------------------------

@@ -221,20 +221,7 @@ class StateStore:
     def put_index(self, entry: IndexEntry) -> None:
         self.ensure_table()
         self.operations.add("upsert")
-        self._table.upsert_entity(
-            {
-                "PartitionKey": _index_partition(entry.snapshot_id),
-                "RowKey": entry.snapshot_id.name.lower(),
-                "SnapshotId": str(entry.snapshot_id),
-                "Kind": entry.kind,
-                "Reason": entry.reason,
-                "FamilyId": entry.family_id,
-                "Regions": entry.regions,
-                "UniqueId": entry.unique_id,
-                "RecordedAt": entry.recorded_at,
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        self._table.upsert_entity(index_entity(entry), mode=UpdateMode.REPLACE)
 
     # --- chains ----------------------------------------------------------------------
 
@@ -249,16 +236,16 @@ class StateStore:
         a directory row without a head (which readers skip), never a head nobody lists."""
         self.ensure_table()
         self.operations.add("upsert")
-        self._table.upsert_entity(_chain_entity(head), mode=UpdateMode.REPLACE)
+        self._table.upsert_entity(chain_entity(head), mode=UpdateMode.REPLACE)
         with contextlib.suppress(Conflict):
-            self._create(_head_entity(head), f"create head {head.key.partition}")
+            self._create(head_entity(head), f"create head {head.key.partition}")
         loaded = self.load_head(head.key)
         assert loaded is not None
         return loaded
 
     def save_head(self, head: ChainHead) -> ChainHead:
         """Write a head we read (ETag-conditional); the head as saved, with its new ETag."""
-        etag = self._update(_head_entity(head), head.etag, f"head {head.key.partition}")
+        etag = self._update(head_entity(head), head.etag, f"head {head.key.partition}")
         return replace(head, etag=etag)
 
     def load_pending(self, head: ChainHead) -> list[Job]:
@@ -327,8 +314,8 @@ class StateStore:
         """
         results = self._transact(
             [
-                ("create", _job_entity(job)),
-                ("update", _head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)}),
+                ("create", job_entity(job)),
+                ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)}),
             ],
             f"arrival {job.key}",
         )
@@ -338,23 +325,23 @@ class StateStore:
         """Insert jobs found by a listing; ones that exist already are left alone."""
         for job in jobs:
             try:
-                self._create(_job_entity(job), f"job {job.key}")
+                self._create(job_entity(job), f"job {job.key}")
             except Conflict:
                 continue
 
     def save_job(self, job: Job) -> None:
-        self._update(_job_entity(job), job.etag, f"job {job.key}")
+        self._update(job_entity(job), job.etag, f"job {job.key}")
 
     def save_chain(self, head: ChainHead, jobs: Iterable[Job]) -> None:
         """Head and jobs in one batch: all or nothing, conditional on every ETag."""
         operations: list[tuple[Any, ...]] = [
-            ("update", _head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)})
+            ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)})
         ]
         for job in jobs:
             if job.etag is None:
-                operations.append(("upsert", _job_entity(job), {"mode": UpdateMode.REPLACE}))
+                operations.append(("upsert", job_entity(job), {"mode": UpdateMode.REPLACE}))
             else:
-                operations.append(("update", _job_entity(job), {"mode": UpdateMode.REPLACE, **_conditional(job.etag)}))
+                operations.append(("update", job_entity(job), {"mode": UpdateMode.REPLACE, **_conditional(job.etag)}))
         self._transact(operations, f"chain {head.key.partition}")
 
     # --- regions ---------------------------------------------------------------------
@@ -564,6 +551,21 @@ def _index_partition(snapshot_id: ResourceId) -> str:
     return f"snap|{snapshot_id.resource_group_key}"
 
 
+def index_entity(entry: IndexEntry) -> Entity:
+    """A seen-index row (public, like `job_entity`: the benchmark writes history with them)."""
+    return {
+        "PartitionKey": _index_partition(entry.snapshot_id),
+        "RowKey": entry.snapshot_id.name.lower(),
+        "SnapshotId": str(entry.snapshot_id),
+        "Kind": entry.kind,
+        "Reason": entry.reason,
+        "FamilyId": entry.family_id,
+        "Regions": entry.regions,
+        "UniqueId": entry.unique_id,
+        "RecordedAt": entry.recorded_at,
+    }
+
+
 def _index_from(entity: Any) -> IndexEntry:
     return IndexEntry(
         snapshot_id=ResourceId.parse(entity["SnapshotId"]),
@@ -576,7 +578,7 @@ def _index_from(entity: Any) -> IndexEntry:
     )
 
 
-def _head_entity(head: ChainHead) -> Entity:
+def head_entity(head: ChainHead) -> Entity:
     return {
         "PartitionKey": head.key.partition,
         "RowKey": HEAD,
@@ -594,7 +596,7 @@ def _head_entity(head: ChainHead) -> Entity:
     }
 
 
-def _chain_entity(head: ChainHead) -> Entity:
+def chain_entity(head: ChainHead) -> Entity:
     return {
         "PartitionKey": CHAINS,
         "RowKey": f"{head.key.family_id.lower()}|{head.key.region}",
@@ -621,7 +623,7 @@ def _head_from(chain: ChainKey, entity: Any) -> ChainHead:
     )
 
 
-def _job_entity(job: Job) -> Entity:
+def job_entity(job: Job) -> Entity:
     return {
         "PartitionKey": job.chain.partition,
         "RowKey": JOB_PREFIX + job.key,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.config import TargetResourceGroup
 from shared.ids import Scope
 from shared.model import CopyError, CopyState, Phase, RegionKey, Waiting
 from shared.scheduler import (
     LISTING_MARGIN,
+    MAX_POLL_GAP,
     START_GRACE,
     Completed,
     CopyTo,
@@ -21,6 +26,7 @@ from shared.scheduler import (
     arrival,
     assess_copy,
     eligibility,
+    next_poll_time,
     plan_chain,
     release_order,
     stuck_since,
@@ -208,7 +214,26 @@ def test_copy_progress_is_recorded_and_the_next_poll_is_estimated_from_the_rate(
     outcome = assess_copy(flight, half, T0 + minutes(10))
     assert isinstance(outcome, Progress) and outcome.changed and outcome.percent == 50.0
     # 10 more minutes expected; polled a little before that, never later
-    assert T0 + minutes(10) < outcome.next_poll_at <= T0 + minutes(20)
+    assert T0 + minutes(19) < outcome.next_poll_at <= T0 + minutes(20)
+
+
+@given(
+    duration=st.floats(min_value=30, max_value=48 * 3600),
+    elapsed_fraction=st.floats(min_value=0.001, max_value=0.999),
+)
+def test_the_next_poll_is_never_after_a_steady_copy_finishes_nor_beyond_the_gap(
+    duration: float, elapsed_fraction: float
+):
+    """ARM floors completionPercent to 0.1: whatever the copy's length and when it is read,
+    a copy that keeps its pace is read again no later than it finishes."""
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0)
+    elapsed = duration * elapsed_fraction
+    percent = math.floor(1000.0 * elapsed / duration) / 10.0
+    now = T0 + timedelta(seconds=elapsed)
+    polled = next_poll_time(flight, percent, now)
+    assert now <= polled <= now + MAX_POLL_GAP
+    assert polled <= T0 + timedelta(seconds=duration) + timedelta(microseconds=1)
 
 
 def test_copy_with_a_completion_error_fails_with_arms_code():

@@ -233,7 +233,7 @@ def simulate(
     start = clock.now()
     table = backend.table(f"bench{workload.name.lower()}")
     system = make_system(backend, table, workload.cap)
-    disk_ids = {disk.name: _create_disk(world, disk.group, disk.name, disk.size_gb) for disk in workload.disks}
+    disk_ids = {disk.name: create_disk(world, disk.group, disk.name, disk.size_gb) for disk in workload.disks}
     arrivals = sorted(workload.arrivals, key=lambda item: item.at_seconds)
     created: dict[str, float] = {}  # source snapshot id (lower) -> seconds after start
     disk_of: dict[str, str] = {}
@@ -256,7 +256,7 @@ def simulate(
         while index < len(arrivals) and at(start, arrivals[index].at_seconds) <= next_tick:
             arrival = arrivals[index]
             _advance_to(clock, at(start, arrival.at_seconds))
-            snapshot_id = _take_snapshot(world, disk_ids[arrival.disk.name], arrival.disk.group, arrival.name)
+            snapshot_id = take_snapshot(world, disk_ids[arrival.disk.name], arrival.disk.group, arrival.name)
             created[snapshot_id.lower()] = arrival.at_seconds
             disk_of[snapshot_id.lower()] = arrival.disk.name
             deliver()
@@ -367,14 +367,14 @@ def _advance_to(clock: VirtualClock, moment: datetime) -> None:
         clock.advance(gap)
 
 
-def _create_disk(world: World, group: str, name: str, size_gb: int) -> str:
-    disk_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.Compute/disks/{name}"
+def create_disk(world: World, group: str, name: str, size_gb: int, *, subscription: str = SUBSCRIPTION) -> str:
+    disk_id = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Compute/disks/{name}"
     body = {"location": SOURCE_REGION, "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": size_gb}}
     world.put_disk(parse_resource_id(disk_id, "id"), body, RequestInfo("PUT"))
     return disk_id
 
 
-def _take_snapshot(world: World, disk_id: str, group: str, name: str, *, subscription: str = SUBSCRIPTION) -> str:
+def take_snapshot(world: World, disk_id: str, group: str, name: str, *, subscription: str = SUBSCRIPTION) -> str:
     """The user's backup job takes a snapshot (straight into the emulator: not counted as ours)."""
     snapshot_id = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Compute/snapshots/{name}"
     body = {

@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 
 from local.emulator.config import GIB, EmulatorConfig
 
-# Copy speed in the emulated Azure: a 32 GiB disk copies in 4 minutes, 1 TiB in about 2 h.
-COPY_BYTES_PER_SECOND = 32 * GIB / 240
+# Copy speed in the emulated Azure: a 32 GiB disk copies in 6 minutes, 1 TiB in 3.2 hours
+# (not a whole number of seconds per GiB, so copies do not finish on the timer's minutes).
+COPY_BYTES_PER_SECOND = GIB / 11.3
 MIN_COPY_SECONDS = 60.0
 
 # Disk sizes (GiB) and how common each is in a fleet: most disks are small.
@@ -27,8 +28,8 @@ FLEET_SIZES: tuple[tuple[int, float], ...] = (
     (512, 0.04),
     (1024, 0.01),
 )
-# W2's disks: busy application disks, snapshotted often; copies take 4 to 16 minutes.
-BUSY_SIZES: tuple[tuple[int, float], ...] = ((32, 0.4), (64, 0.4), (128, 0.2))
+# W2's disks: busy application disks, snapshotted often; copies take 6 to 12 minutes.
+BUSY_SIZES: tuple[tuple[int, float], ...] = ((32, 0.5), (64, 0.5))
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def w2(
     seed: int, *, disks: int = 50, snapshots: int = 20, every_seconds: float = 180.0, cap: int = 100, groups: int = 5
 ) -> Workload:
     """Snapshots arriving faster than copies finish: each disk is snapshotted every
-    `every_seconds` (with jitter) while its copies take 4-16 minutes, so queues build."""
+    `every_seconds` (with jitter) while its copies take 6-12 minutes, so queues build."""
     rng = random.Random(seed + 1)
     fleet = _fleet(rng, disks, groups, BUSY_SIZES)
     arrivals = []

@@ -1,0 +1,197 @@
+"""W3: does a timer tick slow down as the table fills with history?
+
+Two snapcopy deployments (two subscriptions, each with its own table and its own cap)
+carry the same in-flight load, `in_flight` copies of `in_flight` disks, over tables that
+already hold `small` and `large` rows of completed history: each old copy leaves its job
+row in the chain's own partition and two seen-index rows (its source and its copy). Their
+ticks run alternately, round after round on the same simulated minute, so both see the
+same machine load; the naive baseline (a full-table scan per tick) is measured the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient
+
+from local.bench.run import SOURCE_REGION, TARGET_REGION, Backend, Naive, Snapcopy, System, create_disk, take_snapshot
+from local.bench.workload import COPY_BYTES_PER_SECOND
+from local.emulator.ids import parse_resource_id
+from shared.config import TargetResourceGroup
+from shared.ids import ResourceGroupId, ResourceId
+from shared.model import ChainHead, ChainKey, CopyState, Job, RegionKey, order_key, target_snapshot_id
+from shared.store import IndexEntry, StateStore, chain_entity, head_entity, index_entity, job_entity
+
+GROUP = "rg-history"
+BATCH = 100  # Table transactions hold at most 100 rows of one partition
+SUBSCRIPTIONS = {
+    ("snapcopy", "small"): "1a1a1a1a-0000-4000-8000-000000000001",
+    ("snapcopy", "large"): "1a1a1a1a-0000-4000-8000-000000000002",
+    ("naive", "small"): "1a1a1a1a-0000-4000-8000-000000000003",
+    ("naive", "large"): "1a1a1a1a-0000-4000-8000-000000000004",
+}
+
+
+def history_scale(backend: Backend, *, small: int, large: int, in_flight: int, rounds: int) -> dict[str, Any]:
+    world, clock = backend.world, backend.clock
+    world.reset()
+    # copies of 1 TiB disks take hours: the load stays in flight while the ticks are timed
+    world.configure(cap=in_flight, copy_bytes_per_second=COPY_BYTES_PER_SECOND, min_copy_seconds=60.0)
+    systems: dict[tuple[str, str], System] = {}
+    rows: dict[tuple[str, str], int] = {}
+    tables: list[str] = []
+    seeding = time.perf_counter()
+    for (kind, size), subscription in SUBSCRIPTIONS.items():
+        table = backend.table(f"hist{kind[:5]}{size}")
+        tables.append(table)
+        history = small if size == "small" else large
+        system: System
+        if kind == "snapcopy":
+            system = Snapcopy(backend, table, in_flight, subscription=subscription)
+        else:
+            system = Naive(backend, table, in_flight)
+        systems[(kind, size)] = system
+        disks = [
+            create_disk(world, GROUP, f"vm{index:03d}-data", 1024, subscription=subscription)
+            for index in range(in_flight)
+        ]
+        snapshots = [
+            take_snapshot(world, disk, GROUP, f"{disk.rsplit('/', 1)[-1]}-now", subscription=subscription)
+            for disk in disks
+        ]
+        client = TableClient.from_connection_string(backend.connection_string, table)
+        entities = _history(backend, kind, snapshots, history, subscription)
+        rows[(kind, size)] = _write(client, entities)
+        if kind == "snapcopy":  # the timer walks the regions it was told about
+            StateStore.from_connection_string(backend.connection_string, table).register_region(
+                RegionKey(subscription, TARGET_REGION)
+            )
+        for event in world.events(drain=True):
+            system.deliver(event)
+    seeded_seconds = time.perf_counter() - seeding
+
+    walls: dict[tuple[str, str], list[float]] = defaultdict(list)
+    order = list(systems)
+    for round_ in range(rounds):
+        clock.advance(60)
+        for key in order if round_ % 2 == 0 else reversed(order):
+            began = time.perf_counter()
+            systems[key].tick()
+            walls[key].append(time.perf_counter() - began)
+        world.events(drain=True)  # nothing new is taken; copies' own writes are not needed here
+    in_flight_now = sum(1 for copy in world.ledger() if copy.in_flight(clock.now()))
+    for table in tables:
+        backend.drop(table)
+
+    def median(key: tuple[str, str]) -> float:
+        return statistics.median(walls[key])
+
+    result: dict[str, Any] = {
+        "in_flight_per_deployment": in_flight,
+        "in_flight_total_at_end": in_flight_now,
+        "rounds": rounds,
+        "history_rows": {f"{kind}/{size}": count for (kind, size), count in rows.items()},
+        "seeding_seconds": round(seeded_seconds, 1),
+        "tick_seconds_median": {f"{kind}/{size}": round(median((kind, size)), 4) for kind, size in systems},
+        "tick_seconds": {
+            f"{kind}/{size}": [round(value, 4) for value in walls[(kind, size)]] for kind, size in systems
+        },
+    }
+    result["ratio_snapcopy"] = round(median(("snapcopy", "large")) / median(("snapcopy", "small")), 2)
+    result["ratio_naive"] = round(median(("naive", "large")) / median(("naive", "small")), 2)
+    return result
+
+
+def _history(backend: Backend, kind: str, snapshots: list[str], rows: int, subscription: str) -> list[dict[str, Any]]:
+    """`rows` rows of completed copies, spread over the disks' chains, older than today."""
+    now = backend.clock.now()
+    per_copy = 3 if kind == "snapcopy" else 1
+    copies = max(rows // per_copy, 0)
+    entities: list[dict[str, Any]] = []
+    heads: dict[str, tuple[ChainKey, Job]] = {}
+    families = {snapshot: _family(backend, snapshot) for snapshot in snapshots}
+    for index in range(copies):
+        snapshot = snapshots[index % len(snapshots)]
+        age = index // len(snapshots) + 1
+        source = ResourceId(subscription, GROUP, "snapshots", f"{snapshot.rsplit('/', 1)[-1][:-4]}-h{age:05d}")
+        created = now - timedelta(hours=age)
+        chain = ChainKey(families[snapshot], TARGET_REGION)
+        target = target_snapshot_id(source, TARGET_REGION, TargetResourceGroup().for_source(subscription, GROUP))
+        if kind == "naive":
+            entities.append(
+                {
+                    "PartitionKey": chain.family_id,
+                    "RowKey": order_key(created, source.name),
+                    "SourceId": str(source),
+                    "TargetId": str(target),
+                    "State": "succeeded",
+                }
+            )
+            continue
+        job = Job(
+            chain=chain,
+            source_id=source,
+            source_time=created,
+            target_id=target,
+            state=CopyState.SUCCEEDED,
+            queued_at=created,
+            started_at=created,
+            finished_at=created + timedelta(minutes=20),
+            percent=100.0,
+        )
+        entities.append(job_entity(job))
+        entities.append(index_entity(IndexEntry(source, "source", regions=TARGET_REGION, recorded_at=created)))
+        entities.append(index_entity(IndexEntry(target, "copy", reason=f"copy of {source}", recorded_at=created)))
+        if snapshot not in heads or heads[snapshot][1].key < job.key:
+            heads[snapshot] = (chain, job)
+    if kind == "snapcopy":
+        entities.extend(_heads(heads.values(), subscription))
+    return entities
+
+
+def _heads(newest: Iterable[tuple[ChainKey, Job]], subscription: str) -> list[dict[str, Any]]:
+    """Chain heads that remember the history: the newest old copy started and completed."""
+    group = ResourceGroupId(subscription, GROUP)
+    heads: list[dict[str, Any]] = []
+    for chain, job in newest:
+        head = ChainHead(
+            key=chain,
+            source_groups=(group,),
+            target_group=group,
+            last_started_key=job.key,
+            last_completed_key=job.key,
+            last_completed_source=str(job.source_id),
+            last_completed_at=job.finished_at,
+            listed_through=job.source_time,
+        )
+        heads.extend((chain_entity(head), head_entity(head)))
+    return heads
+
+
+def _family(backend: Backend, snapshot_id: str) -> str:
+    resource = backend.world.get(parse_resource_id(snapshot_id, "id"))
+    family: str = resource["properties"]["incrementalSnapshotFamilyId"]
+    return family.lower()
+
+
+def _write(client: TableClient, entities: Sequence[Mapping[str, Any]]) -> int:
+    """Insert rows in transactions of up to 100 rows of one partition."""
+    by_partition: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for entity in entities:
+        by_partition[entity["PartitionKey"]].append(entity)
+    with contextlib.suppress(ResourceExistsError):
+        client.create_table()
+    for rows in by_partition.values():
+        for start in range(0, len(rows), BATCH):
+            client.submit_transaction([("upsert", row) for row in rows[start : start + BATCH]])
+    return len(entities)
+
+
+__all__ = ["SOURCE_REGION", "history_scale"]

@@ -1,0 +1,49 @@
+"""`make bench` stays runnable: one tiny run of the whole benchmark, checked for sense.
+
+The benchmark's figures are its output, not assertions; this only proves that every part
+runs end to end and that the figures it writes are consistent with each other.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_a_tiny_benchmark_runs_end_to_end_and_reports_consistent_figures(tmp_path: Path):
+    command = [
+        sys.executable, "-m", "local.bench", "--quick", "--serial", "--no-docs", "--out", str(tmp_path),
+        "--w1-disks", "12", "--cap", "5", "--w2-disks", "3", "--w2-snapshots", "4",
+        "--history-small", "60", "--history-large", "600", "--in-flight", "5", "--rounds", "2", "--import-runs", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads((tmp_path / "latest-quick.json").read_text())
+    assert (tmp_path / "latest-quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(document["runs"]) == {"W1/snapcopy", "W1/naive", "W2/snapcopy", "W2/naive"}
+    for name, run in document["runs"].items():
+        assert run["copies_completed"] == run["copies_expected"] > 0, name
+        assert run["refusals"] == {}, name  # neither system ever broke an Azure rule
+        assert run["makespan_seconds"] >= run["lower_bound_seconds"], name  # a lower bound holds
+        requests = run["arm_requests"]
+        assert requests["PUT snapshot"] >= run["copies_completed"], name  # one CopyStart per copy at least
+        assert run["table_operations"]["total"] > 0 and run["timeline"]["in_flight"], name
+        assert max(run["timeline"]["in_flight"]) <= document["workloads"][name.split("/")[0]]["params"]["cap"]
+    # the baseline reads every pending copy every minute: it must cost more ARM calls
+    for workload in ("W1", "W2"):
+        ours, naive = document["runs"][f"{workload}/snapcopy"], document["runs"][f"{workload}/naive"]
+        assert naive["arm_requests"]["total"] > ours["arm_requests"]["total"]
+    history = document["history"]
+    assert history["history_rows"]["snapcopy/large"] > history["history_rows"]["snapcopy/small"]
+    assert history["ratio_snapcopy"] > 0 and history["ratio_naive"] > 0
+    assert 0 < document["import"]["median_seconds"] < 10
+    names = {target["name"] for target in document["targets"]}
+    assert any("makespan" in name for name in names) and any("cold import" in name for name in names)
