@@ -366,10 +366,13 @@ class StateStore:
 
     def load_region(self, region: RegionKey) -> RegionLoad:
         """One partition query: the counter, the flights and the waiting chains."""
+        return self._region_rows(region, "PartitionKey eq @pk", {"pk": region.partition})
+
+    def _region_rows(self, region: RegionKey, query: str, parameters: dict[str, str]) -> RegionLoad:
         count, etag = 0, None
         flights: list[InFlight] = []
         waiting: list[Waiting] = []
-        for row in self._query("PartitionKey eq @pk", {"pk": region.partition}):
+        for row in self._query(query, parameters):
             key = row["RowKey"]
             if key == COUNTER:
                 count, etag = int(row.get("InFlight", 0)), _etag(row)
@@ -425,21 +428,20 @@ class StateStore:
         )
 
     def load_slot(self, region: RegionKey, chain: ChainKey) -> RegionLoad:
-        """The region's counter and one chain's flight row (one query, two rows): what giving
-        a slot back needs, without reading every flight and waiting chain of the region."""
-        count, etag = 0, None
-        flights: list[InFlight] = []
+        """The region as one chain needs it: the counter, the chain's flight row and its wait
+        marker (one query, at most three rows). Starting or finishing one chain's copy needs
+        no more, however many chains the region holds."""
         # spaces around the parentheses: the SDK finds @names by splitting on spaces
-        rows = self._query(
-            "PartitionKey eq @pk and ( RowKey eq @counter or RowKey eq @flight )",
-            {"pk": region.partition, "counter": COUNTER, "flight": FLIGHT_PREFIX + chain.family_id},
+        return self._region_rows(
+            region,
+            "PartitionKey eq @pk and ( RowKey eq @counter or RowKey eq @flight or RowKey eq @wait )",
+            {
+                "pk": region.partition,
+                "counter": COUNTER,
+                "flight": FLIGHT_PREFIX + chain.family_id,
+                "wait": WAIT_PREFIX + chain.family_id,
+            },
         )
-        for row in rows:
-            if row["RowKey"] == COUNTER:
-                count, etag = int(row.get("InFlight", 0)), _etag(row)
-            else:
-                flights.append(_flight_from(region, row))
-        return RegionLoad(region, count, tuple(flights), (), etag)
 
     def save_flight(self, flight: InFlight) -> InFlight:
         """Write a flight row we read (ETag-conditional): a run that lost the flight to
