@@ -96,6 +96,7 @@ class TickReport:
     started: int = 0
     restarted: int = 0
     waiting: int = 0
+    full: int = 0  # regions at the cap (their waiting chains are not counted)
     stuck: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -383,7 +384,8 @@ class Replicator:
         return report
 
     def _tick_region(self, region: RegionKey, run: Run, report: TickReport) -> None:
-        load = self.store.load_region(region)
+        load = self.store.load_flights(region)
+        before = (report.completed, report.failed, report.restarted)
         now = self.clock()
         report.in_flight += load.in_flight_count
         due = [
@@ -415,7 +417,8 @@ class Replicator:
                 self._poll(flight, targets[group].get(flight.target_id.name.lower()), now, report)
             except Conflict:
                 log.info("%s changed under the tick; the next tick looks again", flight.chain.partition)
-        self._release(region, run, report)
+        ended = (report.completed, report.failed, report.restarted) != before
+        self._release(region, run, report, flights=None if ended else load)
 
     def _read_targets(self, group: ResourceGroupId, flights: list[InFlight]) -> dict[str, Snapshot | None]:
         """The due copies' targets in one group, by name, at the fewest ARM requests: one
@@ -478,7 +481,12 @@ class Replicator:
         elif stuck is None and flight.stuck_since is not None:
             log.info("copy moving again: %s → %s at %.1f%%", flight.source_id, flight.target_id, percent)
 
-    def _release(self, region: RegionKey, run: Run, report: TickReport) -> None:
+    def _release(self, region: RegionKey, run: Run, report: TickReport, flights: RegionLoad | None = None) -> None:
+        """Give free slots to waiting chains, oldest first. `flights`: the region's flights
+        as this tick read them, when no copy has ended since (so no slot came free)."""
+        if (flights or self.store.load_flights(region)).in_flight_count >= self.cap:
+            report.full += 1  # no slot to give: the waiting chains are not even read
+            return
         load = self.store.load_region(region)
         candidates = release_order(load.waiting, load.busy_families)
         report.waiting += len(candidates)

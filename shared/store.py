@@ -368,6 +368,15 @@ class StateStore:
         """One partition query: the counter, the flights and the waiting chains."""
         return self._region_rows(region, "PartitionKey eq @pk", {"pk": region.partition})
 
+    def load_flights(self, region: RegionKey) -> RegionLoad:
+        """The counter and the copies in flight, without the waiting chains (of which a
+        backlog may hold thousands): what polling and a full region need."""
+        return self._region_rows(
+            region,
+            "PartitionKey eq @pk and ( RowKey eq @counter or ( RowKey ge @low and RowKey lt @high ) )",
+            {"pk": region.partition, "counter": COUNTER, "low": FLIGHT_PREFIX, "high": FLIGHT_PREFIX[:-1] + "}"},
+        )
+
     def _region_rows(self, region: RegionKey, query: str, parameters: dict[str, str]) -> RegionLoad:
         count, etag = 0, None
         flights: list[InFlight] = []
