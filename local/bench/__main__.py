@@ -107,11 +107,11 @@ class Progress:
 def run_part(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """Run some of the four runs in this process, on one backend."""
     from local.bench import run
-    from local.chaos import _quiet_logs
+    from local.chaos import _quiet_logs, local_backend
 
     chosen = workloads(args)
     results: dict[str, Any] = {}
-    with run.local_backend() as backend:
+    with local_backend() as backend:
         _quiet_logs(None)
         for name in names:
             workload_name, system = name.split("/")
@@ -150,12 +150,11 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 def history(args: argparse.Namespace) -> dict[str, Any]:
-    from local.bench import run
     from local.bench.history import history_scale
-    from local.chaos import _quiet_logs
+    from local.chaos import _quiet_logs, local_backend
 
     config = settings(args)["w3"]
-    with run.local_backend() as backend:
+    with local_backend() as backend:
         _quiet_logs(None)
         return history_scale(backend, **config)
 

@@ -21,8 +21,19 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient
 
-from local.bench.run import SOURCE_REGION, TARGET_REGION, Backend, Naive, Snapcopy, System, create_disk, take_snapshot
+from local.bench.run import (
+    SOURCE_REGION,
+    TARGET_REGION,
+    Naive,
+    Snapcopy,
+    System,
+    create_disk,
+    drop_table,
+    new_table,
+    take_snapshot,
+)
 from local.bench.workload import COPY_BYTES_PER_SECOND
+from local.chaos import Backend
 from local.emulator.ids import parse_resource_id
 from shared.config import TargetResourceGroup
 from shared.ids import ResourceGroupId, ResourceId
@@ -49,7 +60,7 @@ def history_scale(backend: Backend, *, small: int, large: int, in_flight: int, r
     tables: list[str] = []
     seeding = time.perf_counter()
     for (kind, size), subscription in SUBSCRIPTIONS.items():
-        table = backend.table(f"hist{kind[:5]}{size}")
+        table = new_table(f"hist{kind[:5]}{size}")
         tables.append(table)
         history = small if size == "small" else large
         system: System
@@ -88,7 +99,7 @@ def history_scale(backend: Backend, *, small: int, large: int, in_flight: int, r
         world.events(drain=True)  # nothing new is taken; copies' own writes are not needed here
     in_flight_now = sum(1 for copy in world.ledger() if copy.in_flight(clock.now()))
     for table in tables:
-        backend.drop(table)
+        drop_table(backend, table)
 
     def median(key: tuple[str, str]) -> float:
         return statistics.median(walls[key])

@@ -13,10 +13,9 @@ import logging
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from azure.data.tables import TableClient
@@ -24,9 +23,8 @@ from azure.data.tables import TableClient
 from local.bench.metrics import CopyRecord, chain_handoffs, seconds_since, slot_refills, spread, timeline
 from local.bench.naive import NaiveReplicator
 from local.bench.workload import Workload, at
-from local.chaos import VirtualSleepRetry
+from local.chaos import Backend, VirtualSleepRetry
 from local.emulator.clock import VirtualClock
-from local.emulator.config import EmulatorConfig
 from local.emulator.events import RequestInfo
 from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
@@ -43,41 +41,16 @@ TARGET_REGION = "westus3"
 POLL_SECONDS = 60.0  # POLL_SCHEDULE's default: every minute
 SWEEP_SECONDS = 3600.0  # SWEEP_SCHEDULE's default: hourly
 SWEEP_OFFSET = 17 * 60.0
-START = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 
 log = logging.getLogger("snapcopy.bench")
 
 
-@dataclass
-class Backend:
-    """Azurite's connection string and the emulator (in this process, virtual clock)."""
-
-    world: World
-    arm_url: str
-    ca_path: str
-    connection_string: str
-
-    @property
-    def clock(self) -> VirtualClock:
-        clock = self.world.clock
-        assert isinstance(clock, VirtualClock)
-        return clock
-
-    def table(self, prefix: str) -> str:
-        return f"{prefix}{uuid.uuid4().hex[:12]}"
-
-    def drop(self, table: str) -> None:
-        TableClient.from_connection_string(self.connection_string, table).delete_table()
+def new_table(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-@contextmanager
-def local_backend() -> Iterator[Backend]:
-    from local.azurite import Azurite
-    from local.emulator.server import EmulatorServer
-
-    world = World(VirtualClock(START), EmulatorConfig())
-    with Azurite.start() as azurite, EmulatorServer(world) as server:
-        yield Backend(world, server.url, str(server.ca_path), azurite.connection_string)
+def drop_table(backend: Backend, table: str) -> None:
+    TableClient.from_connection_string(backend.connection_string, table).delete_table()
 
 
 class System(Protocol):
@@ -231,7 +204,7 @@ def simulate(
     )
     _align(clock)
     start = clock.now()
-    table = backend.table(f"bench{workload.name.lower()}")
+    table = new_table(f"bench{workload.name.lower()}")
     system = make_system(backend, table, workload.cap)
     disk_ids = {disk.name: create_disk(world, disk.group, disk.name, disk.size_gb) for disk in workload.disks}
     arrivals = sorted(workload.arrivals, key=lambda item: item.at_seconds)
@@ -321,7 +294,7 @@ def simulate(
             records, end=(makespan or ticks * POLL_SECONDS), step=max(POLL_SECONDS, (makespan or 0) / 240)
         ),
     )
-    backend.drop(table)
+    drop_table(backend, table)
     return result
 
 
