@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from shared.arm import ArmError
 from shared.ids import ResourceGroupId, Scope
-from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, Snapshot
+from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
 from shared.scheduler import Completed, CopyTo, Failed, assess_copy, eligibility
 from shared.service import Replicator, summary_line
 from shared.store import Conflict, IndexEntry
@@ -65,8 +65,7 @@ class Reconciler:
                 continue
             report.listed += len(listed)
             self._enqueue_missing(listed, report)
-        self._repair_regions(report)
-        self._repair_heads(report)
+        self._repair_heads(report, self._repair_regions(report))
         log.info("sweep: %s", report.summary())
         return report
 
@@ -128,9 +127,12 @@ class Reconciler:
                     job.reason,
                 )
 
-    def _repair_regions(self, report: SweepReport) -> None:
+    def _repair_regions(self, report: SweepReport) -> dict[str, RegionLoad]:
+        """Correct slot counters that disagree with their flight rows; every region's
+        rows back, by partition, for the heads' check."""
+        loads: dict[str, RegionLoad] = {}
         for region in self.store.list_regions():
-            load = self.store.load_region(region)
+            load = loads[region.partition] = self.store.load_region(region)
             if load.in_flight_count == len(load.in_flight):
                 continue
             try:
@@ -144,11 +146,27 @@ class Reconciler:
                 load.in_flight_count,
                 len(load.in_flight),
             )
+        return loads
 
-    def _repair_heads(self, report: SweepReport) -> None:
-        for head in self.store.list_heads():
+    def _repair_heads(self, report: SweepReport, loads: dict[str, RegionLoad]) -> None:
+        """Find copies nothing polls and queues nothing starts, from three reads however
+        many chains there are (the regions' rows, every head, every queued job); a chain
+        that looks wrong is read again on its own before anything is changed, since
+        those reads were not taken at one instant."""
+        heads = self.store.list_heads()
+        queued = self.store.queued_by_chain()
+        for head in heads:
+            load = loads.get(head.region.partition)
+            if load is None:
+                load = loads[head.region.partition] = self.store.load_region(head.region)
+            flight = next((item for item in load.in_flight if item.chain.partition == head.key.partition), None)
             if not head.copying_key:
-                report.stranded += int(self._queue_stranded(head))
+                waiting = any(item.chain.partition == head.key.partition for item in load.waiting)
+                pending = [key for key, _ in queued.get(head.key.partition, []) if key >= head.last_started_key]
+                if pending and not waiting and flight is None:
+                    report.stranded += int(self._queue_stranded(head))
+                continue
+            if flight is not None and flight.job_key == head.copying_key:
                 continue
             flight = self.store.load_flight(head.region, head.key)
             if flight is not None and flight.job_key == head.copying_key:

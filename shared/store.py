@@ -57,6 +57,7 @@ DIRECTORY = "regions"
 POISON = "poison"
 _SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 CHAINS = "chains"
+_CHAIN_LOW, _CHAIN_HIGH = "chain|", "chain}"  # every chain partition, and nothing else
 _BATCH_LIMIT = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Table transactions hold at most 100 operations
 
@@ -275,9 +276,31 @@ class StateStore:
         return sorted((ChainKey(row["FamilyId"], row["Region"]) for row in rows), key=lambda key: key.partition)
 
     def list_heads(self) -> list[ChainHead]:
-        """Every chain head, in partition order (status views)."""
-        heads = (self.load_head(chain) for chain in self.list_chains())
-        return [head for head in heads if head is not None]
+        """Every chain head, in partition order: one range query over the chain
+        partitions (a page per 1,000 heads), not one read per chain."""
+        rows = self._query(
+            "PartitionKey ge @low and PartitionKey lt @high and RowKey eq @head",
+            {"low": _CHAIN_LOW, "high": _CHAIN_HIGH, "head": HEAD},
+        )
+        return [_head_from(ChainKey(row["FamilyId"], row["Region"]), row) for row in rows]
+
+    def queued_by_chain(self) -> dict[str, list[tuple[str, datetime | None]]]:
+        """Every queued job's key and queue time, by chain partition: one range query
+        over the chain partitions that returns only queued rows (the sweep's check for
+        queues nothing would start)."""
+        rows = self._query(
+            "PartitionKey ge @low and PartitionKey lt @high and State eq @state",
+            {"low": _CHAIN_LOW, "high": _CHAIN_HIGH, "state": CopyState.QUEUED.value},
+            select=["PartitionKey", "RowKey", "QueuedAt"],
+        )
+        queued: dict[str, list[tuple[str, datetime | None]]] = {}
+        for row in rows:
+            key = row["RowKey"]
+            if key.startswith(JOB_PREFIX):
+                queued.setdefault(row["PartitionKey"], []).append(
+                    (key.removeprefix(JOB_PREFIX), _dt(row.get("QueuedAt")))
+                )
+        return queued
 
     def list_jobs(self, chain: ChainKey) -> list[Job]:
         """Every job of a chain, oldest first (status views and tests; not on hot paths)."""

@@ -151,3 +151,23 @@ def test_queries_are_parameterised_so_hostile_keys_are_data(store: StateStore):
     rows = store.rows("snap|")
     assert len(rows) == 1 and rows[0]["Reason"] == "' or PartitionKey ne '"
     assert store.rows("' or '1' eq '1") == []
+
+
+def test_heads_and_queued_jobs_of_every_chain_come_from_one_query_each(store: StateStore):
+    """The sweep's view of all chains costs a query (page), not a read per chain."""
+    families = [family_snapshots(3) for _ in range(5)]
+    for snaps in families:
+        store.create_head(head_for(snaps[0]))
+        jobs = [arrive(store, job_for(snap)) for snap in snaps]
+        store.save_job(jobs[0].evolve(state=CopyState.SUCCEEDED))
+    store.put_index(IndexEntry(ResourceId(SUB, "rg", "snapshots", "other"), "ignored"))  # another partition
+    before = store.operations.total
+    heads = store.list_heads()
+    queued = store.queued_by_chain()
+    assert store.operations.total - before == 2
+    assert sorted(head.key.partition for head in heads) == sorted(job_for(s[0]).chain.partition for s in families)
+    assert [head.key.partition for head in heads] == sorted(head.key.partition for head in heads)
+    for snaps in families:
+        keys = [key for key, _ in queued[job_for(snaps[0]).chain.partition]]
+        assert keys == [job_for(snap).key for snap in snaps[1:]]  # the succeeded one is left out, order kept
+        assert all(at == T0 for _, at in queued[job_for(snaps[0]).chain.partition])
