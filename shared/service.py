@@ -585,8 +585,7 @@ class Replicator:
         if current is None or current.state != CopyState.QUEUED or (current.not_before or now) > now:
             # cancelled (or held) after the plan read it: the slot is not needed after all
             log.info("%s: %s changed before its start; not starting it", chain.partition, job.key)
-            self._give_back(flight)
-            self._requeue(flight.region, chain)
+            self._hand_back(flight)
             return False, fresh()
         self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
         # what this run just read and wrote is what the commit needs, unless the plan
@@ -724,8 +723,7 @@ class Replicator:
         """A start nobody confirmed within the grace: take it over and PUT again (idempotent)."""
         job = self.store.load_job(flight.chain, flight.job_key)
         if job is None or job.state.is_final:
-            self._give_back(flight)
-            self._requeue(flight.region, flight.chain)
+            self._hand_back(flight)
             return
         if job.state == CopyState.COPYING:
             # committed, but the flight never said so: confirm it; the next poll judges the copy
@@ -753,10 +751,12 @@ class Replicator:
 
     def _finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
         now = self.clock()
+        left: list[list[Job]] = []  # the chain's queue once this copy is recorded, as the commit saw it
 
         def commit() -> None:
-            head = self.store.load_head(flight.chain)
-            job = self.store.load_job(flight.chain, flight.job_key)
+            left.clear()
+            head, rows = self.store.load_chain_from(flight.chain, flight.job_key)
+            job = next((item for item in rows if item.key == flight.job_key), None)
             if head is None or job is None:
                 return
             if job.state.is_final and head.copying_key != job.key:
@@ -777,10 +777,13 @@ class Replicator:
                 changes.update(
                     last_completed_key=job.key, last_completed_source=str(job.source_id), last_completed_at=now
                 )
-            overtaken = (
-                _overtaken(head, self.store.load_pending(head), job.key, now) if job.state == CopyState.QUEUED else []
-            )
+            overtaken: list[Job] = []
+            if job.state == CopyState.QUEUED:  # never started: what queued before it is overtaken
+                pending = self.store.load_pending(head) if head.last_started_key < job.key else rows
+                overtaken = _overtaken(head, pending, job.key, now)
             self.store.save_chain(head.evolve(**changes), [final, *overtaken])
+            watermark = changes["last_started_key"]
+            left.append([item for item in rows if item.state == CopyState.QUEUED and item.key > watermark])
 
         retrying(commit)
         if state == CopyState.SUCCEEDED:
@@ -794,8 +797,7 @@ class Replicator:
                 error.code,
                 error.message,
             )
-        self._give_back(flight)
-        self._requeue(flight.region, flight.chain)
+        self._hand_back(flight, left[0] if left else None)
 
     def _give_back(self, flight: InFlight) -> None:
         """Release the slot, if this attempt still holds it."""
@@ -809,19 +811,42 @@ class Replicator:
 
         retrying(release)
 
-    def _requeue(self, region: RegionKey, chain: ChainKey) -> None:
-        """After a copy ends: keep the chain in line (by its oldest queued job) if it has
-        more, else drop its marker. The marker is read before the queue so a concurrent
-        arrival cannot be lost."""
-        waiting = self.store.find_waiting(region, chain)
-        head = self.store.load_head(chain)
+    def _hand_back(self, flight: InFlight, queued: list[Job] | None = None) -> None:
+        """After a copy ends: give its slot back (if this attempt still holds it) and, in
+        the same batch, keep the chain in line by its oldest queued job, or drop its wait
+        marker when nothing is left.
+
+        The marker is read before the queue, so a job that arrives (and marks the chain)
+        meanwhile is never dropped. `queued` is the queue as the finish just saw it: good
+        enough to keep a marker, but not to drop one that exists (an arrival may have
+        touched it since); then the queue is read again."""
+
+        def release() -> None:
+            load = self.store.load_slot(flight.region, flight.chain)
+            current = next((item for item in load.in_flight if item.chain == flight.chain), None)
+            waiting = next((item for item in load.waiting if item.chain == flight.chain), None)
+            left = queued
+            if left is None or (not left and waiting is not None):
+                left = self._queued(flight.chain, flight.job_key)
+            since = min(job.queued_at or self.clock() for job in left) if left else None
+            drop = waiting if not left else None
+            if current is not None and current.attempt == flight.attempt:
+                self.store.release_slot(load, current, wait_since=since, drop=drop)
+            elif since is not None:
+                self.store.set_waiting(flight.region, flight.chain, since)
+            elif drop is not None:
+                self.store.clear_waiting(drop)
+
+        retrying(release)
+
+    def _queued(self, chain: ChainKey, low: str) -> list[Job]:
+        """The chain's queued jobs (newer than its watermark), read now."""
+        head, rows = self.store.load_chain_from(chain, low)
         if head is None:
-            return
-        queued = [job for job in self.store.load_pending(head) if job.state == CopyState.QUEUED]
-        if queued:
-            self.store.set_waiting(region, chain, min(job.queued_at or self.clock() for job in queued))
-        elif waiting is not None:
-            self.store.clear_waiting(waiting)
+            return []
+        if head.last_started_key < low:  # the watermark is older than the key we know
+            rows = self.store.load_pending(head)
+        return [job for job in rows if job.state == CopyState.QUEUED and job.key >= head.last_started_key]
 
     def _save_quietly(self, job: Job) -> None:
         try:

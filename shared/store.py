@@ -258,6 +258,23 @@ class StateStore:
         )
         return [_job_from(head.key, row) for row in rows]
 
+    def load_chain_from(self, chain: ChainKey, low: str) -> tuple[ChainHead | None, list[Job]]:
+        """The head and the chain's jobs from `low` on, in one query (a finish knows its
+        job's key, which no job it needs is older than: one read instead of three)."""
+        rows = self._query(
+            # spaces around the parentheses: the SDK finds @names by splitting on spaces
+            "PartitionKey eq @pk and ( RowKey eq @head or ( RowKey ge @low and RowKey lt @high ) )",
+            {"pk": chain.partition, "head": HEAD, "low": JOB_PREFIX + low, "high": JOB_PREFIX + "\x7f"},
+        )
+        head: ChainHead | None = None
+        jobs: list[Job] = []
+        for row in rows:
+            if row["RowKey"] == HEAD:
+                head = _head_from(chain, row)
+            else:
+                jobs.append(_job_from(chain, row))
+        return head, jobs
+
     def load_job(self, chain: ChainKey, key: str) -> Job | None:
         entity = self._get(chain.partition, JOB_PREFIX + key)
         return None if entity is None else _job_from(chain, entity)
@@ -444,20 +461,34 @@ class StateStore:
         counter = _counter_entity(load.key, len(load.in_flight))
         self._update(counter, load.counter_etag, f"counter {load.key.partition}")
 
-    def release_slot(self, load: RegionLoad, flight: InFlight) -> None:
-        """Give a slot back: counter - 1 and the flight row deleted, atomically."""
+    def release_slot(
+        self,
+        load: RegionLoad,
+        flight: InFlight,
+        *,
+        wait_since: datetime | None = None,
+        drop: Waiting | None = None,
+    ) -> None:
+        """Give a slot back: counter - 1 and the flight row deleted, atomically; in the
+        same batch, the chain's wait marker set to `wait_since` (it has more queued) or
+        `drop`ped (unless touched since it was read: then the whole batch conflicts)."""
         counter = _counter_entity(load.key, max(load.in_flight_count - 1, 0))
-        self._transact(
-            [
-                ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag)}),
-                (
-                    "delete",
-                    {"PartitionKey": load.key.partition, "RowKey": FLIGHT_PREFIX + flight.chain.family_id},
-                    _conditional(flight.etag),
-                ),
-            ],
-            f"release {flight.chain.partition}",
-        )
+        operations: list[tuple[Any, ...]] = [
+            ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag)}),
+            (
+                "delete",
+                {"PartitionKey": load.key.partition, "RowKey": FLIGHT_PREFIX + flight.chain.family_id},
+                _conditional(flight.etag),
+            ),
+        ]
+        if wait_since is not None:
+            operations.append(
+                ("upsert", _wait_entity(load.key, flight.chain, wait_since), {"mode": UpdateMode.REPLACE})
+            )
+        elif drop is not None:
+            marker = {"PartitionKey": load.key.partition, "RowKey": WAIT_PREFIX + flight.chain.family_id}
+            operations.append(("delete", marker, _conditional(drop.etag)))
+        self._transact(operations, f"release {flight.chain.partition}")
 
     def load_slot(self, region: RegionKey, chain: ChainKey) -> RegionLoad:
         """The region as one chain needs it: the counter, the chain's flight row and its wait
