@@ -197,6 +197,9 @@ class Waiting:
     chain: ChainKey
     since: datetime
     etag: str | None = None
+    # the chain's watermark when it was marked (None: unknown): its queue lies at or after
+    # it, so the head and the queue can be read in one query
+    from_key: str | None = None
 
 
 @dataclass(frozen=True)

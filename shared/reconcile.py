@@ -186,7 +186,7 @@ class Reconciler:
         if self.store.load_flight(head.region, head.key) is not None:
             return False
         since = min(job.queued_at or self.replicator.clock() for job in queued)
-        self.store.mark_waiting(head.region, head.key, since)
+        self.store.mark_waiting(head.region, head.key, since, from_key=head.last_started_key)
         log.error("sweep: %s had %d queued copies nothing would start; queued again", head.key.partition, len(queued))
         return True
 

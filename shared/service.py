@@ -316,28 +316,28 @@ class Replicator:
         """Queue one snapshot in one chain (or skip it, if a newer one already started).
         Returns the job as stored and whether this call created it."""
         template = new_head(snapshot, region, self.settings.target_resource_group)
-        first = self.store.load_head(template.key)
+        key = new_job(snapshot, region, self.settings.target_resource_group, self.clock()).key
+        first, existing = self.store.load_head_and_job(template.key, key)
         if first is None:
             self.store.register_region(template.region)
             first = self.store.create_head(template)
-        known = [first]  # the first attempt uses this read; a retry reads again
+        known = [(first, existing)]  # the first attempt uses this read; a retry reads again
 
-        def arrive() -> tuple[Job, bool]:
-            head = known.pop() if known else self.store.load_head(template.key)
+        def arrive() -> tuple[Job, bool, str]:
+            head, existing = known.pop() if known else self.store.load_head_and_job(template.key, key)
             assert head is not None
-            candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())
-            existing = self.store.load_job(candidate.chain, candidate.key)
             if existing is not None:
-                return existing, False
+                return existing, False, head.last_started_key
+            candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
             if groups != head.source_groups:  # a group never listed: what was listed so far proves less
                 head = head.evolve(source_groups=groups, listed_through=None)
             job, _ = self.store.add_job_guarded(head, arrival(candidate, head))
-            return job, True
+            return job, True, head.last_started_key
 
-        job, created = retrying(arrive)
+        job, created, watermark = retrying(arrive)
         if job.state == CopyState.QUEUED:
-            self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock())
+            self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock(), from_key=watermark)
         return job, created
 
     def start_waiting(self, chain: ChainKey, region: RegionKey) -> bool:
@@ -528,11 +528,10 @@ class Replicator:
             return False, load
         if waiting is None:
             waiting = next((item for item in load.waiting if item.chain == chain), None)
-        head = self.store.load_head(chain)
+        head, pending = self._chain(chain, waiting)
         if head is None:
             return False, load
         now = self.clock()
-        pending = self.store.load_pending(head)
         plan = plan_chain(head, pending, now)
         if plan.needs_listing:
             groups = {*head.source_groups} | {_group(job.source_id) for job in pending if job.state == CopyState.QUEUED}
@@ -594,6 +593,17 @@ class Replicator:
         if self._drive(current, flight, known):
             return True, load
         return False, fresh()
+
+    def _chain(self, chain: ChainKey, waiting: Waiting | None) -> tuple[ChainHead | None, list[Job]]:
+        """The head and the queue (jobs from the watermark on): in one query when the wait
+        marker knows where the queue begins, else two."""
+        if waiting is not None and waiting.from_key is not None:
+            head, rows = self.store.load_chain_from(chain, waiting.from_key)
+            if head is not None and head.last_started_key >= waiting.from_key:
+                return head, [job for job in rows if job.key >= head.last_started_key]
+        else:
+            head = self.store.load_head(chain)
+        return head, (self.store.load_pending(head) if head is not None else [])
 
     def _note_listing(self, head: ChainHead, listed_through: datetime | None) -> ChainHead:
         if listed_through is None or listed_through == head.listed_through:
@@ -751,7 +761,7 @@ class Replicator:
 
     def _finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
         now = self.clock()
-        left: list[list[Job]] = []  # the chain's queue once this copy is recorded, as the commit saw it
+        left: list[tuple[str, list[Job]]] = []  # the watermark and queue once recorded, as the commit saw them
 
         def commit() -> None:
             left.clear()
@@ -783,7 +793,7 @@ class Replicator:
                 overtaken = _overtaken(head, pending, job.key, now)
             self.store.save_chain(head.evolve(**changes), [final, *overtaken])
             watermark = changes["last_started_key"]
-            left.append([item for item in rows if item.state == CopyState.QUEUED and item.key > watermark])
+            left.append((watermark, [item for item in rows if item.state == CopyState.QUEUED and item.key > watermark]))
 
         retrying(commit)
         if state == CopyState.SUCCEEDED:
@@ -811,7 +821,7 @@ class Replicator:
 
         retrying(release)
 
-    def _hand_back(self, flight: InFlight, queued: list[Job] | None = None) -> None:
+    def _hand_back(self, flight: InFlight, queued: tuple[str, list[Job]] | None = None) -> None:
         """After a copy ends: give its slot back (if this attempt still holds it) and, in
         the same batch, keep the chain in line by its oldest queued job, or drop its wait
         marker when nothing is left.
@@ -819,34 +829,35 @@ class Replicator:
         The marker is read before the queue, so a job that arrives (and marks the chain)
         meanwhile is never dropped. `queued` is the queue as the finish just saw it: good
         enough to keep a marker, but not to drop one that exists (an arrival may have
-        touched it since); then the queue is read again."""
+        touched it since); then the queue is read again. `queued`: (watermark, jobs)."""
 
         def release() -> None:
             load = self.store.load_slot(flight.region, flight.chain)
             current = next((item for item in load.in_flight if item.chain == flight.chain), None)
             waiting = next((item for item in load.waiting if item.chain == flight.chain), None)
-            left = queued
-            if left is None or (not left and waiting is not None):
-                left = self._queued(flight.chain, flight.job_key)
+            watermark, left = queued or (None, [])
+            if queued is None or (not left and waiting is not None):
+                watermark, left = self._queued(flight.chain, flight.job_key)
             since = min(job.queued_at or self.clock() for job in left) if left else None
             drop = waiting if not left else None
             if current is not None and current.attempt == flight.attempt:
-                self.store.release_slot(load, current, wait_since=since, drop=drop)
+                self.store.release_slot(load, current, wait_since=since, wait_from=watermark, drop=drop)
             elif since is not None:
-                self.store.set_waiting(flight.region, flight.chain, since)
+                self.store.set_waiting(flight.region, flight.chain, since, from_key=watermark)
             elif drop is not None:
                 self.store.clear_waiting(drop)
 
         retrying(release)
 
-    def _queued(self, chain: ChainKey, low: str) -> list[Job]:
-        """The chain's queued jobs (newer than its watermark), read now."""
+    def _queued(self, chain: ChainKey, low: str) -> tuple[str | None, list[Job]]:
+        """The chain's watermark and queued jobs (those from the watermark on), read now."""
         head, rows = self.store.load_chain_from(chain, low)
         if head is None:
-            return []
+            return None, []
         if head.last_started_key < low:  # the watermark is older than the key we know
             rows = self.store.load_pending(head)
-        return [job for job in rows if job.state == CopyState.QUEUED and job.key >= head.last_started_key]
+        watermark = head.last_started_key
+        return watermark, [job for job in rows if job.state == CopyState.QUEUED and job.key >= watermark]
 
     def _save_quietly(self, job: Job) -> None:
         try:

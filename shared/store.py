@@ -275,6 +275,21 @@ class StateStore:
                 jobs.append(_job_from(chain, row))
         return head, jobs
 
+    def load_head_and_job(self, chain: ChainKey, key: str) -> tuple[ChainHead | None, Job | None]:
+        """The head and one job, in one query (an arrival needs both)."""
+        rows = self._query(
+            "PartitionKey eq @pk and ( RowKey eq @head or RowKey eq @job )",
+            {"pk": chain.partition, "head": HEAD, "job": JOB_PREFIX + key},
+        )
+        head: ChainHead | None = None
+        job: Job | None = None
+        for row in rows:
+            if row["RowKey"] == HEAD:
+                head = _head_from(chain, row)
+            else:
+                job = _job_from(chain, row)
+        return head, job
+
     def load_job(self, chain: ChainKey, key: str) -> Job | None:
         entity = self._get(chain.partition, JOB_PREFIX + key)
         return None if entity is None else _job_from(chain, entity)
@@ -428,11 +443,7 @@ class StateStore:
             elif key.startswith(FLIGHT_PREFIX):
                 flights.append(_flight_from(region, row))
             elif key.startswith(WAIT_PREFIX):
-                waiting.append(
-                    Waiting(
-                        region, ChainKey(row["FamilyId"], region.region), _dt(row.get("Since")) or _EPOCH, _etag(row)
-                    )
-                )
+                waiting.append(_waiting_from(region, ChainKey(row["FamilyId"], region.region), row))
         return RegionLoad(region, count, tuple(flights), tuple(waiting), etag)
 
     def reserve_slot(self, load: RegionLoad, flight: InFlight, cap: int) -> RegionLoad:
@@ -467,6 +478,7 @@ class StateStore:
         flight: InFlight,
         *,
         wait_since: datetime | None = None,
+        wait_from: str | None = None,
         drop: Waiting | None = None,
     ) -> None:
         """Give a slot back: counter - 1 and the flight row deleted, atomically; in the
@@ -483,7 +495,7 @@ class StateStore:
         ]
         if wait_since is not None:
             operations.append(
-                ("upsert", _wait_entity(load.key, flight.chain, wait_since), {"mode": UpdateMode.REPLACE})
+                ("upsert", _wait_entity(load.key, flight.chain, wait_since, wait_from), {"mode": UpdateMode.REPLACE})
             )
         elif drop is not None:
             marker = {"PartitionKey": load.key.partition, "RowKey": WAIT_PREFIX + flight.chain.family_id}
@@ -516,10 +528,11 @@ class StateStore:
         entity = self._get(region.partition, FLIGHT_PREFIX + chain.family_id)
         return None if entity is None else _flight_from(region, entity)
 
-    def mark_waiting(self, region: RegionKey, chain: ChainKey, since: datetime) -> None:
+    def mark_waiting(self, region: RegionKey, chain: ChainKey, since: datetime, *, from_key: str | None = None) -> None:
         """Say the chain has queued work. Keeps the earliest `since` (fair release order)
-        and always changes the ETag, so a concurrent `clear_waiting` cannot drop it."""
-        entity = _wait_entity(region, chain, since)
+        and the earliest `from_key` (its watermark then), and always changes the ETag, so
+        a concurrent `clear_waiting` cannot drop it."""
+        entity = _wait_entity(region, chain, since, from_key)
         for _ in range(5):
             try:
                 self._create(entity, "wait")
@@ -534,11 +547,11 @@ class StateStore:
                     continue  # cleared between our create and our touch: create it again
         raise Conflict(f"wait marker {chain.partition} keeps changing")
 
-    def set_waiting(self, region: RegionKey, chain: ChainKey, since: datetime) -> None:
+    def set_waiting(self, region: RegionKey, chain: ChainKey, since: datetime, *, from_key: str | None = None) -> None:
         """Set the chain's place in line to `since` (its oldest queued job), whatever it was."""
         self.ensure_table()
         self.operations.add("upsert")
-        self._table.upsert_entity(_wait_entity(region, chain, since), mode=UpdateMode.REPLACE)
+        self._table.upsert_entity(_wait_entity(region, chain, since, from_key), mode=UpdateMode.REPLACE)
 
     def clear_waiting(self, waiting: Waiting) -> None:
         """Drop the marker unless someone touched it since we read it."""
@@ -558,7 +571,7 @@ class StateStore:
         row = self._get(region.partition, WAIT_PREFIX + chain.family_id)
         if row is None:
             return None
-        return Waiting(region, chain, _dt(row.get("Since")) or _EPOCH, _etag(row))
+        return _waiting_from(region, chain, row)
 
     def note_event_failure(self, event_id: str, subject: str, error: str, now: datetime, *, poisoned_at: int) -> int:
         """Count one more failed delivery of an event; returns how many so far. At
@@ -734,14 +747,21 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
     )
 
 
-def _wait_entity(region: RegionKey, chain: ChainKey, since: datetime) -> Entity:
-    return {
+def _wait_entity(region: RegionKey, chain: ChainKey, since: datetime, from_key: str | None = None) -> Entity:
+    entity: Entity = {
         "PartitionKey": region.partition,
         "RowKey": WAIT_PREFIX + chain.family_id,
         "FamilyId": chain.family_id,
         "Since": since,
         "Touched": since,
     }
+    if from_key is not None:
+        entity["From"] = from_key
+    return entity
+
+
+def _waiting_from(region: RegionKey, chain: ChainKey, row: Any) -> Waiting:
+    return Waiting(region, chain, _dt(row.get("Since")) or _EPOCH, _etag(row), row.get("From"))
 
 
 def _counter_entity(region: RegionKey, count: int) -> Entity:

@@ -171,3 +171,26 @@ def test_heads_and_queued_jobs_of_every_chain_come_from_one_query_each(store: St
         keys = [key for key, _ in queued[job_for(snaps[0]).chain.partition]]
         assert keys == [job_for(snap).key for snap in snaps[1:]]  # the succeeded one is left out, order kept
         assert all(at == T0 for _, at in queued[job_for(snaps[0]).chain.partition])
+
+
+def test_a_wait_marker_keeps_the_earliest_watermark_and_a_release_can_set_or_drop_it(store: StateStore):
+    (snap,) = family_snapshots(1)
+    job = job_for(snap)
+    chain = job.chain
+    store.mark_waiting(REGION, chain, T0, from_key="a")
+    store.mark_waiting(REGION, chain, T0 + timedelta(minutes=1), from_key="b")  # touches, keeps "a"
+    marker = store.find_waiting(REGION, chain)
+    assert marker is not None and marker.from_key == "a" and marker.since == T0
+    load = store.reserve_slot(store.load_slot(REGION, chain), flight_for(job, T0), cap=5)
+    store.release_slot(load, load.in_flight[0], wait_since=T0, wait_from="c")  # more queued: kept in line
+    after = store.load_slot(REGION, chain)
+    assert after.in_flight_count == 0 and after.in_flight == () and after.waiting[0].from_key == "c"
+    load = store.reserve_slot(after, flight_for(job, T0), cap=5)
+    store.mark_waiting(REGION, chain, T0)  # an arrival touches the marker after it was read
+    with pytest.raises(Conflict):  # so the release that meant to drop it fails as a whole
+        store.release_slot(load, load.in_flight[0], drop=after.waiting[0])
+    fresh = store.load_slot(REGION, chain)
+    assert fresh.in_flight_count == 1 and fresh.waiting
+    store.release_slot(fresh, fresh.in_flight[0], drop=fresh.waiting[0])
+    final = store.load_slot(REGION, chain)
+    assert final.in_flight_count == 0 and final.in_flight == () and final.waiting == ()
