@@ -99,12 +99,14 @@ class ArmCompute:
         *,
         endpoint: str,
         ca_bundle: str | None = None,
-        retry: dict[str, Any] | None = None,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
+        """`client_options`: keyword arguments for each ComputeManagementClient (its retry
+        policy by default: RETRY_SETTINGS)."""
         self._credential = credential
         self._endpoint = endpoint
         self._ca_bundle = ca_bundle
-        self._retry = RETRY_SETTINGS if retry is None else retry
+        self._options = RETRY_SETTINGS if client_options is None else client_options
         self._clients: dict[str, ComputeManagementClient] = {}
         self._lock = threading.Lock()
 
@@ -113,7 +115,7 @@ class ArmCompute:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                options: dict[str, Any] = dict(self._retry)
+                options: dict[str, Any] = dict(self._options)
                 if self._ca_bundle:
                     options["connection_verify"] = self._ca_bundle
                 client = ComputeManagementClient(self._credential, subscription, base_url=self._endpoint, **options)

@@ -74,6 +74,7 @@ class Settings:
     max_start_attempts: int
     stuck_after: timedelta = timedelta(minutes=120)
     max_event_attempts: int = 10
+    fair_wait: timedelta = timedelta(hours=12)
 
     def in_scope(self, resource: ResourceId) -> bool:
         """True when COPY_SOURCE_SCOPES is empty or one of its scopes holds `resource`."""
@@ -222,4 +223,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_start_attempts=_int(env, "COPY_MAX_START_ATTEMPTS", 5, 1, 50),
         stuck_after=timedelta(minutes=_int(env, "STUCK_AFTER_MINUTES", 120, 5, 10080)),
         max_event_attempts=_int(env, "EVENT_MAX_ATTEMPTS", 10, 1, 100),
+        fair_wait=timedelta(hours=_int(env, "FAIR_WAIT_HOURS", 12, 1, 168)),
     )

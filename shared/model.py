@@ -124,6 +124,7 @@ class Job:
     error: CopyError | None = None
     reason: str = ""
     etag: str | None = None
+    size_bytes: int | None = None  # the source's size as ARM reported it: the copy's expected length
 
     @property
     def key(self) -> str:
@@ -200,6 +201,7 @@ class Waiting:
     # the chain's watermark when it was marked (None: unknown): its queue lies at or after
     # it, so the head and the queue can be read in one query
     from_key: str | None = None
+    next_bytes: int | None = None  # the size of the copy it would start next (release order)
 
 
 @dataclass(frozen=True)

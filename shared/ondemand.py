@@ -326,7 +326,7 @@ class OnDemand:
             raise conflict("the copy changed while retrying it (another retry?); read it and try again") from None
         if stale:
             self._clear_failed_target(job)
-        self.store.mark_waiting(head.region, chain, now)
+        self.store.mark_waiting(head.region, chain, now, next_bytes=source.size_bytes or job.size_bytes)
         try:
             self.replicator.start_waiting(chain, head.region)
         except (ArmError, Conflict) as error:

@@ -186,7 +186,9 @@ class Reconciler:
         if self.store.load_flight(head.region, head.key) is not None:
             return False
         since = min(job.queued_at or self.replicator.clock() for job in queued)
-        self.store.mark_waiting(head.region, head.key, since, from_key=head.last_started_key)
+        self.store.mark_waiting(
+            head.region, head.key, since, from_key=head.last_started_key, next_bytes=queued[0].size_bytes
+        )
         log.error("sweep: %s had %d queued copies nothing would start; queued again", head.key.partition, len(queued))
         return True
 

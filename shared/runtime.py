@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-from shared.arm import ArmCompute, EmulatorCredential
+from shared.arm import RETRY_SETTINGS, ArmCompute, EmulatorCredential
 from shared.config import ConfigError, Settings, load_settings
 from shared.service import Clock, Replicator, utc_now
 from shared.store import StateStore
@@ -36,15 +36,26 @@ def credential_for(settings: Settings) -> Any:
     return DefaultAzureCredential()
 
 
-def build(settings: Settings, *, clock: Clock = utc_now, arm_retry: dict[str, Any] | None = None) -> Replicator:
-    """Wire a Replicator from settings (tests pass their own clock and shorter ARM backoff)."""
+def build(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    arm_retry: dict[str, Any] | None = None,
+    client_options: dict[str, Any] | None = None,
+) -> Replicator:
+    """Wire a Replicator from settings (tests pass their own clock and shorter ARM backoff;
+    `client_options` go to both SDK clients: the benchmark turns off proxy lookups)."""
     credential = credential_for(settings)
+    options = client_options or {}
     if settings.connection_string:
-        store = StateStore.from_connection_string(settings.connection_string, settings.table_name)
+        store = StateStore.from_connection_string(settings.connection_string, settings.table_name, **options)
     else:
         assert settings.table_endpoint is not None
-        store = StateStore.from_endpoint(settings.table_endpoint, settings.table_name, credential)
-    arm = ArmCompute(credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle, retry=arm_retry)
+        store = StateStore.from_endpoint(settings.table_endpoint, settings.table_name, credential, **options)
+    arm_options = {**(RETRY_SETTINGS if arm_retry is None else arm_retry), **options}
+    arm = ArmCompute(
+        credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle, client_options=arm_options
+    )
     return Replicator(settings, store, arm, clock)
 
 

@@ -337,7 +337,13 @@ class Replicator:
 
         job, created, watermark = retrying(arrive)
         if job.state == CopyState.QUEUED:
-            self.store.mark_waiting(template.region, template.key, job.queued_at or self.clock(), from_key=watermark)
+            self.store.mark_waiting(
+                template.region,
+                template.key,
+                job.queued_at or self.clock(),
+                from_key=watermark,
+                next_bytes=job.size_bytes,
+            )
         return job, created
 
     def start_waiting(self, chain: ChainKey, region: RegionKey) -> bool:
@@ -408,17 +414,19 @@ class Replicator:
                     continue
                 report.errors.append(f"read {group}: {error}")
                 log.error("tick: cannot read copies in %s: %s (next tick retries)", group, error)
+        handoffs: set[str] = set()  # chains whose copy ended with more queued: their next goes first
         for flight in due:
             group = _group(flight.target_id)
             if group not in targets:
                 continue
             report.polled += 1
             try:
-                self._poll(flight, targets[group].get(flight.target_id.name.lower()), now, report)
+                if self._poll(flight, targets[group].get(flight.target_id.name.lower()), now, report):
+                    handoffs.add(flight.chain.family_id.lower())
             except Conflict:
                 log.info("%s changed under the tick; the next tick looks again", flight.chain.partition)
         ended = (report.completed, report.failed, report.restarted) != before
-        self._release(region, run, report, flights=None if ended else load)
+        self._release(region, run, report, flights=None if ended else load, handoffs=frozenset(handoffs))
 
     def _read_targets(self, group: ResourceGroupId, flights: list[InFlight]) -> dict[str, Snapshot | None]:
         """The due copies' targets in one group, by name, at the fewest ARM requests: one
@@ -430,17 +438,18 @@ class Replicator:
         self._list_pages[group] = max(1, math.ceil(len(listed) / ARM_LIST_PAGE))
         return {snap.id.name.lower(): snap for snap in listed}
 
-    def _poll(self, flight: InFlight, target: Snapshot | None, now: datetime, report: TickReport) -> None:
+    def _poll(self, flight: InFlight, target: Snapshot | None, now: datetime, report: TickReport) -> bool:
+        """Judge one copy by its target; True when it ended and its chain has more queued."""
         if flight.phase == Phase.STARTING and target is not None:
             # the PUT landed but its run never confirmed it (died, or is slow): confirm it
             job = self.store.load_job(flight.chain, flight.job_key)
             if job is not None and not _made_from(target, job):
                 self._refused(job, flight, StartRefusal(_name_taken(job), retryable=False))
-                return
+                return False
             self._commit(flight)
             current = self.store.load_flight(flight.region, flight.chain)
             if current is None or current.attempt != flight.attempt:
-                return
+                return False
             flight = current
         outcome = assess_copy(flight, target, now)
         if isinstance(outcome, Progress):
@@ -459,14 +468,15 @@ class Replicator:
                 )
                 self._say_if_stuck(flight, stuck, outcome.percent)
         elif isinstance(outcome, Completed):
-            self._finish(flight, CopyState.SUCCEEDED, None)
             report.completed += 1
+            return self._finish(flight, CopyState.SUCCEEDED, None)
         elif isinstance(outcome, Failed):
-            self._finish(flight, CopyState.FAILED, outcome.error)
             report.failed += 1
+            return self._finish(flight, CopyState.FAILED, outcome.error)
         elif isinstance(outcome, Restart):
             report.restarted += 1
             self._restart(flight)
+        return False
 
     def _say_if_stuck(self, flight: InFlight, stuck: datetime | None, percent: float) -> None:
         if stuck is not None and flight.stuck_since is None:
@@ -481,14 +491,25 @@ class Replicator:
         elif stuck is None and flight.stuck_since is not None:
             log.info("copy moving again: %s → %s at %.1f%%", flight.source_id, flight.target_id, percent)
 
-    def _release(self, region: RegionKey, run: Run, report: TickReport, flights: RegionLoad | None = None) -> None:
-        """Give free slots to waiting chains, oldest first. `flights`: the region's flights
-        as this tick read them, when no copy has ended since (so no slot came free)."""
+    def _release(
+        self,
+        region: RegionKey,
+        run: Run,
+        report: TickReport,
+        flights: RegionLoad | None = None,
+        handoffs: frozenset[str] = frozenset(),
+    ) -> None:
+        """Give free slots to waiting chains in `release_order`: first the `handoffs`
+        (families whose copy this tick saw end), then the largest next copy. `flights`:
+        the region's flights as this tick read them, when no copy has ended since (so no
+        slot came free)."""
         if (flights or self.store.load_flights(region)).in_flight_count >= self.cap:
             report.full += 1  # no slot to give: the waiting chains are not even read
             return
         load = self.store.load_region(region)
-        candidates = release_order(load.waiting, load.busy_families)
+        candidates = release_order(
+            load.waiting, load.busy_families, handoffs, now=self.clock(), fair_wait=self.settings.fair_wait
+        )
         report.waiting += len(candidates)
         for waiting in candidates:
             if load.in_flight_count >= self.cap:
@@ -677,7 +698,9 @@ class Replicator:
         if stored.state == CopyState.QUEUED:
             self._save_quietly(updated)
         self._give_back(current)
-        self.store.mark_waiting(flight.region, flight.chain, stored.queued_at or self.clock())
+        self.store.mark_waiting(
+            flight.region, flight.chain, stored.queued_at or self.clock(), next_bytes=stored.size_bytes
+        )
 
     def _commit(self, flight: InFlight, known: Known | None = None) -> None:
         """Record a start ARM accepted: job copying, head watermark, flight `copying`.
@@ -759,7 +782,8 @@ class Replicator:
         """Record a copy's end and free its slot (the sweep finishes orphans this way)."""
         self._finish(flight, state, error)
 
-    def _finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
+    def _finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> bool:
+        """Record a copy's end and free its slot; True when its chain has more queued."""
         now = self.clock()
         left: list[tuple[str, list[Job]]] = []  # the watermark and queue once recorded, as the commit saw them
 
@@ -807,7 +831,7 @@ class Replicator:
                 error.code,
                 error.message,
             )
-        self._hand_back(flight, left[0] if left else None)
+        return self._hand_back(flight, left[0] if left else None)
 
     def _give_back(self, flight: InFlight) -> None:
         """Release the slot, if this attempt still holds it."""
@@ -821,7 +845,7 @@ class Replicator:
 
         retrying(release)
 
-    def _hand_back(self, flight: InFlight, queued: tuple[str, list[Job]] | None = None) -> None:
+    def _hand_back(self, flight: InFlight, queued: tuple[str, list[Job]] | None = None) -> bool:
         """After a copy ends: give its slot back (if this attempt still holds it) and, in
         the same batch, keep the chain in line by its oldest queued job, or drop its wait
         marker when nothing is left.
@@ -829,25 +853,31 @@ class Replicator:
         The marker is read before the queue, so a job that arrives (and marks the chain)
         meanwhile is never dropped. `queued` is the queue as the finish just saw it: good
         enough to keep a marker, but not to drop one that exists (an arrival may have
-        touched it since); then the queue is read again. `queued`: (watermark, jobs)."""
+        touched it since); then the queue is read again. `queued`: (watermark, jobs).
+        Returns whether the chain has more queued."""
 
-        def release() -> None:
+        def release() -> bool:
             load = self.store.load_slot(flight.region, flight.chain)
             current = next((item for item in load.in_flight if item.chain == flight.chain), None)
             waiting = next((item for item in load.waiting if item.chain == flight.chain), None)
             watermark, left = queued or (None, [])
             if queued is None or (not left and waiting is not None):
                 watermark, left = self._queued(flight.chain, flight.job_key)
-            since = min(job.queued_at or self.clock() for job in left) if left else None
+            wait = None
+            if left:  # in line by its oldest queued job, which starts next
+                since = min(job.queued_at or self.clock() for job in left)
+                wait = Waiting(flight.region, flight.chain, since, from_key=watermark, next_bytes=left[0].size_bytes)
             drop = waiting if not left else None
             if current is not None and current.attempt == flight.attempt:
-                self.store.release_slot(load, current, wait_since=since, wait_from=watermark, drop=drop)
-            elif since is not None:
-                self.store.set_waiting(flight.region, flight.chain, since, from_key=watermark)
+                self.store.release_slot(load, current, wait=wait, drop=drop)
+            elif wait is not None:
+                self.store.set_waiting(wait)
             elif drop is not None:
                 self.store.clear_waiting(drop)
+            return wait is not None
 
-        retrying(release)
+        more: bool = retrying(release)
+        return more
 
     def _queued(self, chain: ChainKey, low: str) -> tuple[str | None, list[Job]]:
         """The chain's watermark and queued jobs (those from the watermark on), read now."""

@@ -127,13 +127,13 @@ class StateStore:
         self.operations = counter or OperationCounter()
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, table_name: str) -> StateStore:
-        service = TableServiceClient.from_connection_string(connection_string)
+    def from_connection_string(cls, connection_string: str, table_name: str, **client_options: Any) -> StateStore:
+        service = TableServiceClient.from_connection_string(connection_string, **client_options)
         return cls(service.get_table_client(table_name))
 
     @classmethod
-    def from_endpoint(cls, endpoint: str, table_name: str, credential: Any) -> StateStore:
-        service = TableServiceClient(endpoint=endpoint, credential=credential)
+    def from_endpoint(cls, endpoint: str, table_name: str, credential: Any, **client_options: Any) -> StateStore:
+        service = TableServiceClient(endpoint=endpoint, credential=credential, **client_options)
         return cls(service.get_table_client(table_name))
 
     # --- plumbing --------------------------------------------------------------------
@@ -477,12 +477,11 @@ class StateStore:
         load: RegionLoad,
         flight: InFlight,
         *,
-        wait_since: datetime | None = None,
-        wait_from: str | None = None,
+        wait: Waiting | None = None,
         drop: Waiting | None = None,
     ) -> None:
         """Give a slot back: counter - 1 and the flight row deleted, atomically; in the
-        same batch, the chain's wait marker set to `wait_since` (it has more queued) or
+        same batch, the chain's wait marker set to `wait` (it has more queued) or
         `drop`ped (unless touched since it was read: then the whole batch conflicts)."""
         counter = _counter_entity(load.key, max(load.in_flight_count - 1, 0))
         operations: list[tuple[Any, ...]] = [
@@ -493,10 +492,8 @@ class StateStore:
                 _conditional(flight.etag),
             ),
         ]
-        if wait_since is not None:
-            operations.append(
-                ("upsert", _wait_entity(load.key, flight.chain, wait_since, wait_from), {"mode": UpdateMode.REPLACE})
-            )
+        if wait is not None:
+            operations.append(("upsert", _wait_entity(wait), {"mode": UpdateMode.REPLACE}))
         elif drop is not None:
             marker = {"PartitionKey": load.key.partition, "RowKey": WAIT_PREFIX + flight.chain.family_id}
             operations.append(("delete", marker, _conditional(drop.etag)))
@@ -528,11 +525,19 @@ class StateStore:
         entity = self._get(region.partition, FLIGHT_PREFIX + chain.family_id)
         return None if entity is None else _flight_from(region, entity)
 
-    def mark_waiting(self, region: RegionKey, chain: ChainKey, since: datetime, *, from_key: str | None = None) -> None:
-        """Say the chain has queued work. Keeps the earliest `since` (fair release order)
-        and the earliest `from_key` (its watermark then), and always changes the ETag, so
-        a concurrent `clear_waiting` cannot drop it."""
-        entity = _wait_entity(region, chain, since, from_key)
+    def mark_waiting(
+        self,
+        region: RegionKey,
+        chain: ChainKey,
+        since: datetime,
+        *,
+        from_key: str | None = None,
+        next_bytes: int | None = None,
+    ) -> None:
+        """Say the chain has queued work. A marker already there is only touched: it keeps
+        its `since`, `from_key` and `next_bytes` (all about the oldest queued job, which
+        starts next), and its ETag changes, so a concurrent `clear_waiting` cannot drop it."""
+        entity = _wait_entity(Waiting(region, chain, since, from_key=from_key, next_bytes=next_bytes))
         for _ in range(5):
             try:
                 self._create(entity, "wait")
@@ -547,11 +552,11 @@ class StateStore:
                     continue  # cleared between our create and our touch: create it again
         raise Conflict(f"wait marker {chain.partition} keeps changing")
 
-    def set_waiting(self, region: RegionKey, chain: ChainKey, since: datetime, *, from_key: str | None = None) -> None:
-        """Set the chain's place in line to `since` (its oldest queued job), whatever it was."""
+    def set_waiting(self, marker: Waiting) -> None:
+        """Set the chain's place in line (by its oldest queued job), whatever it was."""
         self.ensure_table()
         self.operations.add("upsert")
-        self._table.upsert_entity(_wait_entity(region, chain, since, from_key), mode=UpdateMode.REPLACE)
+        self._table.upsert_entity(_wait_entity(marker), mode=UpdateMode.REPLACE)
 
     def clear_waiting(self, waiting: Waiting) -> None:
         """Drop the marker unless someone touched it since we read it."""
@@ -720,7 +725,13 @@ def job_entity(job: Job) -> Entity:
         "ErrorCode": job.error.code if job.error else "",
         "ErrorMessage": job.error.message if job.error else "",
         "Reason": job.reason,
+        # a double: exact for any disk size, and no Int64 wrapper to unpack
+        "SizeBytes": float(job.size_bytes) if job.size_bytes is not None else None,
     }
+
+
+def _size(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
 
 
 def _job_from(chain: ChainKey, entity: Any) -> Job:
@@ -744,24 +755,29 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
         error=CopyError(code, entity.get("ErrorMessage", "")) if code else None,
         reason=entity.get("Reason", "") or "",
         etag=_etag(entity),
+        size_bytes=_size(entity.get("SizeBytes")),
     )
 
 
-def _wait_entity(region: RegionKey, chain: ChainKey, since: datetime, from_key: str | None = None) -> Entity:
+def _wait_entity(marker: Waiting) -> Entity:
     entity: Entity = {
-        "PartitionKey": region.partition,
-        "RowKey": WAIT_PREFIX + chain.family_id,
-        "FamilyId": chain.family_id,
-        "Since": since,
-        "Touched": since,
+        "PartitionKey": marker.region.partition,
+        "RowKey": WAIT_PREFIX + marker.chain.family_id,
+        "FamilyId": marker.chain.family_id,
+        "Since": marker.since,
+        "Touched": marker.since,
     }
-    if from_key is not None:
-        entity["From"] = from_key
+    if marker.from_key is not None:
+        entity["From"] = marker.from_key
+    if marker.next_bytes is not None:
+        entity["NextBytes"] = float(marker.next_bytes)
     return entity
 
 
 def _waiting_from(region: RegionKey, chain: ChainKey, row: Any) -> Waiting:
-    return Waiting(region, chain, _dt(row.get("Since")) or _EPOCH, _etag(row), row.get("From"))
+    return Waiting(
+        region, chain, _dt(row.get("Since")) or _EPOCH, _etag(row), row.get("From"), _size(row.get("NextBytes"))
+    )
 
 
 def _counter_entity(region: RegionKey, count: int) -> Entity:

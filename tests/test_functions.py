@@ -184,7 +184,11 @@ def test_region_cap_holds_and_waiting_chains_are_released_oldest_first(
     assert deployment.refusals() == {}
 
 
-def test_a_chain_that_never_drains_does_not_jump_the_line(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):
+def test_a_disks_next_snapshot_follows_its_predecessor_into_the_slot_it_frees(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    """Handoff: a-s1 queued after b-s0, yet it takes the slot a-s0 frees (FAIR_WAIT_HOURS
+    bounds how long b can be passed over; test_scheduler checks that rule)."""
     settings = deployment.replicator.settings
     monkeypatch.setattr(deployment.replicator, "settings", replace(settings, max_copies_per_region=1))
     deployment.world.configure(cap=1)
@@ -198,8 +202,9 @@ def test_a_chain_that_never_drains_does_not_jump_the_line(deployment: Deployment
     deployment.fleet.take_snapshot(disk_a, "a-s1", "eastus2")  # a's next, queued after b's
     deployment.deliver(snapshot_events(deployment))
     deployment.tick(advance=200)
-    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "b-s0"]
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "a-s1"]
     run_until_done(deployment)
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0", "a-s1", "b-s0"]
     assert deployment.refusals() == {}
 
 

@@ -185,14 +185,66 @@ def test_retry_backoff_holds_the_job_until_its_time():
     assert plan_chain(head, [job], T0 + minutes(31)).start == job
 
 
-# --- release order (cap fairness) -----------------------------------------------------------
+# --- release order (who gets a free slot) ----------------------------------------------------
 
 
-def test_waiting_chains_are_released_oldest_first_and_busy_ones_are_passed_over():
+def test_among_equal_sizes_the_oldest_waiting_chain_goes_first_and_busy_ones_are_passed_over():
     region = RegionKey(SUB, "westus3")
     waits = [Waiting(region, chain(f"f{i}"), T0 + minutes(10 - i)) for i in range(4)]
     order = release_order(waits, frozenset({"f3"}))
     assert [item.chain.family_id for item in order] == ["f2", "f1", "f0"]
+
+
+def test_a_chain_whose_copy_just_ended_goes_first_then_the_largest_next_copy():
+    region = RegionKey(SUB, "westus3")
+    gib = 1 << 30
+    waits = [
+        Waiting(region, chain("small-old"), T0, next_bytes=32 * gib),
+        Waiting(region, chain("big-new"), T0 + minutes(30), next_bytes=1024 * gib),
+        Waiting(region, chain("unknown"), T0 - minutes(30)),  # no size recorded: counts as smallest
+        Waiting(region, chain("handoff"), T0 + minutes(50), next_bytes=8 * gib),
+        Waiting(region, chain("mid"), T0 + minutes(10), next_bytes=128 * gib),
+    ]
+    order = release_order(waits, frozenset(), handoffs=frozenset({"handoff"}))
+    assert [item.chain.family_id for item in order] == ["handoff", "big-new", "mid", "small-old", "unknown"]
+    # once chains have waited longer than the fair wait, they go first, oldest first
+    later = release_order(
+        waits, frozenset(), handoffs=frozenset({"handoff"}), now=T0 + minutes(60 * 12), fair_wait=timedelta(hours=12)
+    )
+    assert [item.chain.family_id for item in later] == ["unknown", "handoff", "big-new", "mid", "small-old"]
+
+
+def test_largest_first_drains_a_capped_backlog_near_the_lower_bound_where_oldest_first_does_not():
+    """A model of the cap: 40 chains x 3 copies, 4 slots, sizes spread 1..64 (a few big).
+    Releasing the largest next copy first finishes within a few percent of
+    max(longest chain, total / cap); oldest first leaves a big chain for last."""
+    import heapq
+    import random
+
+    rng = random.Random(7)
+    sizes = {f"d{i:02d}": rng.choice([1, 1, 1, 2, 2, 4, 8, 64]) for i in range(40)}
+    cap = 4
+    region = RegionKey(SUB, "westus3")
+
+    def makespan(largest_first: bool) -> float:
+        queued = {name: 3 for name in sizes}
+        running: list[tuple[float, str]] = []
+        now = 0.0
+        while any(queued.values()) or running:
+            busy = frozenset(name for _, name in running)
+            waits = [
+                Waiting(region, chain(name), T0, next_bytes=sizes[name] if largest_first else None)
+                for name, left in sorted(queued.items())
+                if left
+            ]
+            for item in release_order(waits, busy)[: cap - len(running)]:
+                queued[item.chain.family_id] -= 1
+                heapq.heappush(running, (now + sizes[item.chain.family_id], item.chain.family_id))
+            now, _ = heapq.heappop(running)
+        return now
+
+    bound = max(max(sizes.values()) * 3, sum(sizes.values()) * 3 / cap)
+    assert makespan(largest_first=True) <= 1.05 * bound < makespan(largest_first=False)
 
 
 # --- assess_copy -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from shared.ids import ResourceId
-from shared.model import CopyState, Job, Phase, RegionKey
+from shared.model import CopyState, Job, Phase, RegionKey, Waiting
 from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore
 from tests.builders import SUB, T0, family_snapshots, flight_for, head_for, job_for
 
@@ -182,7 +182,9 @@ def test_a_wait_marker_keeps_the_earliest_watermark_and_a_release_can_set_or_dro
     marker = store.find_waiting(REGION, chain)
     assert marker is not None and marker.from_key == "a" and marker.since == T0
     load = store.reserve_slot(store.load_slot(REGION, chain), flight_for(job, T0), cap=5)
-    store.release_slot(load, load.in_flight[0], wait_since=T0, wait_from="c")  # more queued: kept in line
+    store.release_slot(
+        load, load.in_flight[0], wait=Waiting(REGION, chain, T0, from_key="c")
+    )  # more queued: kept in line
     after = store.load_slot(REGION, chain)
     assert after.in_flight_count == 0 and after.in_flight == () and after.waiting[0].from_key == "c"
     load = store.reserve_slot(after, flight_for(job, T0), cap=5)

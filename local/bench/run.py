@@ -41,6 +41,9 @@ TARGET_REGION = "westus3"
 POLL_SECONDS = 60.0  # POLL_SCHEDULE's default: every minute
 SWEEP_SECONDS = 3600.0  # SWEEP_SCHEDULE's default: hourly
 SWEEP_OFFSET = 17 * 60.0
+# for both systems alike: no proxy lookup in the environment on every request (requests
+# walks os.environ each time; nothing in this offline world goes through a proxy)
+CLIENT_OPTIONS = {"use_env_settings": False}
 
 log = logging.getLogger("snapcopy.bench")
 
@@ -87,7 +90,7 @@ class Snapcopy:
         )
         policy = VirtualSleepRetry(backend.clock, **RETRY_SETTINGS)
         self.replicator: Replicator = runtime.build(
-            settings, clock=backend.clock.now, arm_retry={"retry_policy": policy}
+            settings, clock=backend.clock.now, arm_retry={"retry_policy": policy}, client_options=CLIENT_OPTIONS
         )
         # a second view of the table for the harness's own reads (not counted against snapcopy)
         self.checker = StateStore.from_connection_string(backend.connection_string, table)
@@ -125,9 +128,12 @@ class Naive:
     def __init__(self, backend: Backend, table: str, cap: int) -> None:
         policy = VirtualSleepRetry(backend.clock, **RETRY_SETTINGS)
         arm = ArmCompute(
-            EmulatorCredential(), endpoint=backend.arm_url, ca_bundle=backend.ca_path, retry={"retry_policy": policy}
+            EmulatorCredential(),
+            endpoint=backend.arm_url,
+            ca_bundle=backend.ca_path,
+            client_options={"retry_policy": policy, **CLIENT_OPTIONS},
         )
-        client = TableClient.from_connection_string(backend.connection_string, table)
+        client = TableClient.from_connection_string(backend.connection_string, table, **CLIENT_OPTIONS)
         self.replicator = NaiveReplicator(client, arm, TARGET_REGION, cap, backend.clock.now)
         self.checker = TableClient.from_connection_string(backend.connection_string, table)
 
