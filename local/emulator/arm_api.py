@@ -24,11 +24,13 @@ _SUB_SCOPE = "/subscriptions/{subscription}/providers/Microsoft.Compute"
 _KINDS: dict[str, ResourceKind] = {"snapshots": "snapshots", "disks": "disks"}
 
 
-def _world(request: Request) -> World:
+# dependencies are `async`: FastAPI runs a plain `def` one in a worker thread, a thread
+# hop per dependency per request (most of the emulator's own time per request)
+async def _world(request: Request) -> World:
     return cast(World, request.app.state.world)
 
 
-def _resource_id(subscription: str, resource_group: str, kind: str, name: str) -> ResourceId:
+async def _resource_id(subscription: str, resource_group: str, kind: str, name: str) -> ResourceId:
     """The disk or snapshot a resource URL addresses (FastAPI fills it from the path)."""
     return ResourceId(subscription, resource_group, _kind(kind), name)
 
