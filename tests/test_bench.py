@@ -47,3 +47,20 @@ def test_a_tiny_benchmark_runs_end_to_end_and_reports_consistent_figures(tmp_pat
     assert 0 < document["import"]["median_seconds"] < 10
     names = {target["name"] for target in document["targets"]}
     assert any("makespan" in name for name in names) and any("cold import" in name for name in names)
+
+
+def test_slot_refill_pairs_each_freed_slot_with_a_copy_that_was_waiting_for_one():
+    """Three slots free within 2 s with two copies waiting: two refills, not three (the
+    third has nothing to wait for; a copy taken much later is not its refill)."""
+    from local.bench.metrics import CopyRecord, chain_handoffs, slot_refills
+
+    records = [
+        CopyRecord("a", 0, 0, 100, 100),
+        CopyRecord("b", 0, 0, 101, 101),
+        CopyRecord("c", 0, 0, 102, 102),
+        CopyRecord("d", 0, 150, 400, 250),
+        CopyRecord("e", 4990, 5000, 5100, 100),
+        CopyRecord("a", 10, 130, 200, 70),  # a's successor: taken at 10 s, handed off 30 s after a's first
+    ]
+    assert slot_refills(records) == [30, 49]  # freed at 100 → a's next at 130; at 101 → d at 150
+    assert chain_handoffs(records) == [30]

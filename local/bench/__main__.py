@@ -5,8 +5,9 @@ with a naive baseline, against Azurite and the ARM emulator on a virtual clock.
     python -m local.bench --quick    # CI-sized: the same code paths, small fleets
 
 W1 and W2 run in two worker processes at once (each with its own Azurite and emulator:
-their figures are counts and simulated times, which load does not change); W3's tick
-timing and the cold import are measured afterwards with nothing else running. Writes
+their figures are counts and simulated times, which load does not change) while a third
+seeds W3's history; W3's ticks are timed once the other two are done, then the cold
+import, with nothing else running. Writes
 bench/results/<time>.json, latest.json and latest.png, and (full runs) the figures in
 docs/benchmarks.md. See docs/benchmarks.md.
 """
@@ -32,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs" / "benchmarks.md"
 RUNS = ("W1/snapcopy", "W1/naive", "W2/snapcopy", "W2/naive")
-# two workers, balanced: snapcopy's W1 is the longest run
-PARTS = (("W1/snapcopy", "W2/naive"), ("W1/naive", "W2/snapcopy"))
+# two workers, balanced: snapcopy's W1 is the longest run (W3 seeds in a third meanwhile)
+PARTS = (("W1/snapcopy",), ("W1/naive", "W2/snapcopy", "W2/naive"))
 
 console = Console(width=None if sys.stdout.isatty() else 140, stderr=False)
 
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     p.add_argument("--part", help=argparse.SUPPRESS)  # internal: run these runs, write JSON to --part-out
     p.add_argument("--part-out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--go-file", type=Path, help=argparse.SUPPRESS)  # internal: W3 times once it exists
     return p
 
 
@@ -79,7 +81,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             "small": args.history_small or (300 if quick else 1_000),
             "large": args.history_large or (3_000 if quick else 100_000),
             "in_flight": args.in_flight or (20 if quick else 100),
-            "rounds": args.rounds or (4 if quick else 10),
+            "rounds": args.rounds or (4 if quick else 6),
         },
         "import_runs": args.import_runs or (3 if quick else 7),
     }
@@ -129,34 +131,49 @@ def run_part(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     return results
 
 
-def run_parallel(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    """The four runs in two worker processes (this script again, with --part)."""
+def run_parallel(args: argparse.Namespace, argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The four runs in two worker processes (this script again, with --part), and W3 in a
+    third: it seeds meanwhile, and times its ticks once the other two have finished."""
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        children = []
-        for index, names in enumerate(PARTS):
+        go = Path(scratch) / "go"
+
+        def start(names: str, index: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path, str]:
             out = Path(scratch) / f"part{index}.json"
-            command = [sys.executable, "-m", "local.bench", *argv, "--part", ",".join(names), "--part-out", str(out)]
-            children.append((subprocess.Popen(command, cwd=ROOT), out, names))
+            command = [sys.executable, "-m", "local.bench", *argv, "--part", names, "--part-out", str(out), *extra]
+            return subprocess.Popen(command, cwd=ROOT), out, names
+
+        children = [start(",".join(names), index) for index, names in enumerate(PARTS)]
+        history_child = start("W3", len(PARTS), "--go-file", str(go))
         failed = []
         for child, out, names in children:
             if child.wait() != 0 or not out.exists():
-                failed.append(",".join(names))
+                failed.append(names)
                 continue
             results.update(json.loads(out.read_text()))
+        go.touch()
+        child, out, _ = history_child
+        if child.wait() != 0 or not out.exists():
+            failed.append("W3")
         if failed:
             raise SystemExit(f"benchmark worker failed: {failed}")
-    return {name: results[name] for name in RUNS if name in results}
+        scale = json.loads(out.read_text())
+    return {name: results[name] for name in RUNS if name in results}, scale
 
 
-def history(args: argparse.Namespace) -> dict[str, Any]:
+def history(args: argparse.Namespace, go: Path | None = None) -> dict[str, Any]:
     from local.bench.history import history_scale
     from local.chaos import _quiet_logs, local_backend
+
+    def wait_for_go() -> None:
+        print("  W3: history seeded; timing once W1 and W2 are done", flush=True)
+        while go is not None and not go.exists():
+            time.sleep(1)
 
     config = settings(args)["w3"]
     with local_backend() as backend:
         _quiet_logs(None)
-        return history_scale(backend, **config)
+        return history_scale(backend, **config, seeded=wait_for_go if go is not None else None)
 
 
 def cold_import(runs: int) -> dict[str, Any]:
@@ -173,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.part:
-        results = run_part(args, args.part.split(","))
-        args.part_out.write_text(json.dumps(results))
+        part = history(args, args.go_file) if args.part == "W3" else run_part(args, args.part.split(","))
+        args.part_out.write_text(json.dumps(part))
         return 0
 
     from local.bench import report
@@ -185,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     for workload in chosen.values():
         bound = workload.lower_bound()
         console.print(f"  {workload.title}: {workload.copies:,} copies, lower bound {bound.seconds / 3600:.2f} h")
-    runs = run_part(args, list(RUNS)) if args.serial else run_parallel(args, argv)
-    console.print("  W3: history scale (timed ticks, nothing else running)")
-    scale = history(args)
+    if args.serial:
+        runs = run_part(args, list(RUNS))
+        console.print("  W3: history scale (timed ticks, nothing else running)")
+        scale = history(args)
+    else:
+        runs, scale = run_parallel(args, argv)
     console.print("  cold import of function_app")
     imports = cold_import(settings(args)["import_runs"])
     command = "python -m local.bench " + " ".join(argv) if argv else "make bench"

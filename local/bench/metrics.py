@@ -67,12 +67,16 @@ def slot_refills(records: Sequence[CopyRecord]) -> list[float]:
     starts = sorted(record.started for record in records if record.started is not None)
     finishes = sorted(record.finished for record in records if record.finished is not None)
     delays, next_start = [], 0
+    promised: list[float] = []  # starts already paired with an earlier finish
     for finished in finishes:
-        # a copy starts only once ready, so "ready but not started" is a difference of counts
+        # a copy starts only once ready, so "ready but not started" is a difference of counts;
+        # copies already promised to slots freed earlier (not started yet) are not waiting
         waiting = bisect.bisect_right(ready, finished) - bisect.bisect_right(starts, finished)
+        waiting -= len(promised) - bisect.bisect_right(promised, finished)
         next_start = max(next_start, bisect.bisect_left(starts, finished))
         if waiting > 0 and next_start < len(starts):
             delays.append(starts[next_start] - finished)
+            promised.append(starts[next_start])
             next_start += 1
     return delays
 
