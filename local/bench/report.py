@@ -167,6 +167,13 @@ def markdown(document: dict[str, Any]) -> str:
                 f"{medians[f'naive/{size}'] * 1000:.0f} ms |"
             )
         lines.append(f"| ratio large / small | {history['ratio_snapcopy']:.2f} | {history['ratio_naive']:.2f} |")
+        requests = history.get("table_operations_per_tick")
+        if requests:
+            for size in ("small", "large"):
+                lines.append(
+                    f"| Table requests per tick, {size} history | {requests[f'snapcopy/{size}']:g} | "
+                    f"{requests[f'naive/{size}']:g} |"
+                )
     imports = document.get("import")
     if imports:
         runs_text = ", ".join(f"{value:.2f}" for value in imports["runs"])
