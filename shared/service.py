@@ -74,8 +74,11 @@ _CANCEL_TOO_LATE = "a cancel request arrived after CopyStart was sent: the copy 
 DEDUPE_WINDOW = timedelta(hours=25)
 # The event path lists a resource group at most this often; bursts wait for the timer.
 EVENT_LIST_INTERVAL = timedelta(seconds=10)
-# A listing is reused (when it proves enough) for at most this long.
-LISTING_KEEP = timedelta(minutes=5)
+# A listing is reused (when it proves enough) for at most this long. The scheduler asks
+# for a fresh one whenever a snapshot is newer than what a listing proves, or was still
+# being created; staleness otherwise only means a source deleted since is found by its
+# PUT's 404 (and skipped) instead of by the listing.
+LISTING_KEEP = timedelta(minutes=30)
 # Snapshots per ARM LIST page, as assumed when weighing one LIST against several GETs.
 ARM_LIST_PAGE = 100
 
