@@ -622,11 +622,8 @@ class Replicator:
         """The head and the queue (jobs from the watermark on): in one query when the wait
         marker knows where the queue begins, else two."""
         if waiting is not None and waiting.from_key is not None:
-            head, rows = self.store.load_chain_from(chain, waiting.from_key)
-            if head is not None and head.last_started_key >= waiting.from_key:
-                return head, [job for job in rows if job.key >= head.last_started_key]
-        else:
-            head = self.store.load_head(chain)
+            return self.store.load_queue(chain, waiting.from_key)
+        head = self.store.load_head(chain)
         return head, (self.store.load_pending(head) if head is not None else [])
 
     def _note_listing(self, head: ChainHead, listed_through: datetime | None) -> ChainHead:
@@ -884,13 +881,10 @@ class Replicator:
 
     def _queued(self, chain: ChainKey, low: str) -> tuple[str | None, list[Job]]:
         """The chain's watermark and queued jobs (those from the watermark on), read now."""
-        head, rows = self.store.load_chain_from(chain, low)
+        head, pending = self.store.load_queue(chain, low)
         if head is None:
             return None, []
-        if head.last_started_key < low:  # the watermark is older than the key we know
-            rows = self.store.load_pending(head)
-        watermark = head.last_started_key
-        return watermark, [job for job in rows if job.state == CopyState.QUEUED and job.key >= watermark]
+        return head.last_started_key, [job for job in pending if job.state == CopyState.QUEUED]
 
     def _save_quietly(self, job: Job) -> None:
         try:

@@ -275,6 +275,16 @@ class StateStore:
                 jobs.append(_job_from(chain, row))
         return head, jobs
 
+    def load_queue(self, chain: ChainKey, low: str) -> tuple[ChainHead | None, list[Job]]:
+        """The head and the jobs from its watermark on (what `load_pending` gives), read
+        from `low` on: one query when `low` is at or below the watermark, else a second."""
+        head, rows = self.load_chain_from(chain, low)
+        if head is None:
+            return None, []
+        if head.last_started_key < low:
+            return head, self.load_pending(head)
+        return head, [job for job in rows if job.key >= head.last_started_key]
+
     def load_head_and_job(self, chain: ChainKey, key: str) -> tuple[ChainHead | None, Job | None]:
         """The head and one job, in one query (an arrival needs both)."""
         rows = self._query(

@@ -196,3 +196,21 @@ def test_a_wait_marker_keeps_the_earliest_watermark_and_a_release_can_set_or_dro
     store.release_slot(fresh, fresh.in_flight[0], drop=fresh.waiting[0])
     final = store.load_slot(REGION, chain)
     assert final.in_flight_count == 0 and final.in_flight == () and final.waiting == ()
+
+
+def test_the_queue_is_read_with_its_head_in_one_query_when_the_low_key_is_at_or_below_the_watermark(
+    store: StateStore,
+):
+    snaps = family_snapshots(4)
+    head = store.create_head(head_for(snaps[0]))
+    jobs = [arrive(store, job_for(snap)) for snap in snaps]
+    watermark = jobs[1].key
+    head = store.save_head((store.load_head(head.key) or head).evolve(last_started_key=watermark))
+    expected = [job.key for job in store.load_pending(head)]
+    assert expected == [job.key for job in jobs[1:]]
+    for low, reads in ((jobs[0].key, 1), (watermark, 1), (jobs[2].key, 2)):  # above it: a second read
+        before = store.operations.total
+        loaded, pending = store.load_queue(head.key, low)
+        assert store.operations.total - before == reads
+        assert loaded is not None and loaded.last_started_key == watermark
+        assert [job.key for job in pending] == expected
