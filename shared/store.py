@@ -19,7 +19,6 @@ handlers never lose an update: the loser gets `Conflict` and re-reads.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import re
@@ -124,6 +123,7 @@ class StateStore:
     def __init__(self, table: TableClient, *, counter: OperationCounter | None = None) -> None:
         self._table = table
         self._ready = False
+        self._registered: set[str] = set()  # region partitions this process wrote to the directory
         self.operations = counter or OperationCounter()
 
     @classmethod
@@ -197,13 +197,16 @@ class StateStore:
         new_etag = (metadata or {}).get("etag")
         return str(new_etag) if new_etag else None
 
-    def _create(self, entity: Entity, what: str) -> None:
+    def _create(self, entity: Entity, what: str) -> str | None:
+        """Insert a row that must not exist yet; its ETag back, or `Conflict`."""
         self.ensure_table()
         self.operations.add("create")
         try:
-            self._table.create_entity(entity)
+            metadata = self._table.create_entity(entity)
         except ResourceExistsError as error:
             raise Conflict(what) from error
+        etag = (metadata or {}).get("etag")
+        return str(etag) if etag else None
 
     # --- the seen-index --------------------------------------------------------------
 
@@ -238,11 +241,13 @@ class StateStore:
         self.ensure_table()
         self.operations.add("upsert")
         self._table.upsert_entity(chain_entity(head), mode=UpdateMode.REPLACE)
-        with contextlib.suppress(Conflict):
-            self._create(head_entity(head), f"create head {head.key.partition}")
-        loaded = self.load_head(head.key)
-        assert loaded is not None
-        return loaded
+        try:
+            etag = self._create(head_entity(head), f"create head {head.key.partition}")
+        except Conflict:
+            loaded = self.load_head(head.key)
+            assert loaded is not None
+            return loaded
+        return replace(head, etag=etag)
 
     def save_head(self, head: ChainHead) -> ChainHead:
         """Write a head we read (ETag-conditional); the head as saved, with its new ETag."""
@@ -412,7 +417,10 @@ class StateStore:
     # --- regions ---------------------------------------------------------------------
 
     def register_region(self, region: RegionKey) -> None:
-        """Record a region partition in the directory the timer walks."""
+        """Record a region partition in the directory the timer walks (once per process:
+        the row is never removed, and every new chain would write it again)."""
+        if region.partition in self._registered:
+            return
         self.ensure_table()
         self.operations.add("upsert")
         self._table.upsert_entity(
@@ -424,6 +432,7 @@ class StateStore:
             },
             mode=UpdateMode.MERGE,
         )
+        self._registered.add(region.partition)
 
     def list_regions(self) -> list[RegionKey]:
         rows = self._query("PartitionKey eq @pk", {"pk": DIRECTORY})
