@@ -266,19 +266,12 @@ class StateStore:
     def load_chain_from(self, chain: ChainKey, low: str) -> tuple[ChainHead | None, list[Job]]:
         """The head and the chain's jobs from `low` on, in one query (a finish knows its
         job's key, which no job it needs is older than: one read instead of three)."""
-        rows = self._query(
+        return self._head_and_jobs(
+            chain,
             # spaces around the parentheses: the SDK finds @names by splitting on spaces
             "PartitionKey eq @pk and ( RowKey eq @head or ( RowKey ge @low and RowKey lt @high ) )",
             {"pk": chain.partition, "head": HEAD, "low": JOB_PREFIX + low, "high": JOB_PREFIX + "\x7f"},
         )
-        head: ChainHead | None = None
-        jobs: list[Job] = []
-        for row in rows:
-            if row["RowKey"] == HEAD:
-                head = _head_from(chain, row)
-            else:
-                jobs.append(_job_from(chain, row))
-        return head, jobs
 
     def load_queue(self, chain: ChainKey, low: str) -> tuple[ChainHead | None, list[Job]]:
         """The head and the jobs from its watermark on (what `load_pending` gives), read
@@ -292,18 +285,25 @@ class StateStore:
 
     def load_head_and_job(self, chain: ChainKey, key: str) -> tuple[ChainHead | None, Job | None]:
         """The head and one job, in one query (an arrival needs both)."""
-        rows = self._query(
+        head, jobs = self._head_and_jobs(
+            chain,
             "PartitionKey eq @pk and ( RowKey eq @head or RowKey eq @job )",
             {"pk": chain.partition, "head": HEAD, "job": JOB_PREFIX + key},
         )
+        return head, (jobs[0] if jobs else None)
+
+    def _head_and_jobs(
+        self, chain: ChainKey, query: str, parameters: dict[str, str]
+    ) -> tuple[ChainHead | None, list[Job]]:
+        """One query over a chain's partition that returns its head and some jobs."""
         head: ChainHead | None = None
-        job: Job | None = None
-        for row in rows:
+        jobs: list[Job] = []
+        for row in self._query(query, parameters):
             if row["RowKey"] == HEAD:
                 head = _head_from(chain, row)
             else:
-                job = _job_from(chain, row)
-        return head, job
+                jobs.append(_job_from(chain, row))
+        return head, jobs
 
     def load_job(self, chain: ChainKey, key: str) -> Job | None:
         entity = self._get(chain.partition, JOB_PREFIX + key)
