@@ -319,7 +319,7 @@ class Replicator:
         """Queue one snapshot in one chain (or skip it, if a newer one already started).
         Returns the job as stored and whether this call created it."""
         template = new_head(snapshot, region, self.settings.target_resource_group)
-        key = new_job(snapshot, region, self.settings.target_resource_group, self.clock()).key
+        key = snapshot.order_key  # the key its job has
         first, existing = self.store.load_head_and_job(template.key, key)
         if first is None:
             self.store.register_region(template.region)
