@@ -57,6 +57,7 @@ class Reconciler:
         report = SweepReport()
         for scope in self.scopes():
             report.scopes += 1
+            listed_at = self.replicator.clock()
             try:
                 listed = self._list(scope)
             except ArmError as error:
@@ -64,6 +65,7 @@ class Reconciler:
                 log.error("sweep: cannot list %s: %s (the next sweep retries)", scope, error)
                 continue
             report.listed += len(listed)
+            self.replicator.listings.keep(scope, listed, listed_at)  # starts reuse it
             self._enqueue_missing(listed, report)
         self._repair_heads(report, self._repair_regions(report))
         log.info("sweep: %s", report.summary())

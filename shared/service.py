@@ -30,7 +30,7 @@ from typing import Any
 from shared.arm import ArmError, ComputeApi
 from shared.config import Settings
 from shared.events import Malformed, NotOurs, parse_event
-from shared.ids import ResourceGroupId, ResourceId
+from shared.ids import ResourceGroupId, ResourceId, Scope
 from shared.model import (
     SOURCE_TAG,
     ChainHead,
@@ -74,11 +74,12 @@ _CANCEL_TOO_LATE = "a cancel request arrived after CopyStart was sent: the copy 
 DEDUPE_WINDOW = timedelta(hours=25)
 # The event path lists a resource group at most this often; bursts wait for the timer.
 EVENT_LIST_INTERVAL = timedelta(seconds=10)
-# A listing is reused (when it proves enough) for at most this long. The scheduler asks
+# A listing is reused (when it proves enough) for at most this long: longer than the
+# hourly sweep, whose listing of every source scope refreshes them. The scheduler asks
 # for a fresh one whenever a snapshot is newer than what a listing proves, or was still
 # being created; staleness otherwise only means a source deleted since is found by its
 # PUT's 404 (and skipped) instead of by the listing.
-LISTING_KEEP = timedelta(minutes=30)
+LISTING_KEEP = timedelta(minutes=90)
 # Snapshots per ARM LIST page, as assumed when weighing one LIST against several GETs.
 ARM_LIST_PAGE = 100
 
@@ -121,7 +122,9 @@ class Listings:
 
     A listing is reused while it still proves what a decision needs (the scheduler says
     when it does not); a trigger run lists each group at most once, and the event path
-    lists a group at most once per EVENT_LIST_INTERVAL, leaving bursts to the timer.
+    lists a group at most once per EVENT_LIST_INTERVAL, leaving bursts to the timer. The
+    sweep's listings of whole scopes are kept too: a group missing from a subscription's
+    listing held no snapshot when it was taken.
     """
 
     def __init__(self, arm: ComputeApi, clock: Clock) -> None:
@@ -129,10 +132,14 @@ class Listings:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[ResourceGroupId, tuple[list[Snapshot], datetime]] = {}
+        self._subscriptions: dict[str, datetime] = {}  # lower-case id -> when listed whole
 
     def cached(self, group: ResourceGroupId) -> tuple[list[Snapshot], datetime] | None:
         with self._lock:
             entry = self._cache.get(group)
+            whole = self._subscriptions.get(group.subscription.lower())
+        if whole is not None and (entry is None or entry[1] < whole):
+            entry = ([], whole)  # not in the subscription's newer listing: empty then
         if entry is None or self._clock() - entry[1] > LISTING_KEEP:
             return None
         return entry
@@ -149,6 +156,22 @@ class Listings:
         with self._lock:
             self._cache[group] = entry
         return entry
+
+    def keep(self, scope: Scope, snapshots: Iterable[Snapshot], listed_at: datetime) -> None:
+        """Keep a listing of a whole scope (the sweep's), taken at `listed_at`, group by group."""
+        groups: dict[ResourceGroupId, list[Snapshot]] = {}
+        if scope.resource_group is not None:
+            groups[ResourceGroupId(scope.subscription, scope.resource_group)] = []
+        for snapshot in snapshots:
+            groups.setdefault(_group(snapshot.id), []).append(snapshot)
+        with self._lock:
+            for group, listed in groups.items():
+                current = self._cache.get(group)
+                if current is None or current[1] <= listed_at:
+                    self._cache[group] = (listed, listed_at)
+            if scope.resource_group is None:
+                key = scope.subscription.lower()
+                self._subscriptions[key] = max(listed_at, self._subscriptions.get(key, listed_at))
 
 
 @dataclass
@@ -559,7 +582,9 @@ class Replicator:
         plan = plan_chain(head, pending, now)
         if plan.needs_listing:
             groups = {*head.source_groups} | {_group(job.source_id) for job in pending if job.state == CopyState.QUEUED}
-            for listing in (run.cached(groups), run.fresh(groups, now)):
+            # a kept listing first; a fresh one only when that does not prove enough
+            for read in (run.cached, lambda groups: run.fresh(groups, now)):
+                listing = read(groups)
                 if listing is None:
                     continue
                 plan = plan_chain(

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.ids import Scope
+from shared.ids import ResourceGroupId, Scope
 from shared.model import CopyState
 from shared.reconcile import Reconciler
 from tests.builders import SUB
@@ -100,3 +100,32 @@ def test_an_orphan_still_copying_gets_its_flight_back(deployment: Deployment):
     (row,) = jobs(deployment.store)
     assert row["State"] == CopyState.SUCCEEDED.value
     assert deployment.store.load_region(region).in_flight_count == 0
+
+
+def test_starts_after_a_sweep_reuse_its_listing_instead_of_listing_groups_again(deployment: Deployment):
+    """The sweep lists the whole subscription anyway: the chains it queues start from that
+    listing, group by group, without a LIST of their own."""
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
+    deployment.drain_events()  # every event lost: only the sweep knows these snapshots
+    scoped(deployment, f"/subscriptions/{SUB}")
+    Reconciler(deployment.replicator).sweep()
+    listed, put = deployment.requests("LIST snapshots"), deployment.requests("PUT snapshot")
+    deployment.tick(advance=60)
+    assert deployment.requests("PUT snapshot") == put + 1  # the oldest started, from the sweep's listing
+    assert deployment.requests("LIST snapshots") == listed
+    run_until_done(deployment)
+    assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
+
+
+def test_a_group_missing_from_the_subscription_listing_counts_as_listed_and_empty(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.drain_events()
+    listings = deployment.replicator.listings
+    now = deployment.replicator.clock()
+    listings.keep(Scope.parse(f"/subscriptions/{SUB}"), deployment.replicator.arm.list_subscription_snapshots(SUB), now)
+    elsewhere = listings.cached(ResourceGroupId(SUB.upper(), "no-snapshots-here"))
+    assert elsewhere == ([], now)
+    kept = listings.cached(ResourceGroupId(SUB, RG.upper()))
+    assert kept is not None and [snap.id.name for snap in kept[0]] == ["vm0-data0-s0"]
+    deployment.advance(2 * 3600)  # older than LISTING_KEEP: listed again when needed
+    assert listings.cached(ResourceGroupId(SUB, RG)) is None

@@ -68,13 +68,12 @@ async def delete_resource(rid: ResourceDep, request: Request, world: WorldDep) -
 async def list_in_resource_group(
     subscription: str, resource_group: str, kind: str, request: Request, world: WorldDep
 ) -> Response:
-    items = world.list_resources(_kind(kind), subscription, resource_group)
-    return _page(items, request, world.config.page_size)
+    return _page(world, request, _kind(kind), subscription, resource_group)
 
 
 @router.get(_SUB_SCOPE + "/{kind}")
 async def list_in_subscription(subscription: str, kind: str, request: Request, world: WorldDep) -> Response:
-    return _page(world.list_resources(_kind(kind), subscription), request, world.config.page_size)
+    return _page(world, request, _kind(kind), subscription)
 
 
 @router.get(_SUB_SCOPE + "/locations/{location}/operations/{operation}")
@@ -133,13 +132,16 @@ def _write_response(result: WriteResult, request: Request) -> Response:
     return JSONResponse(result.body, status_code=202, headers=headers)
 
 
-def _page(items: list[dict[str, Any]], request: Request, page_size: int) -> Response:
+def _page(
+    world: World, request: Request, kind: ResourceKind, subscription: str, resource_group: str | None = None
+) -> Response:
     """One page of a LIST; `nextLink` repeats the query (api-version) with a `$skiptoken`."""
     token = request.query_params.get("$skiptoken", "0")
     if not token.isdigit():
         raise ArmError(400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.")
-    start = int(token)
-    body: dict[str, Any] = {"value": items[start : start + page_size]}
-    if start + page_size < len(items):
-        body["nextLink"] = str(request.url.include_query_params(**{"$skiptoken": start + page_size}))
+    start, size = int(token), world.config.page_size
+    items, total = world.list_resources(kind, subscription, resource_group, start=start, count=size)
+    body: dict[str, Any] = {"value": items}
+    if start + size < total:
+        body["nextLink"] = str(request.url.include_query_params(**{"$skiptoken": start + size}))
     return JSONResponse(body)

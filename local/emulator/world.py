@@ -208,18 +208,27 @@ class World:
             return resource.to_arm(self.clock.now())
 
     def list_resources(
-        self, kind: ResourceKind, subscription: str, resource_group: str | None = None
-    ) -> list[dict[str, Any]]:
-        """All disks or snapshots of a subscription or resource group, in id order (stable paging)."""
+        self,
+        kind: ResourceKind,
+        subscription: str,
+        resource_group: str | None = None,
+        *,
+        start: int = 0,
+        count: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Disks or snapshots of a subscription or resource group, in id order (stable
+        paging): the `count` from `start` on, and how many there are in all. Only the
+        page asked for is rendered (a LIST of a big subscription pages through it)."""
         validate_subscription(subscription)
+        scope = f"/subscriptions/{subscription}/resourcegroups/".lower()
+        if resource_group is not None:
+            scope += f"{resource_group}/".lower()
         with self._lock:
             now = self.clock.now()
-            return [
-                resource.to_arm(now)
-                for key, resource in sorted(self._table(kind).items())
-                if resource.rid.subscription.lower() == subscription.lower()
-                and (resource_group is None or resource.rid.resource_group.lower() == resource_group.lower())
-            ]
+            table = self._table(kind)
+            keys = sorted(key for key in table if key.startswith(scope))
+            chosen = keys[start:] if count is None else keys[start : start + count]
+            return [table[key].to_arm(now) for key in chosen], len(keys)
 
     def delete(self, rid: ResourceId, request: RequestInfo) -> bool:
         """Delete a disk or snapshot; False if it did not exist.
