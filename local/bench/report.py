@@ -153,7 +153,8 @@ def markdown(document: dict[str, Any]) -> str:
         lines += [
             "",
             f"W3 history scale ({history['in_flight_per_deployment']} copies in flight per deployment, "
-            f"{history['rounds']} ticks each, alternated):",
+            f"{history['rounds']} ticks each, the baseline's {history.get('rounds_naive', history['rounds'])}, "
+            "alternated):",
             "",
             "| | snapcopy | naive |",
             "|---|---:|---:|",
