@@ -602,7 +602,13 @@ class Replicator:
             self.store.add_jobs(plan.add)
             for job in plan.skip:
                 self._save_quietly(job)
-            head = self._note_listing(head, plan.listed_through)
+            if plan.start is not None and not plan.add and not plan.skip:
+                # no row changed: the start's commit writes the head, and the promise with it
+                # (a start that falls through loses only the note; the listing is kept)
+                listed = max(filter(None, (head.listed_through, plan.listed_through)), default=None)
+                head = head.evolve(listed_through=listed)
+            else:
+                head = self._note_listing(head, plan.listed_through)
             for job in plan.add:
                 log.info("listing found %s (its event was lost or late): queued for %s", job.source_id, chain.region)
         if plan.start is None:

@@ -149,6 +149,19 @@ def test_lost_events_are_found_by_listing_and_copied_in_order(deployment: Deploy
     assert deployment.refusals() == {}
 
 
+def test_a_start_records_its_listing_in_the_commit_without_a_write_of_its_own(deployment: Deployment):
+    """The listing a start needed is noted on the head by the start's own commit batch,
+    not by a write of its own: the flight's phase is the start's only single update."""
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    updates = deployment.store.operations.by_kind.get("update", 0)
+    deployment.deliver(snapshot_events(deployment))
+    assert len(copies(deployment)) == 1
+    assert deployment.store.operations.by_kind.get("update", 0) == updates + 1
+    (chain,) = deployment.store.list_chains()
+    head = deployment.store.load_head(chain)
+    assert head is not None and head.listed_through is not None and head.copying_key
+
+
 def test_timer_reads_progress_with_one_list_per_target_group(deployment: Deployment):
     for disk in ("a", "b", "c"):
         disk_with_snapshots(deployment, disk, 1)
