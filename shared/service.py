@@ -80,6 +80,8 @@ EVENT_LIST_INTERVAL = timedelta(seconds=10)
 # being created; staleness otherwise only means a source deleted since is found by its
 # PUT's 404 (and skipped) instead of by the listing.
 LISTING_KEEP = timedelta(minutes=90)
+# Copies a process remembers starting (their write events then cost no Table read).
+STARTED_KEPT = 10_000
 # Snapshots per ARM LIST page, as assumed when weighing one LIST against several GETs.
 ARM_LIST_PAGE = 100
 
@@ -227,6 +229,10 @@ class Replicator:
         self.listings = Listings(arm, clock)
         self.last_tick = TickReport()
         self._list_pages: dict[ResourceGroupId, int] = {}  # per target group, from its last LIST
+        # copies this process started lately (lower-case id -> when): their own write
+        # events are known without a Table read; the seen-index serves other processes
+        self._started: dict[str, datetime] = {}
+        self._started_lock = threading.Lock()
 
     @property
     def cap(self) -> int:
@@ -279,8 +285,12 @@ class Replicator:
         Event Grid's retry window cost no ARM call), then read the snapshot and record it."""
         if not self.settings.in_scope(snapshot_id):
             return "ignored: outside COPY_SOURCE_SCOPES"
-        known = self.store.get_index(snapshot_id)
         now = self.clock()
+        with self._started_lock:
+            started = self._started.get(str(snapshot_id).lower())
+        if started is not None and now - started < DEDUPE_WINDOW:
+            return "already handled as copy"  # one of ours: the seen-index says the same
+        known = self.store.get_index(snapshot_id)
         if known is not None and (known.recorded_at is None or now - known.recorded_at < DEDUPE_WINDOW):
             return f"already handled as {known.kind}"
         try:
@@ -642,12 +652,22 @@ class Replicator:
             self._hand_back(flight)
             return False, fresh()
         self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
+        self._remember_copy(job.target_id, now)
         # what this run just read and wrote is what the commit needs, unless the plan
         # changed other rows of the chain (then the commit reads them again)
         known = None if plan.add or plan.skip else Known(head, current, tuple(pending))
         if self._drive(current, flight, known):
             return True, load
         return False, fresh()
+
+    def _remember_copy(self, target_id: ResourceId, now: datetime) -> None:
+        """Note a copy this process is starting (as the seen-index does), within bounds."""
+        with self._started_lock:
+            self._started[str(target_id).lower()] = now
+            if len(self._started) > STARTED_KEPT:
+                self._started = {key: at for key, at in self._started.items() if now - at < DEDUPE_WINDOW}
+                while len(self._started) > STARTED_KEPT:
+                    del self._started[next(iter(self._started))]  # the oldest first
 
     def _chain(self, chain: ChainKey, waiting: Waiting | None) -> tuple[ChainHead | None, list[Job]]:
         """The head and the queue (jobs from the watermark on): in one query when the wait

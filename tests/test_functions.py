@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from local.emulator.faults import Fault
+from shared.ids import ResourceId
 from shared.model import CopyState
 from shared.scheduler import START_GRACE
 from shared.store import StateStore
@@ -83,6 +84,20 @@ def test_own_copy_write_event_is_never_copied_again(deployment: Deployment):
     deployment.deliver(own)
     assert len(copies(deployment)) == 1
     assert deployment.requests("GET snapshot") == gets  # known from the table: no ARM call
+
+
+def test_own_copy_write_event_costs_no_table_read_in_the_process_that_started_it(deployment: Deployment):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.deliver(snapshot_events(deployment))
+    own = snapshot_events(deployment)
+    operations = deployment.store.operations.total
+    deployment.deliver(own)
+    assert deployment.store.operations.total == operations
+    assert len(copies(deployment)) == 1
+    # other processes know it from the seen-index, written when the copy started
+    (copy,) = copies(deployment)
+    entry = deployment.store.get_index(ResourceId.parse(copy["target_id"]))
+    assert entry is not None and entry.kind == "copy"
 
 
 def test_non_incremental_and_already_in_target_region_snapshots_are_ignored(deployment: Deployment):
