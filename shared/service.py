@@ -229,9 +229,9 @@ class Replicator:
         self.listings = Listings(arm, clock)
         self.last_tick = TickReport()
         self._list_pages: dict[ResourceGroupId, int] = {}  # per target group, from its last LIST
-        # copies this process started lately (lower-case id -> when): their own write
+        # copies this process started lately (target id -> when): their own write
         # events are known without a Table read; the seen-index serves other processes
-        self._started: dict[str, datetime] = {}
+        self._started: dict[ResourceId, datetime] = {}  # ResourceId compares case-insensitively
         self._started_lock = threading.Lock()
 
     @property
@@ -287,7 +287,7 @@ class Replicator:
             return "ignored: outside COPY_SOURCE_SCOPES"
         now = self.clock()
         with self._started_lock:
-            started = self._started.get(str(snapshot_id).lower())
+            started = self._started.get(snapshot_id)
         if started is not None and now - started < DEDUPE_WINDOW:
             return "already handled as copy"  # one of ours: the seen-index says the same
         known = self.store.get_index(snapshot_id)
@@ -593,7 +593,7 @@ class Replicator:
         if plan.needs_listing:
             groups = {*head.source_groups} | {_group(job.source_id) for job in pending if job.state == CopyState.QUEUED}
             # a kept listing first; a fresh one only when that does not prove enough
-            for read in (run.cached, lambda groups: run.fresh(groups, now)):
+            for read in (run.cached, lambda wanted: run.fresh(wanted, now)):
                 listing = read(groups)
                 if listing is None:
                     continue
@@ -663,7 +663,7 @@ class Replicator:
     def _remember_copy(self, target_id: ResourceId, now: datetime) -> None:
         """Note a copy this process is starting (as the seen-index does), within bounds."""
         with self._started_lock:
-            self._started[str(target_id).lower()] = now
+            self._started[target_id] = now
             if len(self._started) > STARTED_KEPT:
                 self._started = {key: at for key, at in self._started.items() if now - at < DEDUPE_WINDOW}
                 while len(self._started) > STARTED_KEPT:

@@ -213,8 +213,8 @@ class World:
         subscription: str,
         resource_group: str | None = None,
         *,
-        start: int = 0,
-        count: int | None = None,
+        start: int,
+        count: int,
     ) -> tuple[list[dict[str, Any]], int]:
         """Disks or snapshots of a subscription or resource group, in id order (stable
         paging): the `count` from `start` on, and how many there are in all. Only the
@@ -227,8 +227,7 @@ class World:
             now = self.clock.now()
             table = self._table(kind)
             keys = sorted(key for key in table if key.startswith(scope))
-            chosen = keys[start:] if count is None else keys[start : start + count]
-            return [table[key].to_arm(now) for key in chosen], len(keys)
+            return [table[key].to_arm(now) for key in keys[start : start + count]], len(keys)
 
     def delete(self, rid: ResourceId, request: RequestInfo) -> bool:
         """Delete a disk or snapshot; False if it did not exist.
