@@ -223,7 +223,7 @@ def _family(backend: Backend, snapshot_id: str) -> str:
 
 
 def _write(client: TableClient, entities: Sequence[Mapping[str, Any]]) -> int:
-    """Insert rows in transactions of up to 100 rows of one partition."""
+    """Insert rows (into a new table) in transactions of up to 100 rows of one partition."""
     by_partition: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for entity in entities:
         by_partition[entity["PartitionKey"]].append(entity)
@@ -231,7 +231,7 @@ def _write(client: TableClient, entities: Sequence[Mapping[str, Any]]) -> int:
         client.create_table()
     for rows in by_partition.values():
         for start in range(0, len(rows), BATCH):
-            client.submit_transaction([("upsert", row) for row in rows[start : start + BATCH]])
+            client.submit_transaction([("create", row) for row in rows[start : start + BATCH]])
     return len(entities)
 
 

@@ -3,7 +3,8 @@
 It keeps Azure's rules (creation order, one copy of a family in flight, the cap) but
 spends freely: the event handler reads the snapshot and writes a row; every timer tick
 scans the whole table, reads every pending copy with one GET, and starts the next
-snapshot of each idle disk. It trusts events completely (no listings, no sweep).
+snapshot of each idle disk, oldest first. It trusts events completely (no listings, no
+sweep).
 """
 
 from __future__ import annotations
@@ -89,15 +90,15 @@ class NaiveReplicator:
                 self._set(row, _DONE)
             else:
                 in_flight += 1
-        for _, chain in sorted(chains.items()):
+        # each idle disk's oldest queued snapshot, the oldest first (first come, first served)
+        nexts = [
+            min((row for row in chain if row["State"] == _QUEUED), key=lambda row: row["RowKey"])
+            for chain in chains.values()
+            if any(row["State"] == _QUEUED for row in chain) and not any(row["State"] == _COPYING for row in chain)
+        ]
+        for row in sorted(nexts, key=lambda row: (row["RowKey"], row["PartitionKey"])):
             if in_flight >= self.cap:
                 break
-            if any(row["State"] == _COPYING for row in chain):
-                continue
-            queued = sorted((row for row in chain if row["State"] == _QUEUED), key=lambda row: row["RowKey"])
-            if not queued:
-                continue
-            row = queued[0]
             source_id, target_id = ResourceId.parse(row["SourceId"]), ResourceId.parse(row["TargetId"])
             self.arm.start_copy(source_id, target_id, self.region, {SOURCE_TAG: str(source_id)})
             self._set(row, _COPYING)
