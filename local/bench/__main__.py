@@ -4,10 +4,10 @@ with a naive baseline, against Azurite and the ARM emulator on a virtual clock.
     python -m local.bench            # W1 1,000 disks x 3, W2 50 x 20, W3 1k vs 100k rows
     python -m local.bench --quick    # CI-sized: the same code paths, small fleets
 
-The four W1/W2 runs each take a worker process (with its own Azurite and emulator: their
-figures are counts and simulated times, which load does not change), longest first, two
-at a time while W3 seeds its history in another and three after; W3's ticks are timed
-once they are all done, then the cold import, with nothing else running. Writes
+W1 and W2 run in two worker processes at once (each with its own Azurite and emulator:
+their figures are counts and simulated times, which load does not change) while a third
+seeds W3's history; W3's ticks are timed once the other two are done, then the cold
+import, with nothing else running. Writes
 bench/results/<time>.json, latest.json and latest.png, and (full runs) the figures in
 docs/benchmarks.md. See docs/benchmarks.md.
 """
@@ -32,11 +32,9 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs" / "benchmarks.md"
-RUNS = ("W1/snapcopy", "W1/naive", "W2/snapcopy", "W2/naive")  # also the order they start: longest first
-# Runs at once: one per CPU while W3 seeds its history, one more once it has (it then
-# waits, idle, to time its ticks at the end). A run is a chain of requests, each waiting for
-# its answer, so it seldom keeps a core busy alone: three keep two cores busy.
-WORKERS = 2
+RUNS = ("W1/snapcopy", "W1/naive", "W2/snapcopy", "W2/naive")
+# two workers, balanced: each takes one W1 run and one W2 run (W3 seeds in a third meanwhile)
+PARTS = (("W1/snapcopy", "W2/naive"), ("W1/naive", "W2/snapcopy"))
 
 console = Console(width=None if sys.stdout.isatty() else 140, stderr=False)
 
@@ -62,7 +60,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--part", help=argparse.SUPPRESS)  # internal: run these runs, write JSON to --part-out
     p.add_argument("--part-out", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--go-file", type=Path, help=argparse.SUPPRESS)  # internal: W3 times once it exists
-    p.add_argument("--seeded-file", type=Path, help=argparse.SUPPRESS)  # internal: W3 touches it when seeded
     return p
 
 
@@ -135,32 +132,25 @@ def run_part(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
 
 def run_parallel(args: argparse.Namespace, argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Each W1/W2 run in a worker process of its own (this script again, with --part),
-    longest first, WORKERS at a time while W3 seeds in another process and one more after;
-    W3 times its ticks once every run is done. A freed worker takes the next run at once."""
+    """The four runs in two worker processes (this script again, with --part), and W3 in a
+    third: it seeds meanwhile, and times its ticks once the other two have finished."""
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        go, seeded = Path(scratch) / "go", Path(scratch) / "seeded"
+        go = Path(scratch) / "go"
 
-        def start(name: str, *extra: str) -> tuple[subprocess.Popen[bytes], Path, str]:
-            out = Path(scratch) / f"{name.replace('/', '-')}.json"
-            command = [sys.executable, "-m", "local.bench", *argv, "--part", name, "--part-out", str(out), *extra]
-            return subprocess.Popen(command, cwd=ROOT), out, name
+        def start(names: str, index: int, *extra: str) -> tuple[subprocess.Popen[bytes], Path, str]:
+            out = Path(scratch) / f"part{index}.json"
+            command = [sys.executable, "-m", "local.bench", *argv, "--part", names, "--part-out", str(out), *extra]
+            return subprocess.Popen(command, cwd=ROOT), out, names
 
-        history_child = start("W3", "--go-file", str(go), "--seeded-file", str(seeded))
-        waiting, failed = list(RUNS), []
-        running: list[tuple[subprocess.Popen[bytes], Path, str]] = []
-        while waiting or running:
-            room = WORKERS + (1 if seeded.exists() or history_child[0].poll() is not None else 0)
-            while waiting and len(running) < room:
-                running.append(start(waiting.pop(0)))
-            time.sleep(0.5)
-            for child, out, name in [item for item in running if item[0].poll() is not None]:
-                running.remove((child, out, name))
-                if child.returncode != 0 or not out.exists():
-                    failed.append(name)
-                else:
-                    results.update(json.loads(out.read_text()))
+        children = [start(",".join(names), index) for index, names in enumerate(PARTS)]
+        history_child = start("W3", len(PARTS), "--go-file", str(go))
+        failed = []
+        for child, out, names in children:
+            if child.wait() != 0 or not out.exists():
+                failed.append(names)
+                continue
+            results.update(json.loads(out.read_text()))
         go.touch()
         child, out, _ = history_child
         if child.wait() != 0 or not out.exists():
@@ -171,16 +161,14 @@ def run_parallel(args: argparse.Namespace, argv: list[str]) -> tuple[dict[str, A
     return {name: results[name] for name in RUNS if name in results}, scale
 
 
-def history(args: argparse.Namespace, go: Path | None = None, seeded_file: Path | None = None) -> dict[str, Any]:
+def history(args: argparse.Namespace, go: Path | None = None) -> dict[str, Any]:
     from local.bench.history import history_scale
     from local.chaos import _quiet_logs, local_backend
 
     def wait_for_go() -> None:
         print("  W3: history seeded; timing once W1 and W2 are done", flush=True)
-        if seeded_file is not None:
-            seeded_file.touch()
         while go is not None and not go.exists():
-            time.sleep(0.5)
+            time.sleep(1)
 
     config = settings(args)["w3"]
     with local_backend() as backend:
@@ -202,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.part:
-        part = (
-            history(args, args.go_file, args.seeded_file) if args.part == "W3" else run_part(args, args.part.split(","))
-        )
+        part = history(args, args.go_file) if args.part == "W3" else run_part(args, args.part.split(","))
         args.part_out.write_text(json.dumps(part))
         return 0
 
