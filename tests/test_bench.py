@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from local.emulator.server import EmulatorServer
+from local.emulator.world import World
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(300)
@@ -64,3 +67,30 @@ def test_slot_refill_pairs_each_freed_slot_with_a_copy_that_was_waiting_for_one(
     ]
     assert slot_refills(records) == [30, 49]  # freed at 100 → a's next at 130; at 101 → d at 150
     assert chain_handoffs(records) == [30]
+
+
+def test_the_baseline_starts_the_disk_with_the_oldest_waiting_snapshot_first(
+    world: World, emulator: EmulatorServer, storage_connection_string: str
+):
+    """First come, first served whatever the (random) family ids: its makespan is the same
+    in every run, so the comparison with snapcopy is too."""
+    from local.bench.run import Naive, create_disk, drop_table, new_table, take_snapshot
+    from local.chaos import Backend
+
+    backend = Backend(world, emulator.url, str(emulator.ca_path), storage_connection_string)
+    clock = backend.clock
+    table = new_table("naiveorder")
+    naive = Naive(backend, table, cap=1)
+    taken = []
+    for index in range(5):
+        disk = create_disk(world, "rg-order", f"vm{index}-data", 1)
+        taken.append(take_snapshot(world, disk, "rg-order", f"vm{index}-data-snap"))
+        clock.advance(60)
+    for event in world.events(drain=True):
+        naive.deliver(event)
+    for _ in range(12):
+        naive.tick()
+        clock.advance(61)
+    started = sorted(world.ledger(), key=lambda copy: copy.started_at)
+    assert [copy.source_id.lower() for copy in started] == [snapshot.lower() for snapshot in taken]
+    drop_table(backend, table)
