@@ -6,10 +6,10 @@ with a naive baseline, against Azurite and the ARM emulator on a virtual clock.
 
 W1 and W2 run in two worker processes at once (each with its own Azurite and emulator:
 their figures are counts and simulated times, which load does not change) while a third
-seeds W3's history at a low priority; W3's ticks are timed once the other two are done, then the cold
-import, with nothing else running. Writes
-bench/results/<time>.json, latest.json and latest.png, and (full runs) the figures in
-docs/benchmarks.md. See docs/benchmarks.md.
+seeds W3's history at a low priority; W3's ticks are timed once the other two are done,
+then the cold import, with nothing else running. Writes bench/results/<time>.json,
+latest.json and latest.png, and (full runs) the figures in docs/benchmarks.md. See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
