@@ -94,3 +94,44 @@ def test_the_baseline_starts_the_disk_with_the_oldest_waiting_snapshot_first(
     started = sorted(world.ledger(), key=lambda copy: copy.started_at)
     assert [copy.source_id.lower() for copy in started] == [snapshot.lower() for snapshot in taken]
     drop_table(backend, table)
+
+
+def test_history_seeded_by_the_javascript_sdk_reads_back_as_the_python_sdk_wrote_it(storage_connection_string: str):
+    """W3 seeds its rows with Node: the product must read them exactly as its own writes."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from azure.data.tables import TableClient
+
+    from local.bench.history import seed_table
+
+    when = datetime(2026, 11, 25, 17, 5, 9, 123456, tzinfo=UTC)
+    rows = [
+        {"PartitionKey": "chain|a", "RowKey": f"job|{index:03d}", "State": "succeeded", "Percent": 100.0,
+         "SizeBytes": float(2**40), "Attempts": index, "Ready": index % 2 == 0, "StartedAt": when,
+         "NotBefore": None, "Reason": ""}
+        for index in range(150)  # two transactions in one partition
+    ] + [{"PartitionKey": "snap|rg", "RowKey": "s1", "Kind": "source", "RecordedAt": when}]  # fmt: skip
+    by_python, by_node = (f"seed{kind}{uuid.uuid4().hex[:10]}" for kind in ("py", "js"))
+    python = TableClient.from_connection_string(storage_connection_string, by_python)
+    python.create_table()
+    for row in rows:
+        python.create_entity(row)
+    assert seed_table(storage_connection_string, by_node, rows) == len(rows)
+    node = TableClient.from_connection_string(storage_connection_string, by_node)
+    try:
+
+        def read(client: TableClient) -> dict[tuple[str, str], dict[str, object]]:
+            return {
+                (entity["PartitionKey"], entity["RowKey"]): {k: (v, type(v)) for k, v in entity.items()}
+                for entity in client.list_entities()
+            }
+
+        written, seeded = read(python), read(node)
+        assert len(seeded) == len(rows)
+        assert seeded == written  # the same values, of the same Python types
+        assert seeded[("chain|a", "job|007")]["StartedAt"][0] == when
+        assert seeded[("chain|a", "job|007")]["Attempts"] == (7, int)
+    finally:
+        python.delete_table()
+        node.delete_table()
