@@ -84,6 +84,10 @@ LISTING_KEEP = timedelta(minutes=90)
 STARTED_KEPT = 10_000
 # Snapshots per ARM LIST page, as assumed when weighing one LIST against several GETs.
 ARM_LIST_PAGE = 100
+# After this process saw a region at its cap, an arrival there is queued without trying
+# to start (no slot read) for this long, or until this process frees a slot there: the
+# timer gives slots that come free to waiting chains, in release order. One poll apart.
+FULL_REMEMBERED = timedelta(minutes=1)
 
 
 def utc_now() -> datetime:
@@ -233,6 +237,8 @@ class Replicator:
         # events are known without a Table read; the seen-index serves other processes
         self._started: dict[ResourceId, datetime] = {}  # ResourceId compares case-insensitively
         self._started_lock = threading.Lock()
+        # regions (partition) this process last saw at the cap, and when: see FULL_REMEMBERED
+        self._full: dict[str, datetime] = {}
 
     @property
     def cap(self) -> int:
@@ -334,10 +340,16 @@ class Replicator:
         return "; ".join(results)
 
     def _enqueue(self, snapshot: Snapshot, region: str, run: Run) -> str:
-        job, _ = self.arrive(snapshot, region)
+        job, _, busy = self._arrive(snapshot, region)
         if job.state != CopyState.QUEUED:
             log.info("%s → %s: %s %s", snapshot.id, region, job.state, job.reason)
             return f"{region}: {job.state}"
+        # no start to try (and no slot to read): the chain's copy in flight hands over to
+        # it when it ends, or the timer gives it a slot when one comes free
+        if busy:
+            return f"{region}: queued behind the copy in flight"
+        if self._seen_full(job.region):
+            return f"{region}: queued (the region is at its cap)"
         try:
             started, _ = self._advance(job.chain, job.region, run)
         except (ArmError, Conflict) as error:
@@ -351,6 +363,12 @@ class Replicator:
     def arrive(self, snapshot: Snapshot, region: str) -> tuple[Job, bool]:
         """Queue one snapshot in one chain (or skip it, if a newer one already started).
         Returns the job as stored and whether this call created it."""
+        job, created, _ = self._arrive(snapshot, region)
+        return job, created
+
+    def _arrive(self, snapshot: Snapshot, region: str) -> tuple[Job, bool, bool]:
+        """`arrive`, and whether the chain's head (as this arrival wrote or read it) has a
+        copy in flight: then no start can follow (`plan_chain` waits for it to end)."""
         template = new_head(snapshot, region, self.settings.target_resource_group)
         key = snapshot.order_key  # the key its job has
         first, existing = self.store.load_head_and_job(template.key, key)
@@ -359,19 +377,21 @@ class Replicator:
             first = self.store.create_head(template)
         known = [(first, existing)]  # the first attempt uses this read; a retry reads again
 
-        def arrive() -> tuple[Job, bool, str]:
+        def arrive() -> tuple[Job, bool, ChainHead]:
             head, existing = known.pop() if known else self.store.load_head_and_job(template.key, key)
             assert head is not None
             if existing is not None:
-                return existing, False, head.last_started_key
+                return existing, False, head
             candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
             if groups != head.source_groups:  # a group never listed: what was listed so far proves less
                 head = head.evolve(source_groups=groups, listed_through=None)
-            job, _ = self.store.add_job_guarded(head, arrival(candidate, head))
-            return job, True, head.last_started_key
+            job, written = self.store.add_job_guarded(head, arrival(candidate, head))
+            # the head as written: its ETag orders this arrival with a finish's commit
+            return job, True, written
 
-        job, created, watermark = retrying(arrive)
+        job, created, head = retrying(arrive)
+        watermark = head.last_started_key
         if job.state == CopyState.QUEUED:
             self.store.mark_waiting(
                 template.region,
@@ -380,7 +400,7 @@ class Replicator:
                 from_key=watermark,
                 next_bytes=job.size_bytes,
             )
-        return job, created
+        return job, created, bool(head.copying_key)
 
     def start_waiting(self, chain: ChainKey, region: RegionKey) -> bool:
         """Start a chain's next copy now if every rule allows (requests use this)."""
@@ -426,7 +446,7 @@ class Replicator:
         return report
 
     def _tick_region(self, region: RegionKey, run: Run, report: TickReport) -> None:
-        load = self.store.load_flights(region)
+        load = self._note_load(self.store.load_flights(region))
         before = (report.completed, report.failed, report.restarted)
         now = self.clock()
         report.in_flight += load.in_flight_count
@@ -539,10 +559,10 @@ class Replicator:
         (families whose copy this tick saw end), then the largest next copy. `flights`:
         the region's flights as this tick read them, when no copy has ended since (so no
         slot came free)."""
-        if (flights or self.store.load_flights(region)).in_flight_count >= self.cap:
+        if self._note_load(flights or self.store.load_flights(region)).in_flight_count >= self.cap:
             report.full += 1  # no slot to give: the waiting chains are not even read
             return
-        load = self.store.load_region(region)
+        load = self._note_load(self.store.load_region(region))
         candidates = release_order(
             load.waiting, load.busy_families, handoffs, now=self.clock(), fair_wait=self.settings.fair_wait
         )
@@ -578,7 +598,7 @@ class Replicator:
         whole = load is not None
 
         def fresh() -> RegionLoad:
-            return self.store.load_region(region) if whole else self.store.load_slot(region, chain)
+            return self._note_load(self.store.load_region(region) if whole else self.store.load_slot(region, chain))
 
         load = load or fresh()
         if chain.family_id in load.busy_families or load.in_flight_count >= self.cap:
@@ -638,9 +658,9 @@ class Replicator:
             attempt=uuid.uuid4().hex,
         )
         try:
-            load = self.store.reserve_slot(load, flight, self.cap)
+            load = self._note_load(self.store.reserve_slot(load, flight, self.cap))
         except CapacityExhausted:
-            return False, load
+            return False, self._note_load(load)
         except Conflict:
             log.info("%s: slot taken concurrently; looking again", chain.partition)
             return False, fresh()
@@ -668,6 +688,18 @@ class Replicator:
                 self._started = {key: at for key, at in self._started.items() if now - at < DEDUPE_WINDOW}
                 while len(self._started) > STARTED_KEPT:
                     del self._started[next(iter(self._started))]  # the oldest first
+
+    def _note_load(self, load: RegionLoad) -> RegionLoad:
+        """Remember whether the region was at its cap when read (see FULL_REMEMBERED)."""
+        if load.in_flight_count >= self.cap:
+            self._full[load.key.partition] = self.clock()
+        else:
+            self._full.pop(load.key.partition, None)
+        return load
+
+    def _seen_full(self, region: RegionKey) -> bool:
+        seen = self._full.get(region.partition)
+        return seen is not None and self.clock() - seen < FULL_REMEMBERED
 
     def _chain(self, chain: ChainKey, waiting: Waiting | None) -> tuple[ChainHead | None, list[Job]]:
         """The head and the queue (jobs from the watermark on): in one query when the wait
@@ -893,6 +925,7 @@ class Replicator:
             if current is None or current.attempt != flight.attempt:
                 return
             self.store.release_slot(load, current)
+            self._full.pop(flight.region.partition, None)
 
         retrying(release)
 
@@ -921,6 +954,7 @@ class Replicator:
             drop = waiting if not left else None
             if current is not None and current.attempt == flight.attempt:
                 self.store.release_slot(load, current, wait=wait, drop=drop)
+                self._full.pop(flight.region.partition, None)
             elif wait is not None:
                 self.store.set_waiting(wait)
             elif drop is not None:

@@ -121,7 +121,7 @@ def test_history_seeded_by_the_javascript_sdk_reads_back_as_the_python_sdk_wrote
     node = TableClient.from_connection_string(storage_connection_string, by_node)
     try:
 
-        def read(client: TableClient) -> dict[tuple[str, str], dict[str, object]]:
+        def read(client: TableClient) -> dict[tuple[str, str], dict[str, tuple[object, type]]]:
             return {
                 (entity["PartitionKey"], entity["RowKey"]): {k: (v, type(v)) for k, v in entity.items()}
                 for entity in client.list_entities()

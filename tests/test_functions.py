@@ -212,6 +212,69 @@ def test_region_cap_holds_and_waiting_chains_are_released_oldest_first(
     assert deployment.refusals() == {}
 
 
+def count_slot_reads(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The chains whose region slot is read (`load_slot`), in order."""
+    store, reads = deployment.store, []
+    load_slot = store.load_slot
+
+    def spy(region: Any, chain: Any) -> Any:
+        reads.append(chain.family_id)
+        return load_slot(region, chain)
+
+    monkeypatch.setattr(store, "load_slot", spy)
+    return reads
+
+
+def test_a_snapshot_arriving_behind_its_disks_copy_in_flight_reads_no_slot(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    """The head the arrival wrote says a copy is in flight: no start can follow, so the
+    event stops there; the copy's end hands its slot to the new snapshot."""
+    disk = deployment.fleet.create_disk(RG, "vm0", "eastus2")
+    first = deployment.fleet.take_snapshot(disk, "vm0-s0", "eastus2")
+    deployment.deliver(snapshot_events(deployment))
+    reads = count_slot_reads(deployment, monkeypatch)
+    second = deployment.fleet.take_snapshot(disk, "vm0-s1", "eastus2")
+    deployment.deliver(snapshot_events(deployment))
+    assert reads == []
+    assert [row["State"] for row in sorted(jobs(deployment.store), key=lambda row: row["RowKey"])] == [
+        "copying",
+        "queued",
+    ]
+    report = deployment.tick(advance=200)
+    assert report.completed == 1 and report.started == 1
+    assert [c["source_id"].lower() for c in copies(deployment)] == [first.lower(), second.lower()]
+    run_until_done(deployment)
+    assert deployment.refusals() == {}
+
+
+def test_arrivals_into_a_region_seen_at_its_cap_wait_for_the_timer_without_reading_the_slot(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    settings = deployment.replicator.settings
+    monkeypatch.setattr(deployment.replicator, "settings", replace(settings, max_copies_per_region=1))
+    deployment.world.configure(cap=1)
+    disk_with_snapshots(deployment, "a", 1)
+    deployment.deliver(snapshot_events(deployment))  # a-s0 takes the only slot
+    reads = count_slot_reads(deployment, monkeypatch)
+    for disk in ("b", "c", "d"):
+        disk_with_snapshots(deployment, disk, 1)
+        deployment.advance(1)
+    deployment.deliver(snapshot_events(deployment))
+    assert reads == []  # a-s0's reservation filled the region: b, c and d do not look
+    deployment.advance(61)  # what this process saw is a minute old: the next arrival looks
+    disk_with_snapshots(deployment, "e", 1)
+    deployment.deliver(snapshot_events(deployment))
+    assert len(reads) == 1
+    assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["a-s0"]
+    report = deployment.tick(advance=200)  # a 128 GiB copy takes 128 s: the timer frees and refills
+    assert report.completed == 1 and report.started == 1
+    run_until_done(deployment, limit=120)
+    started = [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)]
+    assert sorted(started) == ["a-s0", "b-s0", "c-s0", "d-s0", "e-s0"]
+    assert deployment.refusals() == {}
+
+
 def test_a_disks_next_snapshot_follows_its_predecessor_into_the_slot_it_frees(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ):
