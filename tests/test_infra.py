@@ -48,9 +48,7 @@ CUSTOM_ROLE_OUTPUTS = {"sourceReaderRoleGuid", "copyWriterRoleGuid", "operationR
 # What each Compute SDK call in shared/arm.py needs (the SDK's LRO poll of a delete reads
 # the subscription-level DiskOperations status; start_copy does not poll: polling=False).
 ARM_CALL_ACTIONS = {
-    "snapshots.get": {"Microsoft.Compute/snapshots/read"},
-    "snapshots.list_by_resource_group": {"Microsoft.Compute/snapshots/read"},
-    "snapshots.list": {"Microsoft.Compute/snapshots/read"},
+    "GET snapshots": {"Microsoft.Compute/snapshots/read"},  # raw reads: one snapshot, a group's, a subscription's
     "snapshots.begin_create_or_update": {"Microsoft.Compute/snapshots/write"},
     "snapshots.begin_delete": {"Microsoft.Compute/snapshots/delete", "Microsoft.Compute/locations/DiskOperations/read"},
     "disks.get": {"Microsoft.Compute/disks/read"},
@@ -425,7 +423,10 @@ def test_storage_and_telemetry_roles_are_granted_on_the_app_resources_only():
 
 def test_custom_roles_hold_exactly_the_compute_actions_the_code_calls():
     arm = (ROOT / "shared" / "arm.py").read_text()
-    calls = set(re.findall(r"client\.(\w+\.\w+)\(", arm))
+    calls = set(re.findall(r"client\.(\w+\.\w+)\(", arm))  # the SDK's operations
+    # requests sent raw through the client: each method, on each resource type arm.py names
+    kinds = re.findall(r'"/providers/Microsoft\.Compute/(\w+)"', arm)
+    calls |= {f"{method} {kind}" for method in re.findall(r'HttpRequest\("(\w+)"', arm) for kind in kinds}
     assert calls == set(ARM_CALL_ACTIONS), f"shared/arm.py calls changed: {sorted(calls)}; update roles.bicep"
     needed = set().union(*ARM_CALL_ACTIONS.values())
 
