@@ -41,7 +41,7 @@ test: lint $(TOOLS_STAMP)  ## lint, then pytest (the tests start Azurite and the
 reliability: setup  ## the full fault-injection matrix (200 seeds, < 10 min): prints a table, writes docs/reliability-latest.json
 	$(PY) -m local.chaos --seeds 200
 
-bench: setup  ## schedule quality and cost in simulated time vs a naive baseline (10 to 11 min on 2 CPUs; --quick under 1 min): bench/results, docs/benchmarks.md
+bench: setup  ## schedule quality and cost in simulated time vs a naive baseline (7 to 9 min on 2 CPUs; --quick under 1 min): bench/results, docs/benchmarks.md
 	$(PY) -m local.bench
 
 demo: setup  ## 3 disks x 4 snapshots replicated eastus2 -> westus3 against Azurite + the emulator
