@@ -141,9 +141,8 @@ class ArmCompute:
 
     def get_snapshot(self, snapshot_id: ResourceId) -> Snapshot | None:
         """The snapshot, or None if ARM says it does not exist."""
-        path = (
-            f"{_group_path(snapshot_id.subscription, snapshot_id.resource_group)}{_SNAPSHOTS}/{quote(snapshot_id.name)}"
-        )
+        group = _group_path(snapshot_id.subscription, snapshot_id.resource_group)
+        path = f"{group}{_SNAPSHOTS}/{quote(snapshot_id.name)}"
         try:
             body = self._read(snapshot_id.subscription, f"{path}?api-version={API_VERSION}")
         except ArmError as error:
@@ -182,7 +181,7 @@ class ArmCompute:
             for item in page.get("value") or []:
                 try:
                     snapshots.append(snapshot_from_arm(item))
-                except (InvalidResourceId, ValueError, TypeError, AttributeError) as error:
+                except (InvalidResourceId, ValueError, TypeError) as error:
                     log.warning("skipping a snapshot ARM listed in %s that snapcopy cannot read: %s", where, error)
             url = page.get("nextLink") or None
         return snapshots
@@ -283,6 +282,8 @@ def snapshot_from_arm(body: dict[str, Any]) -> Snapshot:
     """A snapshot resource as ARM's JSON has it → snapcopy's Snapshot (only what we use).
 
     Raises ValueError (or InvalidResourceId) for a body snapcopy cannot read."""
+    if not isinstance(body, dict):
+        raise ValueError(f"a snapshot is a JSON object, not {type(body).__name__}")
     if not body.get("id"):
         raise ValueError("snapshot without an id")
     props = _object(body.get("properties"), "properties")

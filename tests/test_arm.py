@@ -75,6 +75,7 @@ def test_fields_arm_leaves_out_get_neutral_values():
 @pytest.mark.parametrize(
     "body",
     [
+        ["not", "an", "object"],
         {"location": "eastus2"},  # no id
         {"id": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/disks/d"},  # not a snapshot
         {"id": f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s", "properties": []},
@@ -84,7 +85,7 @@ def test_fields_arm_leaves_out_get_neutral_values():
         },
     ],
 )
-def test_a_body_snapcopy_cannot_read_raises_value_error(body: dict[str, Any]):
+def test_a_body_snapcopy_cannot_read_raises_value_error(body: Any):
     with pytest.raises(ValueError):
         snapshot_from_arm(body)
 
