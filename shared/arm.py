@@ -28,7 +28,7 @@ from azure.mgmt.compute.models import CreationData, SnapshotProperties
 from azure.mgmt.compute.models import Snapshot as SnapshotModel
 from azure.mgmt.core.exceptions import ARMErrorFormat
 
-from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId
+from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import CopyError, Snapshot
 from shared.scheduler import StartRefusal
 
@@ -141,10 +141,9 @@ class ArmCompute:
 
     def get_snapshot(self, snapshot_id: ResourceId) -> Snapshot | None:
         """The snapshot, or None if ARM says it does not exist."""
-        group = _group_path(snapshot_id.subscription, snapshot_id.resource_group)
-        path = f"{group}{_SNAPSHOTS}/{quote(snapshot_id.name)}"
+        group = ResourceGroupId(snapshot_id.subscription, snapshot_id.resource_group)
         try:
-            body = self._read(snapshot_id.subscription, f"{path}?api-version={API_VERSION}")
+            body = self._read(snapshot_id.subscription, _url(f"{group}{_SNAPSHOTS}/{snapshot_id.name}"))
         except ArmError as error:
             if error.status == 404:
                 return None
@@ -153,13 +152,11 @@ class ArmCompute:
 
     def list_snapshots(self, group: ResourceGroupId) -> list[Snapshot]:
         """Every snapshot in a resource group (following nextLink)."""
-        path = f"{_group_path(group.subscription, group.resource_group)}{_SNAPSHOTS}"
-        return self._list(group.subscription, path, str(group))
+        return self._list(group.subscription, _url(f"{group}{_SNAPSHOTS}"), str(group))
 
     def list_subscription_snapshots(self, subscription: str) -> list[Snapshot]:
         """Every snapshot in a subscription: backfill looks for a disk's snapshots in any group."""
-        path = f"/subscriptions/{quote(subscription)}{_SNAPSHOTS}"
-        return self._list(subscription, path, f"subscription {subscription}")
+        return self._list(subscription, _url(f"{Scope(subscription)}{_SNAPSHOTS}"), f"subscription {subscription}")
 
     def _read(self, subscription: str, url: str) -> dict[str, Any]:
         """GET one ARM URL (relative to the endpoint, or a nextLink) through the client's
@@ -173,9 +170,9 @@ class ArmCompute:
             )
         return body
 
-    def _list(self, subscription: str, path: str, where: str) -> list[Snapshot]:
+    def _list(self, subscription: str, first: str, where: str) -> list[Snapshot]:
         snapshots: list[Snapshot] = []
-        url: str | None = f"{path}?api-version={API_VERSION}"
+        url: str | None = first
         while url:
             page = self._read(subscription, url)
             for item in page.get("value") or []:
@@ -246,8 +243,9 @@ def _checked(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _group_path(subscription: str, resource_group: str) -> str:
-    return f"/subscriptions/{quote(subscription)}/resourceGroups/{quote(resource_group)}"
+def _url(path: str) -> str:
+    """A read's URL, relative to the endpoint: the ARM path (quoted) at API_VERSION."""
+    return f"{quote(path)}?api-version={API_VERSION}"
 
 
 def _code(error: HttpResponseError) -> str | None:
