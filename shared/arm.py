@@ -21,7 +21,14 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from azure.core.credentials import AccessToken, TokenCredential
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    DecodeError,
+    DeserializationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import CreationData, SnapshotProperties
@@ -53,11 +60,17 @@ _SNAPSHOTS = "/providers/Microsoft.Compute/snapshots"
 class ArmError(Exception):
     """An ARM call failed after retries; `code` is ARM's error code."""
 
-    def __init__(self, code: str, message: str, status: int | None) -> None:
+    def __init__(self, code: str, message: str, status: int | None, *, retry_after: float | None = None) -> None:
         super().__init__(f"{code} ({status}): {message}")
         self.code = code
         self.message = message
         self.status = status
+        self.retry_after = retry_after  # seconds, from ARM's Retry-After header, when it sent one
+
+    @property
+    def throttled(self) -> bool:
+        """ARM is shedding load for this subscription: back off instead of asking again."""
+        return self.status == 429
 
     @property
     def retryable(self) -> bool:
@@ -98,7 +111,7 @@ class ComputeApi(Protocol):
 
     def start_copy(
         self, source_id: ResourceId, target_id: ResourceId, region: str, tags: dict[str, str]
-    ) -> Snapshot: ...
+    ) -> Snapshot | None: ...
 
 
 class ArmCompute:
@@ -148,7 +161,10 @@ class ArmCompute:
             if error.status == 404:
                 return None
             raise
-        return snapshot_from_arm(body)
+        try:
+            return snapshot_from_arm(body)
+        except (InvalidResourceId, ValueError, TypeError) as error:  # passing, we hope: read it again later
+            raise ArmError("InvalidResponse", f"ARM's body for {snapshot_id} cannot be read: {error}", None) from error
 
     def list_snapshots(self, group: ResourceGroupId) -> list[Snapshot]:
         """Every snapshot in a resource group (following nextLink)."""
@@ -163,7 +179,10 @@ class ArmCompute:
         pipeline; ARM's error body becomes an ArmError, as from the SDK's own operations."""
         client = self._client(subscription)
         response = _call(lambda: _checked(client.send_request(HttpRequest("GET", url))))
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError as error:  # a torn or non-JSON body: ask again later
+            raise ArmError("InvalidResponse", f"ARM answered GET {url} with unreadable JSON: {error}", None) from error
         if not isinstance(body, dict):
             raise ArmError(
                 "InvalidResponse", f"ARM answered GET {url} with {type(body).__name__}", response.status_code
@@ -199,11 +218,15 @@ class ArmCompute:
         poller = _call(lambda: client.snapshots.begin_delete(snapshot_id.resource_group, snapshot_id.name))
         _call(poller.result)
 
-    def start_copy(self, source_id: ResourceId, target_id: ResourceId, region: str, tags: dict[str, str]) -> Snapshot:
-        """PUT the CopyStart copy; ARM answers 202 and copies in the background.
+    def start_copy(
+        self, source_id: ResourceId, target_id: ResourceId, region: str, tags: dict[str, str]
+    ) -> Snapshot | None:
+        """PUT the CopyStart copy; ARM copies in the background.
 
-        The LRO is not awaited (polling=False): the timer reads progress from the listing
-        anyway, and a retried PUT of the same name is an idempotent update.
+        The LRO is not awaited (polling=False): the timer reads progress anyway, and a
+        retried PUT of the same name is an idempotent update. ARM may answer 200, 201 or
+        202, with or without a body: the copy as ARM showed it, or None when the answer
+        had no body snapcopy can read (accepted, outcome unknown: the caller reads it back).
         """
         body = SnapshotModel(
             location=region,
@@ -219,7 +242,12 @@ class ArmCompute:
                 target_id.resource_group, target_id.name, body, polling=False
             )
         )
-        return snapshot_from_arm(poller.result().as_dict())
+        try:
+            made = poller.result()
+            return None if made is None else snapshot_from_arm(made.as_dict())
+        except (ValueError, TypeError, AttributeError, InvalidResourceId, DecodeError, DeserializationError) as error:
+            log.warning("CopyStart %s accepted; its answer could not be read (%s): reading it back", target_id, error)
+            return None
 
 
 def _call(action: Callable[[], T]) -> T:
@@ -228,9 +256,21 @@ def _call(action: Callable[[], T]) -> T:
     except ResourceNotFoundError as error:
         raise ArmError(_code(error) or "ResourceNotFound", _message(error), 404) from error
     except HttpResponseError as error:
-        raise ArmError(_code(error) or "HttpError", _message(error), error.status_code) from error
+        raise ArmError(
+            _code(error) or "HttpError", _message(error), error.status_code, retry_after=_retry_after(error)
+        ) from error
     except (ServiceRequestError, ServiceResponseError) as error:
         raise ArmError("ConnectionError", str(error), None) from error
+
+
+def _retry_after(error: HttpResponseError) -> float | None:
+    """ARM's Retry-After (seconds; an HTTP date is read as no hint)."""
+    headers = getattr(error.response, "headers", None) or {}
+    value = headers.get("Retry-After")
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None
 
 
 def _checked(response: HttpResponse) -> HttpResponse:
@@ -268,10 +308,11 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _time(value: Any) -> datetime:
-    """ARM's ISO 8601 time (7 fractional digits, offset or Z); naive times are UTC."""
+def _time(value: Any) -> datetime | None:
+    """ARM's ISO 8601 time (7 fractional digits, offset or Z); naive times are UTC; None
+    when ARM left it out (unknown, never a default: ordering depends on it)."""
     if not value:
-        return datetime.min.replace(tzinfo=UTC)
+        return None
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
@@ -303,6 +344,7 @@ def snapshot_from_arm(body: dict[str, Any]) -> Snapshot:
         completion_percent=float(percent) if percent is not None else None,
         unique_id=str(props.get("uniqueId") or ""),
         source_unique_id=str(creation.get("sourceUniqueId") or ""),
+        access_state=str(props["snapshotAccessState"]) if props.get("snapshotAccessState") else None,
         copy_error=CopyError(str(error["errorCode"]), str(error.get("errorMessage") or ""))
         if error.get("errorCode")
         else None,

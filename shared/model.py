@@ -12,6 +12,8 @@ from enum import StrEnum
 
 from shared.ids import ResourceGroupId, ResourceId
 
+# snapshotAccessState values from which a snapshot may be copied ("" = not reported)
+COPYABLE_ACCESS_STATES = frozenset({"", "available", "availablewithinstantaccess"})
 SOURCE_TAG = "snapcopy-source"  # on every copy we make: names its source (loop guard, audit)
 MAX_TAGS = 50  # Azure's limit per resource
 _MAX_SNAPSHOT_NAME = 80
@@ -44,7 +46,7 @@ class Snapshot:
     location: str
     incremental: bool
     family_id: str | None
-    time_created: datetime
+    time_created: datetime | None  # None: ARM did not say; such a snapshot is read again, never ordered
     provisioning_state: str
     create_option: str
     source_resource_id: str | None
@@ -54,6 +56,9 @@ class Snapshot:
     copy_error: CopyError | None = None
     unique_id: str = ""
     source_unique_id: str = ""  # creationData.sourceUniqueId: which snapshot a copy was made from
+    # snapshotAccessState: Premium SSD v2 and Ultra snapshots are `Pending` (or `InstantAccess`)
+    # while their own background copy runs; None on API versions that do not report it
+    access_state: str | None = None
 
     @property
     def is_copy(self) -> bool:
@@ -62,10 +67,25 @@ class Snapshot:
 
     @property
     def is_ready(self) -> bool:
-        return self.provisioning_state.lower() == "succeeded"
+        """Copyable to another region: provisioned, and its own background copy (Premium SSD
+        v2, Ultra) finished. No `snapshotAccessState` at all (older API versions) is available."""
+        access = (self.access_state or "").lower()
+        return self.provisioning_state.lower() == "succeeded" and access in COPYABLE_ACCESS_STATES
+
+    @property
+    def is_complete_copy(self) -> bool:
+        """A copy ARM reports finished without doubt: 100 percent, or no percent at all but
+        `snapshotAccessState` Available. `Succeeded` alone is not enough (it is set at once)."""
+        if self.provisioning_state.lower() != "succeeded" or self.copy_error is not None:
+            return False
+        if self.completion_percent is not None:
+            return self.completion_percent >= 100.0
+        return (self.access_state or "").lower() in ("available", "availablewithinstantaccess")
 
     @property
     def order_key(self) -> str:
+        if self.time_created is None:
+            raise ValueError(f"{self.id} has no timeCreated: it cannot be ordered (read it again)")
         return order_key(self.time_created, self.id.name)
 
     @property
@@ -115,6 +135,8 @@ class Job:
     source_unique_id: str = ""
     state: CopyState = CopyState.QUEUED
     source_ready: bool = True
+    source_percent: float | None = None  # the source's own background copy, while not ready
+    source_checked_at: datetime | None = None  # when a GET (or a listing) last saw the source
     attempts: int = 0
     not_before: datetime | None = None
     queued_at: datetime | None = None

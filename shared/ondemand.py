@@ -22,7 +22,7 @@ from datetime import timedelta
 from shared.arm import ArmError
 from shared.ids import InvalidResourceId, ResourceId
 from shared.model import SOURCE_TAG, ChainHead, ChainKey, CopyState, Job, Snapshot
-from shared.scheduler import CopyTo, eligibility
+from shared.scheduler import CopyTo, NotYet, eligibility
 from shared.service import Replicator
 from shared.store import Conflict
 
@@ -191,6 +191,9 @@ class OnDemand:
         if snapshot is None:
             raise unprocessable(f"sourceSnapshotId: ARM has no snapshot {snapshot_id}")
         decision = eligibility(snapshot, regions, self.settings.source_scopes)
+        if isinstance(decision, NotYet):
+            detail = f"sourceSnapshotId: {snapshot_id}: {decision.reason}; nothing was recorded: retry shortly"
+            raise Refused(503, "ARM's answer is incomplete", detail, retry_after=60)
         if not isinstance(decision, CopyTo):
             raise unprocessable(f"sourceSnapshotId: {snapshot_id} cannot be copied: {decision.reason}")
         same = [region for region in regions if region not in decision.regions]
@@ -222,7 +225,7 @@ class OnDemand:
             raise unprocessable(f"sourceDiskId: {disk_id} has no snapshots to copy")
         copyable: dict[tuple[str, ...], list[Snapshot]] = {}
         ignored: list[tuple[str, str]] = []
-        for snap in sorted(mine, key=lambda item: item.order_key):
+        for snap in sorted(mine, key=lambda item: (item.time_created is None, str(item.time_created), item.id.name)):
             decision = eligibility(snap, regions, self.settings.source_scopes)
             if isinstance(decision, CopyTo):
                 copyable.setdefault(decision.regions, []).append(snap)

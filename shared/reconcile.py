@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from shared.arm import ArmError
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
-from shared.scheduler import Completed, CopyTo, Failed, assess_copy, eligibility
+from shared.scheduler import Completed, CopyTo, Failed, arrival, assess_copy, eligibility
 from shared.service import Replicator, summary_line
 from shared.store import Conflict, IndexEntry
 
@@ -162,9 +162,12 @@ class Reconciler:
             if load is None:
                 load = loads[head.region.partition] = self.store.load_region(head.region)
             flight = next((item for item in load.in_flight if item.chain.partition == head.key.partition), None)
+            keys = [key for key, _ in queued.get(head.key.partition, [])]
+            if any(key < head.last_started_key for key in keys):
+                report.stranded += self._skip_overtaken(head)
             if not head.copying_key:
                 waiting = any(item.chain.partition == head.key.partition for item in load.waiting)
-                pending = [key for key, _ in queued.get(head.key.partition, []) if key >= head.last_started_key]
+                pending = [key for key in keys if key >= head.last_started_key]
                 if pending and not waiting and flight is None:
                     report.stranded += int(self._queue_stranded(head))
                 continue
@@ -178,6 +181,29 @@ class Reconciler:
                     report.orphans += 1
             except (ArmError, Conflict) as error:
                 report.errors.append(f"{head.key.partition}: {error}")
+
+    def _skip_overtaken(self, head: ChainHead) -> int:
+        """Queued jobs older than the chain's watermark can never be copied (Azure's copy
+        order) and nothing reads them again: record them skipped, with the reason (a run
+        died between a start's commit and its last batch of overtaken jobs)."""
+        current = self.store.load_head(head.key)
+        if current is None:
+            return 0
+        stale = [
+            job
+            for job in self.store.iter_jobs(head.key, state=CopyState.QUEUED)
+            if job.key < current.last_started_key and job.key != current.copying_key
+        ]
+        for job in stale:
+            try:
+                self.store.save_job(arrival(job.evolve(queued_at=self.replicator.clock()), current))
+            except Conflict:
+                continue
+        if stale:
+            log.error(
+                "sweep: %s had %d queued copies older than its watermark; skipped", head.key.partition, len(stale)
+            )
+        return len(stale)
 
     def _queue_stranded(self, head: ChainHead) -> bool:
         """Queued work with no wait marker and no copy in flight is never released by the

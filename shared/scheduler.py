@@ -27,10 +27,11 @@ from shared.model import (
     target_snapshot_id,
 )
 
-# A listing taken at time L is trusted to hold every snapshot created before L - margin
-# (room for clock skew between us and the resource provider), and every snapshot of a
-# family older than the newest one of that family it shows.
-LISTING_MARGIN = timedelta(seconds=5)
+# What a listing proves (README, "The replication rules snapcopy keeps"): a LIST may lag
+# behind writes, so absence from it proves nothing, and the time it was taken vouches for
+# nothing. What it shows is read as one consistent view of the collection: a listing that
+# shows a snapshot of a family shows every older snapshot of that family that exists. A
+# snapshot starts only once a listing has shown it, or a newer one of its family.
 # A reserved slot whose PUT we never saw land is re-driven after this long.
 START_GRACE = timedelta(minutes=2)
 # A copy ARM does not list right after it was accepted is given this long to appear.
@@ -41,6 +42,11 @@ MAX_POLL_GAP = timedelta(minutes=30)
 # ARM's completionPercent moves in steps of 0.1 (read floored): a copy may be up to one
 # step further along than it says.
 PERCENT_STEP = 0.1
+# A source snapshot snapcopy waits on (its own background copy, or a listing that lags
+# behind it) is read again with a GET no sooner and no later than these.
+SOURCE_CHECK_MIN = timedelta(minutes=1)
+SOURCE_CHECK_MAX = timedelta(minutes=30)
+SOURCE_GONE = "source snapshot no longer exists (ARM answered 404 before its copy started)"
 # Backoff between attempts to start a copy that ARM refused for a passing reason.
 START_BACKOFF_BASE = timedelta(minutes=1)
 START_BACKOFF_MAX = timedelta(minutes=30)
@@ -59,7 +65,14 @@ class CopyTo:
     regions: tuple[str, ...]
 
 
-def eligibility(snapshot: Snapshot, regions: Sequence[str], scopes: Sequence[Scope]) -> Ignore | CopyTo:
+@dataclass(frozen=True)
+class NotYet:
+    """ARM's answer lacks what the decision needs (timeCreated): read the snapshot again later."""
+
+    reason: str
+
+
+def eligibility(snapshot: Snapshot, regions: Sequence[str], scopes: Sequence[Scope]) -> Ignore | CopyTo | NotYet:
     """Decide whether a source snapshot is copied, and where."""
     if snapshot.is_copy:
         return Ignore("a CopyStart copy (ours or another's): never copied again")
@@ -72,12 +85,16 @@ def eligibility(snapshot: Snapshot, regions: Sequence[str], scopes: Sequence[Sco
     targets = tuple(region for region in regions if region != snapshot.location.lower())
     if not targets:
         return Ignore(f"already in every target region ({snapshot.location})")
+    if snapshot.time_created is None:
+        return NotYet("ARM reported no timeCreated, without which copies cannot be ordered; read it again later")
     return CopyTo(targets)
 
 
 def new_job(snapshot: Snapshot, region: str, target_group: TargetResourceGroup, now: datetime) -> Job:
-    """The queued copy of `snapshot` into `region`."""
-    assert snapshot.family_id is not None
+    """The queued copy of `snapshot` into `region` (one `eligibility` said is copyable)."""
+    if snapshot.family_id is None or snapshot.time_created is None:
+        raise ValueError(f"{snapshot.id}: a job needs ARM's incrementalSnapshotFamilyId and timeCreated")
+    ready = snapshot.is_ready
     group = target_group.for_source(snapshot.id.subscription, snapshot.id.resource_group)
     return Job(
         chain=ChainKey(snapshot.family_id.lower(), region),
@@ -85,7 +102,9 @@ def new_job(snapshot: Snapshot, region: str, target_group: TargetResourceGroup, 
         source_time=snapshot.time_created,
         target_id=target_snapshot_id(snapshot.id, region, group),
         source_unique_id=snapshot.unique_id,
-        source_ready=snapshot.is_ready,
+        source_ready=ready,
+        source_percent=None if ready else snapshot.completion_percent,
+        source_checked_at=now,
         queued_at=now,
         size_bytes=snapshot.size_bytes,
     )
@@ -133,14 +152,18 @@ def arrival(job: Job, head: ChainHead) -> Job:
 
 @dataclass(frozen=True)
 class ChainPlan:
-    """What one chain should do now. `start` is set only when every rule allows it."""
+    """What one chain should do now. `start` is set only when every rule allows it.
+
+    `check`: a queued job whose source a GET should read now (its own background copy may
+    have ended, a listing that should show it did not, or listings lag behind it); the
+    shell reads it, applies `observed_source`, and plans again."""
 
     add: tuple[Job, ...] = ()
-    skip: tuple[Job, ...] = ()
     start: Job | None = None
     wait: str = ""
     needs_listing: bool = False
     listed_through: datetime | None = None
+    check: Job | None = None
 
 
 def plan_chain(
@@ -149,22 +172,23 @@ def plan_chain(
     now: datetime,
     *,
     listing: Sequence[Snapshot] | None = None,
-    listed_at: datetime | None = None,
     target_group: TargetResourceGroup | None = None,
+    listed_at: datetime | None = None,
 ) -> ChainPlan:
     """Decide the next copy of a chain.
 
     `pending` are the chain's rows newer than its order watermark (`head.last_started_key`).
-    `listing`, when given, is ARM's list of the source resource group taken at `listed_at`:
-    it adds snapshots whose events were lost and drops queued ones whose source is gone.
-    A snapshot starts only when a listing has shown everything created before it.
+    `listing`, when given, is ARM's list of the family's source groups (taken at
+    `listed_at`): it adds snapshots whose events were lost and vouches that nothing older
+    than the newest family snapshot it shows is missing. It never removes anything: a
+    queued job leaves the queue only when a GET says its source is gone.
     """
     adds: list[Job] = []
-    skips: list[Job] = []
+    suspect: set[str] = set()
     listed_through = head.listed_through
     queued = {job.key: job for job in pending if job.state == CopyState.QUEUED}
 
-    if listing is not None and listed_at is not None:
+    if listing is not None:
         family = [
             snap
             for snap in listing
@@ -172,49 +196,87 @@ def plan_chain(
             and snap.family_id.lower() == head.key.family_id
             and snap.incremental
             and not snap.is_copy
+            and snap.time_created is not None
             and snap.location.lower() != head.key.region
         ]
-        # The resource provider registers a family's snapshots in creation order, so a
-        # listing that shows one shows every older one; beyond the newest it shows, only
-        # the listing time (less a margin for clock skew) vouches for completeness.
-        newest = max((snap.time_created for snap in family), default=None)
-        covered = max(filter(None, (listed_at - LISTING_MARGIN, newest)))
-        listed_through = max(filter(None, (listed_through, covered)))
         seen = {snap.order_key: snap for snap in family}
+        newest = max(seen, default=None)
+        if newest is not None:
+            newest_time = seen[newest].time_created
+            listed_through = max(filter(None, (listed_through, newest_time)))
         known = {job.key for job in pending}
         for key, snap in sorted(seen.items()):
             if key in known or (head.last_started_key and key <= head.last_started_key):
                 continue
-            job = new_job(snap, head.key.region, target_group or TargetResourceGroup(), listed_at)
+            job = new_job(snap, head.key.region, target_group or TargetResourceGroup(), listed_at or now)
             adds.append(job)
             queued[job.key] = job
         for key, job in list(queued.items()):
             listed = seen.get(key)
-            if listed is None and job.source_time <= covered:  # this listing, not an older belief
-                skips.append(
-                    job.evolve(
-                        state=CopyState.SKIPPED,
-                        finished_at=now,
-                        reason="source snapshot no longer exists (deleted before its copy started)",
-                    )
-                )
-                del queued[key]
-            elif listed is not None and listed.is_ready != job.source_ready:
-                queued[key] = job.evolve(source_ready=listed.is_ready)
+            if listed is not None:
+                queued[key] = with_source(job, listed, listed_at or now)
+            elif newest is not None and key < newest:
+                suspect.add(key)  # this view should show it: a GET tells whether it is gone
 
-    plan = ChainPlan(add=tuple(adds), skip=tuple(skips), listed_through=listed_through)
+    plan = ChainPlan(add=tuple(adds), listed_through=listed_through)
     if head.copying_key:
         return _with(plan, wait="a copy is in flight")
     if not queued:
         return _with(plan, wait="nothing queued")
     candidate = queued[min(queued)]
+    due = candidate.key in suspect or next_source_check(candidate) <= now
+    check = candidate if due else None
     if listed_through is None or candidate.source_time > listed_through:
-        return _with(plan, wait="older snapshots not yet listed", needs_listing=True)
+        name = candidate.source_id.name
+        return _with(plan, wait=f"waiting for a listing that shows {name}", needs_listing=True, check=check)
+    if candidate.key in suspect:
+        return _with(plan, wait=f"{candidate.source_id.name} missing from a listing", check=check)
     if not candidate.source_ready:
-        return _with(plan, wait="source snapshot still being created", needs_listing=True)
+        percent = f" ({candidate.source_percent:.1f}%)" if candidate.source_percent is not None else ""
+        return _with(plan, wait=f"waiting for the source {candidate.source_id.name}{percent}", check=check)
     if candidate.not_before is not None and candidate.not_before > now:
         return _with(plan, wait=f"retrying after {candidate.not_before.isoformat()}")
     return _with(plan, start=candidate)
+
+
+def with_source(job: Job, source: Snapshot, seen_at: datetime) -> Job:
+    """A queued job after ARM showed its source again. Readiness only ever grows (a
+    listing's view may be older than the GET that made the job)."""
+    ready = job.source_ready or source.is_ready
+    return job.evolve(
+        source_ready=ready,
+        source_percent=None if ready else source.completion_percent,
+        source_checked_at=max(filter(None, (job.source_checked_at, seen_at))),
+    )
+
+
+def observed_source(job: Job, source: Snapshot | None, now: datetime) -> Job:
+    """A queued job after a GET of its source: skipped when the source is gone (404, or
+    its name now holds another snapshot), else updated with what ARM showed."""
+    replaced = source is not None and bool(job.source_unique_id and source.unique_id)
+    if source is None or (replaced and source.unique_id != job.source_unique_id):
+        reason = SOURCE_GONE if source is None else f"{SOURCE_GONE}; its name now holds another snapshot"
+        return job.evolve(state=CopyState.SKIPPED, finished_at=now, reason=reason)
+    return with_source(job, source, now)
+
+
+def next_source_check(job: Job) -> datetime:
+    """When a GET of a waiting job's source is next worth its ARM call.
+
+    A source still in its own background copy (Premium SSD v2, Ultra) is read when it may
+    have finished at its pace so far; one waiting for listings to catch up is read again
+    after as long as it has existed (backing off: a few GETs however long a LIST lags).
+    Always between SOURCE_CHECK_MIN and SOURCE_CHECK_MAX after the last look."""
+    last = job.source_checked_at
+    if last is None:
+        return job.source_time
+    age = max((last - job.source_time).total_seconds(), 0.0)
+    if job.source_ready:
+        wait = timedelta(seconds=age)
+    else:
+        percent = job.source_percent or 0.0
+        wait = timedelta(seconds=age * (100.0 - percent) / percent) if percent > 0 else SOURCE_CHECK_MIN
+    return last + min(max(wait, SOURCE_CHECK_MIN), SOURCE_CHECK_MAX)
 
 
 def _with(plan: ChainPlan, **changes: object) -> ChainPlan:
@@ -297,7 +359,7 @@ def assess_copy(flight: InFlight, target: Snapshot | None, now: datetime) -> Out
     if state == "failed":
         return Failed(CopyError("ProvisioningFailed", "ARM reports provisioningState Failed for the copy"))
     percent = target.completion_percent
-    if state == "succeeded" and (percent is None or percent >= 100.0):
+    if target.is_complete_copy:
         return Completed()
     percent = percent or 0.0
     return Progress(percent, next_poll_time(flight, percent, now), changed=percent != flight.percent)

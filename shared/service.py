@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.arm import ArmError, ComputeApi
+from shared.backoff import GuardedArm
 from shared.config import Settings
 from shared.events import Malformed, NotOurs, parse_event
 from shared.ids import ResourceGroupId, ResourceId, Scope
@@ -46,9 +47,11 @@ from shared.model import (
     Waiting,
 )
 from shared.scheduler import (
+    ChainPlan,
     Completed,
     CopyTo,
     Failed,
+    NotYet,
     Progress,
     Restart,
     StartRefusal,
@@ -58,6 +61,7 @@ from shared.scheduler import (
     eligibility,
     new_head,
     new_job,
+    observed_source,
     plan_chain,
     release_order,
     source_groups_of,
@@ -88,6 +92,13 @@ ARM_LIST_PAGE = 100
 # to start (no slot read) for this long, or until this process frees a slot there: the
 # timer gives slots that come free to waiting chains, in release order. One poll apart.
 FULL_REMEMBERED = timedelta(minutes=1)
+# A timer run stops starting new work after this long and leaves the rest for the next run:
+# well inside host.json's functionTimeout (10 minutes), whatever ARM does.
+TICK_BUDGET = timedelta(minutes=4)
+
+
+class SourceNotSettled(Exception):
+    """ARM's answer about a source lacks what ordering needs: ask again later."""
 
 
 def utc_now() -> datetime:
@@ -108,6 +119,8 @@ class TickReport:
     waiting: int = 0
     full: int = 0  # regions at the cap (their waiting chains are not counted)
     stuck: int = 0
+    healed: int = 0  # broken states repaired (a counter off, a flight of a finished job)
+    deferred: int = 0  # regions or chains left for the next tick (time budget, ARM backing off)
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -188,6 +201,10 @@ class Run:
     listings: Listings
     eager: bool
     fetched: dict[ResourceGroupId, tuple[list[Snapshot], datetime]] = field(default_factory=dict)
+    deadline: datetime | None = None  # a timer run leaves what is left after this for the next one
+
+    def out_of_time(self, now: datetime) -> bool:
+        return self.deadline is not None and now >= self.deadline
 
     def cached(self, groups: Iterable[ResourceGroupId]) -> tuple[list[Snapshot], datetime] | None:
         entries = [self.fetched.get(group) or self.listings.cached(group) for group in groups]
@@ -228,7 +245,7 @@ class Replicator:
     def __init__(self, settings: Settings, store: StateStore, arm: ComputeApi, clock: Clock = utc_now) -> None:
         self.settings = settings
         self.store = store
-        self.arm = arm
+        self.arm = arm if isinstance(arm, GuardedArm) else GuardedArm(arm, clock)
         self.clock = clock
         self.listings = Listings(arm, clock)
         self.last_tick = TickReport()
@@ -318,6 +335,10 @@ class Replicator:
         """Queue a source snapshot in each of its chains and start what may start."""
         now = self.clock()
         decision = eligibility(snapshot, self.settings.target_regions, self.settings.source_scopes)
+        if isinstance(decision, NotYet):
+            # nothing recorded (the seen-index would dedupe the redelivery): Event Grid
+            # delivers again and the GET is repeated; the sweep finds it if that runs out
+            raise SourceNotSettled(f"{snapshot.id}: {decision.reason}")
         if not isinstance(decision, CopyTo):
             kind = "copy" if snapshot.is_copy else "ignored"
             self.store.put_index(
@@ -431,22 +452,34 @@ class Replicator:
     # --- the timer path ----------------------------------------------------------------
 
     def tick(self) -> TickReport:
-        """Poll every copy in flight, finish what finished, start what may start."""
+        """Poll every copy in flight, finish what finished, start what may start.
+
+        Each region, flight and chain is isolated: an error is recorded in the report
+        (`errors`) and the tick goes on with the rest. Work past TICK_BUDGET is left for
+        the next tick (`deferred`), so a tick ends well inside the function timeout."""
         report = TickReport()
-        run = Run(self.listings, eager=True)
+        run = Run(self.listings, eager=True, deadline=self.clock() + TICK_BUDGET)
         for region in self.store.list_regions():
             report.regions += 1
+            if run.out_of_time(self.clock()):
+                report.deferred += 1
+                continue
             try:
                 self._tick_region(region, run, report)
             except Exception as error:  # one region's trouble must not starve the others
                 report.errors.append(f"{region.partition}: {error}")
                 log.exception("tick: %s failed (the next tick retries)", region.partition)
+        if report.deferred:
+            log.warning(
+                "tick: %d region(s) or chain(s) left for the next tick (time budget or ARM backing off)",
+                report.deferred,
+            )
         log.info("tick: %s", report.summary())
         self.last_tick = report
         return report
 
     def _tick_region(self, region: RegionKey, run: Run, report: TickReport) -> None:
-        load = self._note_load(self.store.load_flights(region))
+        load = self._note_load(self._healed(self.store.load_flights(region), report))
         before = (report.completed, report.failed, report.restarted)
         now = self.clock()
         report.in_flight += load.in_flight_count
@@ -462,6 +495,9 @@ class Replicator:
             by_group.setdefault(_group(flight.target_id), []).append(flight)
         targets: dict[ResourceGroupId, dict[str, Snapshot | None]] = {}
         for group, flights in sorted(by_group.items(), key=lambda item: str(item[0])):
+            if run.out_of_time(self.clock()):
+                report.deferred += 1
+                break
             try:
                 targets[group] = self._read_targets(group, flights)
             except ArmError as error:
@@ -481,8 +517,31 @@ class Replicator:
                     handoffs.add(flight.chain.family_id.lower())
             except Conflict:
                 log.info("%s changed under the tick; the next tick looks again", flight.chain.partition)
+            except Exception as error:  # this copy's trouble is its own: the others are polled
+                report.errors.append(f"{flight.chain.partition}: {error}")
+                log.exception(
+                    "tick: polling %s → %s failed (the next tick retries)", flight.source_id, flight.target_id
+                )
         ended = (report.completed, report.failed, report.restarted) != before
         self._release(region, run, report, flights=None if ended else load, handoffs=frozenset(handoffs))
+
+    def _healed(self, load: RegionLoad, report: TickReport) -> RegionLoad:
+        """A slot counter that disagrees with the flight rows it counts (a crash between
+        two batches, a hand edit) is set right before the tick relies on it."""
+        if load.in_flight_count == len(load.in_flight):
+            return load
+        try:
+            self.store.correct_counter(load)
+        except Conflict:
+            return load  # it moved: a live trigger is at work; the next tick looks again
+        report.healed += 1
+        log.error(
+            "tick: %s counted %d copies in flight but tracks %d; corrected",
+            load.key.partition,
+            load.in_flight_count,
+            len(load.in_flight),
+        )
+        return self.store.load_flights(load.key)
 
     def _read_targets(self, group: ResourceGroupId, flights: list[InFlight]) -> dict[str, Snapshot | None]:
         """The due copies' targets in one group, by name, at the fewest ARM requests: one
@@ -570,12 +629,18 @@ class Replicator:
         for waiting in candidates:
             if load.in_flight_count >= self.cap:
                 break
+            if run.out_of_time(self.clock()) or self.arm.paused_until(region.subscription) is not None:
+                report.deferred += 1  # the rest wait for the next tick, in the same order
+                break
             try:
                 started, after = self._advance(waiting.chain, region, run, load=load, waiting=waiting)
-            except (ArmError, Conflict) as error:
+            except Conflict as error:
+                log.info("tick: %s changed under the tick (%s); looking again", waiting.chain.partition, error)
+                after, started = self.store.load_region(region), False
+            except Exception as error:  # this chain's trouble is its own: the others go on
                 report.errors.append(f"{waiting.chain.partition}: {error}")
                 log.error("tick: cannot advance %s: %s", waiting.chain.partition, error)
-                after, started = self.store.load_region(region), False
+                after, started = None, False
             load = after or load
             report.started += int(started)
 
@@ -629,10 +694,9 @@ class Replicator:
                     break
             # the jobs first, the promise after: a head must never vouch for snapshots
             # ("everything older than T is known") that no job row records yet
-            self.store.add_jobs(plan.add)
-            for job in plan.skip:
-                self._save_quietly(job)
-            if plan.start is not None and not plan.add and not plan.skip:
+            added = self.store.add_jobs(plan.add)
+            pending = sorted({job.key: job for job in (*pending, *added)}.values(), key=lambda job: job.key)
+            if plan.start is not None and not plan.add:
                 # no row changed: the start's commit writes the head, and the promise with it
                 # (a start that falls through loses only the note; the listing is kept)
                 listed = max(filter(None, (head.listed_through, plan.listed_through)), default=None)
@@ -641,12 +705,17 @@ class Replicator:
                 head = self._note_listing(head, plan.listed_through)
             for job in plan.add:
                 log.info("listing found %s (its event was lost or late): queued for %s", job.source_id, chain.region)
+        checked = plan.check is not None and plan.start is None
+        if checked:
+            plan, pending = self._check_source(head, pending, plan, now)
         if plan.start is None:
             if plan.wait == "nothing queued" and waiting is not None:
                 self.store.clear_waiting(waiting)
             log.debug("%s waits: %s", chain.partition, plan.wait)
             return False, load
         job = plan.start
+        if self.arm.paused_until(job.target_id.subscription) is not None:
+            return False, load  # ARM is backing off there: a PUT now would only spend an attempt
         flight = InFlight(
             region=head.region,
             chain=chain,
@@ -675,10 +744,40 @@ class Replicator:
         self._remember_copy(job.target_id, now)
         # what this run just read and wrote is what the commit needs, unless the plan
         # changed other rows of the chain (then the commit reads them again)
-        known = None if plan.add or plan.skip else Known(head, current, tuple(pending))
+        known = None if plan.add or checked else Known(head, current, tuple(pending))
         if self._drive(current, flight, known):
             return True, load
         return False, fresh()
+
+    def _check_source(
+        self, head: ChainHead, pending: list[Job], plan: ChainPlan, now: datetime
+    ) -> tuple[ChainPlan, list[Job]]:
+        """Read the source the plan is waiting on (a GET: the judge of existence), record
+        what ARM said on its job, and plan again with it."""
+        assert plan.check is not None
+        job = plan.check
+        source = self.arm.get_snapshot(job.source_id)
+        seen = observed_source(job, source, now)
+        if seen == job:
+            return plan, pending
+        try:
+            stored = self.store.save_job(seen)
+        except Conflict:
+            log.info("job %s changed concurrently; the next run looks again", job.key)
+            return plan, pending
+        if stored.state == CopyState.SKIPPED:
+            log.warning("%s → %s skipped: %s", job.source_id, head.key.region, stored.reason)
+        elif stored.source_ready and not job.source_ready:
+            log.info("source %s is ready to copy to %s", job.source_id, head.key.region)
+        elif not stored.source_ready:
+            log.info(
+                "%s → %s waits for its source (%.1f%% of its own background copy)",
+                job.source_id,
+                head.key.region,
+                stored.source_percent or 0.0,
+            )
+        pending = [stored if item.key == job.key else item for item in pending]
+        return plan_chain(head, pending, now), pending
 
     def _remember_copy(self, target_id: ResourceId, now: datetime) -> None:
         """Note a copy this process is starting (as the seen-index does), within bounds."""
@@ -753,6 +852,11 @@ class Replicator:
                 refusal = replace(refusal, source_missing=False, retryable=False)
             self._refused(stored, flight, refusal)
             return False
+        if made is None:
+            # accepted without a body snapcopy can read (an empty 202, say): a GET tells
+            made = self._read_back(job)
+            if made is None:
+                return True  # outcome unknown: the slot stays taken; the tick settles it
         if not _made_from(made, job):
             stored = self.store.load_job(job.chain, job.key) or job
             self._refused(stored, flight, StartRefusal(_name_taken(job), retryable=False))
@@ -760,6 +864,14 @@ class Replicator:
         self._commit(flight, known)
         log.info("copy started: %s → %s", job.source_id, job.target_id)
         return True
+
+    def _read_back(self, job: Job) -> Snapshot | None:
+        """The copy ARM accepted, read with a GET; None when that cannot tell yet."""
+        try:
+            return self.arm.get_snapshot(job.target_id)
+        except ArmError as error:
+            log.warning("cannot read back %s (%s); the tick checks whether it landed", job.target_id, error)
+            return None
 
     def _refused(self, stored: Job, flight: InFlight, refusal: StartRefusal) -> None:
         """ARM said no: record it on the job (if still queued) and give the slot back."""
@@ -827,7 +939,8 @@ class Replicator:
             watermark = max(head.last_started_key, job.key)
             self.store.save_chain(
                 head.evolve(copying_key=job.key, last_started_key=watermark),
-                [started, *_overtaken(head, pending, job.key, flight.started_at)],
+                [started],
+                overtaken=_overtaken(head, pending, job.key, flight.started_at),
             )
 
         retrying(commit_chain)
@@ -898,7 +1011,7 @@ class Replicator:
             if job.state == CopyState.QUEUED:  # never started: what queued before it is overtaken
                 pending = self.store.load_pending(head) if head.last_started_key < job.key else rows
                 overtaken = _overtaken(head, pending, job.key, now)
-            self.store.save_chain(head.evolve(**changes), [final, *overtaken])
+            self.store.save_chain(head.evolve(**changes), [final], overtaken=overtaken)
             watermark = changes["last_started_key"]
             left.append((watermark, [item for item in rows if item.state == CopyState.QUEUED and item.key > watermark]))
 

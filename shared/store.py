@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import re
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -57,8 +59,10 @@ POISON = "poison"
 _SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 CHAINS = "chains"
 _CHAIN_LOW, _CHAIN_HIGH = "chain|", "chain}"  # every chain partition, and nothing else
-_BATCH_LIMIT = 100
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Table transactions hold at most 100 operations
+_BATCH_LIMIT = 100  # operations in one Table transaction (Azure's limit)
+CONFLICT_PAUSE = 0.02  # seconds: the first pause after a lost ETag race (then doubling, jittered)
+CONFLICT_PAUSE_MAX = 0.5
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Entity = dict[str, Any]
 
@@ -96,9 +100,14 @@ class OperationCounter:
         self.by_kind[kind] = self.by_kind.get(kind, 0) + count
 
 
-def _conditional(etag: str | None) -> dict[str, Any]:
-    if etag is None:
-        return {}
+class MissingETag(ValueError):
+    """A write that must be conditional was asked for without the ETag it is conditional on:
+    a bug, refused loudly rather than turned into an unconditional overwrite."""
+
+
+def _conditional(etag: str | None, what: str) -> dict[str, Any]:
+    if not etag:
+        raise MissingETag(f"{what}: a conditional write needs the row's ETag, and none was read")
     return {"etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
@@ -168,26 +177,26 @@ class StateStore:
             yield from page
 
     def _transact(self, operations: list[tuple[Any, ...]], what: str) -> list[Any]:
-        """Submit same-partition operations atomically (chunks of 100); per-op metadata back."""
+        """Submit same-partition operations as one atomic transaction; per-op metadata back.
+
+        Never split: a batch over Azure's 100 operations is a bug of the caller, refused."""
+        if len(operations) > _BATCH_LIMIT:
+            raise ValueError(f"{what}: {len(operations)} operations exceed a transaction's {_BATCH_LIMIT}")
         self.ensure_table()
-        results: list[Any] = []
-        for start in range(0, len(operations), _BATCH_LIMIT):
-            chunk = operations[start : start + _BATCH_LIMIT]
-            self.operations.add("batch")
-            try:
-                results.extend(self._table.submit_transaction(chunk))  # type: ignore[arg-type]
-            except TableTransactionError as error:
-                if error.status_code in (404, 409, 412):
-                    raise Conflict(f"{what}: {error.status_code} {error.message}") from error
-                raise
-        return results
+        self.operations.add("batch")
+        try:
+            return list(self._table.submit_transaction(operations))  # type: ignore[arg-type]
+        except TableTransactionError as error:
+            if error.status_code in (404, 409, 412):
+                raise Conflict(f"{what}: {error.status_code} {error.message}") from error
+            raise
 
     def _update(self, entity: Entity, etag: str | None, what: str) -> str | None:
         """Replace a row we read, if unchanged (ETag); its new ETag back, or `Conflict`."""
         self.ensure_table()
         self.operations.add("update")
         try:
-            metadata = self._table.update_entity(entity, mode=UpdateMode.REPLACE, **_conditional(etag))
+            metadata = self._table.update_entity(entity, mode=UpdateMode.REPLACE, **_conditional(etag, what))
         except (ResourceModifiedError, ResourceNotFoundError) as error:
             raise Conflict(what) from error
         except HttpResponseError as error:
@@ -385,34 +394,50 @@ class StateStore:
         results = self._transact(
             [
                 ("create", job_entity(job)),
-                ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)}),
+                ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag, "arrival")}),
             ],
             f"arrival {job.key}",
         )
         return replace(job, etag=_result_etag(results, 0)), replace(head, etag=_result_etag(results, 1))
 
-    def add_jobs(self, jobs: Iterable[Job]) -> None:
-        """Insert jobs found by a listing; ones that exist already are left alone."""
+    def add_jobs(self, jobs: Iterable[Job]) -> list[Job]:
+        """Insert jobs found by a listing; ones that exist already are left alone (and
+        not returned). The inserted jobs back, with their ETags."""
+        added = []
         for job in jobs:
             try:
-                self._create(job_entity(job), f"job {job.key}")
+                added.append(replace(job, etag=self._create(job_entity(job), f"job {job.key}")))
             except Conflict:
                 continue
+        return added
 
-    def save_job(self, job: Job) -> None:
-        self._update(job_entity(job), job.etag, f"job {job.key}")
+    def save_job(self, job: Job) -> Job:
+        """Write a job we read (ETag-conditional); the job as saved, with its new ETag."""
+        return replace(job, etag=self._update(job_entity(job), job.etag, f"job {job.key}"))
 
-    def save_chain(self, head: ChainHead, jobs: Iterable[Job]) -> None:
-        """Head and jobs in one batch: all or nothing, conditional on every ETag."""
-        operations: list[tuple[Any, ...]] = [
-            ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag)})
+    def save_chain(self, head: ChainHead, jobs: Sequence[Job], *, overtaken: Sequence[Job] = ()) -> None:
+        """Head and jobs in one batch: all or nothing, conditional on every ETag.
+
+        `overtaken`: queued jobs the head's new watermark has passed, now `skipped`. They
+        go in the same batch while it stays within a Table transaction's 100 operations;
+        the rest follow in batches of their own, after the atomic part (a crash between
+        leaves jobs queued below the watermark, which the sweep skips)."""
+        room = _BATCH_LIMIT - 1 - len(jobs)
+        if room < 0:
+            raise ValueError(f"chain {head.key.partition}: {len(jobs) + 1} rows cannot change in one transaction")
+        operations = [
+            ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **_conditional(head.etag, "chain head")}),
+            *(_job_update(job) for job in (*jobs, *overtaken[:room])),
         ]
-        for job in jobs:
-            if job.etag is None:
-                operations.append(("upsert", job_entity(job), {"mode": UpdateMode.REPLACE}))
-            else:
-                operations.append(("update", job_entity(job), {"mode": UpdateMode.REPLACE, **_conditional(job.etag)}))
         self._transact(operations, f"chain {head.key.partition}")
+        rest = overtaken[room:]
+        for start in range(0, len(rest), _BATCH_LIMIT):
+            try:
+                self._transact(
+                    [_job_update(job) for job in rest[start : start + _BATCH_LIMIT]], f"overtaken {head.key.partition}"
+                )
+            except Conflict:
+                continue  # changed meanwhile (skipped by another run, cancelled): theirs stands
 
     # --- regions ---------------------------------------------------------------------
 
@@ -477,7 +502,7 @@ class StateStore:
         if load.counter_etag is None:
             first: tuple[Any, ...] = ("create", counter)
         else:
-            first = ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag)})
+            first = ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag, "counter")})
         results = self._transact([first, ("create", _flight_entity(flight))], f"reserve {flight.chain.partition}")
         return replace(
             load,
@@ -489,6 +514,9 @@ class StateStore:
     def correct_counter(self, load: RegionLoad) -> None:
         """Set the slot counter to the number of flight rows it must equal (ETag-conditional)."""
         counter = _counter_entity(load.key, len(load.in_flight))
+        if load.counter_etag is None:  # no counter row at all: the flights it should count exist
+            self._create(counter, f"counter {load.key.partition}")
+            return
         self._update(counter, load.counter_etag, f"counter {load.key.partition}")
 
     def release_slot(
@@ -504,18 +532,18 @@ class StateStore:
         `drop`ped (unless touched since it was read: then the whole batch conflicts)."""
         counter = _counter_entity(load.key, max(load.in_flight_count - 1, 0))
         operations: list[tuple[Any, ...]] = [
-            ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag)}),
+            ("update", counter, {"mode": UpdateMode.REPLACE, **_conditional(load.counter_etag, "counter")}),
             (
                 "delete",
                 {"PartitionKey": load.key.partition, "RowKey": FLIGHT_PREFIX + flight.chain.family_id},
-                _conditional(flight.etag),
+                _conditional(flight.etag, "flight"),
             ),
         ]
         if wait is not None:
             operations.append(("upsert", _wait_entity(wait), {"mode": UpdateMode.REPLACE}))
         elif drop is not None:
             marker = {"PartitionKey": load.key.partition, "RowKey": WAIT_PREFIX + flight.chain.family_id}
-            operations.append(("delete", marker, _conditional(drop.etag)))
+            operations.append(("delete", marker, _conditional(drop.etag, "wait marker")))
         self._transact(operations, f"release {flight.chain.partition}")
 
     def load_slot(self, region: RegionKey, chain: ChainKey) -> RegionLoad:
@@ -583,7 +611,9 @@ class StateStore:
         self.operations.add("delete")
         try:
             self._table.delete_entity(
-                waiting.region.partition, WAIT_PREFIX + waiting.chain.family_id, **_conditional(waiting.etag)
+                waiting.region.partition,
+                WAIT_PREFIX + waiting.chain.family_id,
+                **_conditional(waiting.etag, "wait marker"),
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             pass
@@ -635,7 +665,9 @@ class StateStore:
 
 
 def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
-    """Run a read-decide-write step again when it loses an ETag race."""
+    """Run a read-decide-write step again when it loses an ETag race, after a short
+    random pause that doubles each time (full jitter): racers on a hot row (a region's
+    counter) spread out instead of colliding again in lockstep."""
     for attempt in range(attempts):
         try:
             return action()
@@ -643,6 +675,7 @@ def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
             if attempt == attempts - 1:
                 raise
             log.debug("conflict, retrying (%d)", attempt + 1)
+            time.sleep(random.uniform(0.0, min(CONFLICT_PAUSE_MAX, CONFLICT_PAUSE * 2**attempt)))
     return None
 
 
@@ -735,6 +768,8 @@ def job_entity(job: Job) -> Entity:
         "TargetId": str(job.target_id),
         "State": job.state.value,
         "SourceReady": job.source_ready,
+        "SourcePercent": job.source_percent,
+        "SourceCheckedAt": job.source_checked_at,
         "Attempts": job.attempts,
         "NotBefore": job.not_before,
         "QueuedAt": job.queued_at,
@@ -747,6 +782,18 @@ def job_entity(job: Job) -> Entity:
         # a double: exact for any disk size, and no Int64 wrapper to unpack
         "SizeBytes": float(job.size_bytes) if job.size_bytes is not None else None,
     }
+
+
+def _job_update(job: Job) -> tuple[Any, ...]:
+    """A batch operation writing a job: conditional on the ETag it was read with; a job
+    never read (no ETag) is inserted, and fails the batch if it exists after all."""
+    if job.etag is None:
+        return ("create", job_entity(job))
+    return ("update", job_entity(job), {"mode": UpdateMode.REPLACE, **_conditional(job.etag, f"job {job.key}")})
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _size(value: Any) -> int | None:
@@ -765,6 +812,8 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
         target_id=ResourceId.parse(entity["TargetId"]),
         state=CopyState(entity.get("State", "queued")),
         source_ready=bool(entity.get("SourceReady", True)),
+        source_percent=_number(entity.get("SourcePercent")),
+        source_checked_at=_dt(entity.get("SourceCheckedAt")),
         attempts=int(entity.get("Attempts", 0)),
         not_before=_dt(entity.get("NotBefore")),
         queued_at=_dt(entity.get("QueuedAt")),

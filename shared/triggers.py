@@ -30,21 +30,29 @@ def on_snapshot_written(event: func.EventGridEvent) -> None:
     log.info("event %s (%s): %s", event.id, event.subject, outcome)
 
 
+class RunFailed(Exception):
+    """A timer run finished what it could, but part of its work failed: the invocation ends
+    failed so the Functions failure count (and any alert on it) sees it."""
+
+
+def _finish(name: str, errors: list[str]) -> None:
+    if errors:
+        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        log.error("%s finished with %d error(s): %s", name, len(errors), shown)
+        raise RunFailed(f"{name}: {len(errors)} part(s) failed (the next run retries them): {shown}")
+
+
 @blueprint.function_name("poll_copies")
 @blueprint.timer_trigger(arg_name="timer", schedule=poll_schedule(), run_on_startup=False, use_monitor=True)
 def poll_copies(timer: func.TimerRequest) -> None:
     """Poll copies in flight, finish what finished, release the next snapshots."""
     if timer.past_due:
         log.warning("poll_copies is running late")
-    report = runtime.replicator().tick()
-    if report.errors:
-        log.error("poll_copies finished with errors: %s", "; ".join(report.errors))
+    _finish("poll_copies", runtime.replicator().tick().errors)
 
 
 @blueprint.function_name("sweep_sources")
 @blueprint.timer_trigger(arg_name="timer", schedule=sweep_schedule(), run_on_startup=False, use_monitor=True)
 def sweep_sources(timer: func.TimerRequest) -> None:
     """Find snapshots no event reported and repair state that disagrees with ARM."""
-    report = Reconciler(runtime.replicator()).sweep()
-    if report.errors:
-        log.error("sweep_sources finished with errors: %s", "; ".join(report.errors))
+    _finish("sweep_sources", Reconciler(runtime.replicator()).sweep().errors)

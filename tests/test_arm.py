@@ -57,7 +57,7 @@ def test_a_copy_in_progress_and_a_failed_copy_are_read_with_progress_and_arms_er
     )
 
 
-def test_fields_arm_leaves_out_get_neutral_values():
+def test_fields_arm_leaves_out_are_unknown_or_neutral():
     snapshot = snapshot_from_arm(
         {
             "id": f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s",
@@ -67,7 +67,8 @@ def test_fields_arm_leaves_out_get_neutral_values():
 
     assert snapshot.location == "westus3"
     assert not snapshot.incremental and snapshot.family_id is None
-    assert snapshot.time_created == datetime.min.replace(tzinfo=UTC)
+    assert snapshot.time_created is None  # unknown, never a default: ordering depends on it
+    assert snapshot.access_state is None and snapshot.is_ready is False  # not provisioned either
     assert (snapshot.provisioning_state, snapshot.create_option, snapshot.source_resource_id) == ("", "", None)
     assert snapshot.tags == {} and snapshot.size_bytes is None
 

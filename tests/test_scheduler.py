@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given
@@ -12,13 +13,15 @@ from shared.config import TargetResourceGroup
 from shared.ids import Scope
 from shared.model import CopyError, CopyState, Phase, RegionKey, Waiting
 from shared.scheduler import (
-    LISTING_MARGIN,
     MAX_POLL_GAP,
+    SOURCE_CHECK_MAX,
+    SOURCE_CHECK_MIN,
     START_GRACE,
     Completed,
     CopyTo,
     Failed,
     Ignore,
+    NotYet,
     Progress,
     Restart,
     StartRefusal,
@@ -27,6 +30,8 @@ from shared.scheduler import (
     assess_copy,
     eligibility,
     next_poll_time,
+    next_source_check,
+    observed_source,
     plan_chain,
     release_order,
     stuck_since,
@@ -134,14 +139,26 @@ def test_snapshot_newer_than_the_last_listing_needs_a_new_listing():
     assert plan.start is None and plan.needs_listing
 
 
-def test_listing_margin_is_subtracted_from_the_listing_time():
+def test_a_listing_vouches_only_up_to_the_newest_family_snapshot_it_shows():
     older, newer = family_snapshots(2, every_minutes=1)
-    listed_at = newer.time_created + LISTING_MARGIN / 2  # too close: a skewed clock could hide `newer`
+    listed_at = newer.time_created + minutes(30)  # long after, yet the LIST lags: `newer` is not in it
     plan = plan_chain(
         head_for(older), [job_for(older), job_for(newer)], listed_at, listing=[older], listed_at=listed_at
     )
     assert plan.start is not None and plan.start.source_id == older.id  # shown by the listing itself
-    assert plan.listed_through is not None and plan.listed_through < newer.time_created
+    assert plan.listed_through == older.time_created
+
+
+def test_a_lagging_listing_never_passes_over_a_snapshot_known_from_a_get():
+    older, newer = family_snapshots(2)
+    first = job_for(older)
+    head = head_for(older, last_started_key=first.key, listed_through=older.time_created)
+    known = job_for(newer, now=newer.time_created)  # its event's GET saw it
+    now = newer.time_created + minutes(30)
+    plan = plan_chain(head, [first.evolve(state=CopyState.SUCCEEDED), known], now, listing=[older], listed_at=now)
+    assert plan.start is None and plan.needs_listing and "shows" in plan.wait
+    assert plan.check == known  # not skipped: a GET is asked whether it still exists
+    assert observed_source(known, newer, now).state == CopyState.QUEUED
 
 
 def test_a_listing_that_shows_a_snapshot_vouches_for_every_older_one():
@@ -150,14 +167,25 @@ def test_a_listing_that_shows_a_snapshot_vouches_for_every_older_one():
     assert plan.start is not None and plan.start.source_id == snap.id
 
 
-def test_queued_snapshot_whose_source_vanished_is_skipped_and_the_next_starts():
+def test_a_snapshot_missing_from_a_listing_is_skipped_only_after_a_get_says_404():
     snaps = family_snapshots(2)
     jobs = [job_for(snap) for snap in snaps]
     now = T0 + minutes(300)
     plan = plan_chain(head_for(snaps[0]), jobs, now, listing=[snaps[1]], listed_at=now)
-    assert [job.source_id for job in plan.skip] == [snaps[0].id]
-    assert plan.skip[0].state == CopyState.SKIPPED and "no longer exists" in plan.skip[0].reason
-    assert plan.start is not None and plan.start.source_id == snaps[1].id
+    assert plan.start is None and plan.check == jobs[0]  # nothing removed on the listing's word
+    assert plan.listed_through == snaps[1].time_created
+    gone = observed_source(jobs[0], None, now)
+    assert gone.state == CopyState.SKIPPED and "404" in gone.reason
+    replan = plan_chain(head_for(snaps[0], listed_through=plan.listed_through), [gone, jobs[1]], now)
+    assert replan.start is not None and replan.start.source_id == snaps[1].id
+
+
+def test_a_source_recreated_under_the_same_name_counts_as_gone():
+    (snap,) = family_snapshots(1)
+    job = job_for(snap).evolve(source_unique_id="first")
+    other = a_snapshot().named(snap.id.name).of_family(snap.family_id or "").build()
+    assert observed_source(job, replace(other, unique_id="second"), T0).state == CopyState.SKIPPED
+    assert observed_source(job, replace(other, unique_id="first"), T0).state == CopyState.QUEUED
 
 
 def test_snapshot_still_being_created_holds_the_chain():
@@ -165,7 +193,49 @@ def test_snapshot_still_being_created_holds_the_chain():
     creating = a_snapshot().named(snap.id.name).of_family(snap.family_id or "").still_creating().build()
     now = T0 + minutes(10)
     plan = plan_chain(head_for(snap), [job_for(creating)], now, listing=[creating], listed_at=now)
-    assert plan.start is None and "being created" in plan.wait
+    assert plan.start is None and "waiting for the source" in plan.wait
+
+
+def test_a_premium_v2_source_waits_for_its_background_copy_without_spending_attempts():
+    (snap,) = family_snapshots(1)
+    pending = replace(snap, access_state="Pending", completion_percent=25.0)
+    job = job_for(pending, now=snap.time_created + minutes(10))
+    assert not job.source_ready and job.source_percent == 25.0
+    head = head_for(snap, listed_through=snap.time_created)
+    plan = plan_chain(head, [job], snap.time_created + minutes(11))
+    assert plan.start is None and "25.0%" in plan.wait and plan.check is None
+    # 25% in 10 minutes: the copy may end 30 minutes later: read it again then, not before
+    assert next_source_check(job) == snap.time_created + minutes(40)
+    due = plan_chain(head, [job], snap.time_created + minutes(40))
+    assert due.check == job and due.start is None
+    available = observed_source(job, replace(snap, access_state="Available"), snap.time_created + minutes(40))
+    assert available.source_ready and available.attempts == 0
+    assert plan_chain(head, [available], snap.time_created + minutes(40)).start == available
+
+
+def test_instant_access_states_follow_azure():
+    (snap,) = family_snapshots(1)
+    assert replace(snap, access_state="AvailableWithInstantAccess").is_ready
+    assert replace(snap, access_state=None).is_ready  # older API versions do not report it
+    assert not replace(snap, access_state="InstantAccess").is_ready
+    assert not replace(snap, access_state="Pending").is_ready
+
+
+def test_source_checks_back_off_within_bounds():
+    (snap,) = family_snapshots(1)
+    fresh = job_for(snap, now=snap.time_created)
+    assert next_source_check(fresh) == snap.time_created + SOURCE_CHECK_MIN
+    old = job_for(snap, now=snap.time_created + timedelta(days=2))
+    assert next_source_check(old) == old.source_checked_at + SOURCE_CHECK_MAX
+    halfway = job_for(snap, now=snap.time_created + minutes(8))
+    assert next_source_check(halfway) == snap.time_created + minutes(16)  # as long again as its age
+
+
+def test_a_snapshot_without_time_created_is_read_again_never_ordered():
+    undated = replace(a_snapshot().build(), time_created=None)
+    assert isinstance(eligibility(undated, REGIONS, ()), NotYet)
+    plan = plan_chain(head_for(a_snapshot().build()), [], T0, listing=[undated], listed_at=T0)
+    assert plan.add == () and plan.listed_through is None
 
 
 def test_listing_ignores_other_families_copies_and_target_region_snapshots():
@@ -258,6 +328,15 @@ def test_copy_at_100_percent_is_completed():
     assert assess_copy(flight, done, T0 + minutes(5)) == Completed()
 
 
+def test_a_copy_is_complete_only_when_arm_says_so_without_doubt():
+    (snap,) = family_snapshots(1)
+    flight = flight_for(job_for(snap), T0)
+    target = a_snapshot().copy_started().located("westus3").build()  # Succeeded, no percent
+    assert isinstance(assess_copy(flight, target, T0 + minutes(5)), Progress)
+    assert isinstance(assess_copy(flight, replace(target, access_state="Pending"), T0 + minutes(5)), Progress)
+    assert assess_copy(flight, replace(target, access_state="Available"), T0 + minutes(5)) == Completed()
+
+
 def test_copy_progress_is_recorded_and_the_next_poll_is_estimated_from_the_rate():
     (snap,) = family_snapshots(1)
     flight = flight_for(job_for(snap), T0)
@@ -344,7 +423,7 @@ def test_a_listing_older_than_the_heads_belief_never_calls_a_live_snapshot_delet
     head = head_for(older, last_started_key=job_for(older).key, listed_through=newer.time_created)
     stale_at = newer.time_created - minutes(1)
     plan = plan_chain(head, [job_for(newer)], newer.time_created, listing=[older], listed_at=stale_at)
-    assert plan.skip == ()
+    assert plan.start == job_for(newer) and plan.listed_through == newer.time_created  # never forgotten
 
 
 def test_a_copy_is_stuck_after_a_quiet_spell_and_free_again_on_progress():
