@@ -59,7 +59,7 @@ from local.emulator.clock import VirtualClock
 from local.emulator.config import EmulatorConfig
 from local.emulator.errors import ArmError as EmulatorArmError
 from local.emulator.events import RequestInfo
-from local.emulator.faults import Fault
+from local.emulator.faults import Answer, Fault
 from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
 from local.host import FunctionHost
@@ -90,6 +90,10 @@ FAMILIES = (
     "source_deletes",  # sources deleted before or while they copy
     "crashes",  # SystemExit / exceptions between the steps of every trigger
     "concurrency",  # 3 instances, 8 handlers + 2 overlapping ticks in threads
+    "list_lag",  # LISTs lag 1-5 min behind writes (GETs do not), with heavy event loss
+    "premium_v2",  # Premium SSD v2 / Ultra sources: not copyable until their own background copy ends
+    "put_answers",  # CopyStart answered 200, 201, 202 with and without a body, Location only
+    "refused_source",  # one source's CopyStart refused for as long as faults are on; the others run
     "everything",  # all of the above at once, at lower rates
 )
 
@@ -154,9 +158,11 @@ CRASH_WINDOWS: tuple[tuple[Trigger, Layer, str, Literal["before", "after"]], ...
     if index < len(sites)
     for layer, method in [sites[index]]
 )
-# Which family each seed runs: seed % len(FAMILY_CYCLE). Crashes get four slots in 14 (a
-# crash window is narrow: it takes many seeds to hit each one in a state where it matters).
-FAMILY_CYCLE = (*FAMILIES[:8], "crashes", "concurrency", "everything", "crashes", "crashes", "crashes")
+# Which family each seed runs: seed % len(FAMILY_CYCLE). The first len(FAMILIES) slots hold
+# each family once (the test slice runs them); then a second listing-lag slot and two more
+# crash slots (a crash window is narrow: it takes many seeds to hit each one in a state
+# where it matters). Slot 15 is not a crash slot, so the regression seeds (87, 234) replay.
+FAMILY_CYCLE = (*FAMILIES, "list_lag", "crashes", "crashes")
 _CRASH_SLOTS = tuple(index for index, name in enumerate(FAMILY_CYCLE) if name == "crashes")
 FAULT_TARGETS: tuple[tuple[str | None, str | None], ...] = (
     ("PUT", "snapshot"),
@@ -166,6 +172,11 @@ FAULT_TARGETS: tuple[tuple[str | None, str | None], ...] = (
     ("GET", "snapshots_list"),
     (None, None),
 )
+LOST, STRANDED = "lost", "stranded"  # how `_outcome_problems` tags the worst of them
+LOST_OR_STRANDED = (LOST, STRANDED)
+V2_SKUS = ("PremiumV2_LRS", "UltraSSD_LRS")
+ANSWERS: tuple[Answer, ...] = ("202-empty", "202-location-only", "201", "200")
+REFUSED_FOREVER = 100_000  # a fault count no scenario uses up
 FAIL_CODES = ("InternalDiskManagementError", "CopyFailedInternal", "OperationPreempted")
 MAX_DELIVERIES = 30  # Event Grid gives up after 24 h (dead-letter); far more than snapcopy needs
 RECOVERY_TICKS = 150
@@ -233,6 +244,10 @@ class Scenario:
     round_gap: int = 2  # steps between two rounds of snapshots
     target_group: str | None = None  # COPY_TARGET_RESOURCE_GROUP (None: beside the source)
     sweep_rate: float = 0.1  # chance per step that the sweep runs while faults are on
+    list_lag: float = 0.0  # seconds a LIST lags behind writes (the whole run: Azure promises no bound)
+    v2_disks: float = 0.0  # share of disks that are Premium SSD v2 or Ultra (sources with a background copy)
+    answer_rate: float = 0.0  # chance per step of reshaping the next CopyStart answers (200/201/202, no body)
+    refused_source: bool = False  # one source's CopyStart refused while faults are on
 
     @classmethod
     def generate(cls, seed: int, *, quick: bool = False, family: str | None = None) -> Scenario:
@@ -297,6 +312,14 @@ class Scenario:
             )
         elif family == "concurrency":
             base.update(instances=3, threads=True)
+        elif family == "list_lag":
+            base.update(list_lag=rng.uniform(60, 300), loss=rng.uniform(0.2, 0.5), sweep_rate=0.2)
+        elif family == "premium_v2":
+            base.update(v2_disks=rng.uniform(0.5, 1.0))
+        elif family == "put_answers":
+            base.update(answer_rate=0.7)
+        elif family == "refused_source":
+            base.update(refused_source=True)
         else:  # everything
             base.update(
                 instances=2,
@@ -308,6 +331,10 @@ class Scenario:
                 source_deletes=rng.randint(0, 1),
                 crash_points=_crash_points(rng, rng.randint(1, 2)),
                 sweep_rate=0.2,
+                list_lag=rng.choice((0.0, rng.uniform(30, 120))),
+                v2_disks=rng.choice((0.0, 0.5)),
+                answer_rate=0.2,
+                refused_source=rng.random() < 0.3,
             )
         return cls(**base)
 
@@ -324,6 +351,14 @@ class Scenario:
         for name in ("lost_answers", "copy_failures", "source_deletes"):
             if getattr(self, name):
                 parts.append(f"{name} {getattr(self, name)}")
+        if self.list_lag:
+            parts.append(f"LISTs lag {self.list_lag:.0f} s")
+        if self.v2_disks:
+            parts.append(f"{self.v2_disks:.0%} Premium SSD v2 / Ultra disks")
+        if self.answer_rate:
+            parts.append(f"CopyStart answers reshaped at {self.answer_rate:.1f}/step")
+        if self.refused_source:
+            parts.append("one source refused")
         parts.extend(point.describe() for point in self.crash_points)
         return "; ".join(parts)
 
@@ -378,6 +413,9 @@ class ScenarioResult:
     sweeps: int = 0
     instances: int = 0  # Replicator instances built (worker processes), replacements included
     concurrent_calls: int = 0  # triggers run in parallel threads
+    lagged_lists: int = 0  # LISTs served while they lagged behind writes
+    v2_sources: int = 0  # snapshots of Premium SSD v2 / Ultra disks (a background copy of their own)
+    lost_or_stranded: int = 0  # eligible snapshots neither copied nor settled with a reason ARM confirms
     virtual_seconds: float = 0.0
     elapsed: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -592,6 +630,8 @@ class ChaosRun:
         self.clean_sweep_at = -1  # how many crashes had fired when a sweep last ran to the end
         self.copy_failures_left = scenario.copy_failures
         self.deletes_left = scenario.source_deletes
+        self.refused = False
+        self.v2_disks: set[str] = set()
         self.step = 0
 
     # --- instances ---------------------------------------------------------------------
@@ -622,13 +662,16 @@ class ChaosRun:
             group = f"rg-{index % 2}"
             name = f"vm{index}-data0"
             disk_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.Compute/disks/{name}"
-            body = {
+            body: dict[str, Any] = {
                 "location": location,
                 "properties": {
                     "creationData": {"createOption": "Empty"},
                     "diskSizeGB": self.rng.choice((32, 64, 128)),
                 },
             }
+            if self.rng.random() < scenario.v2_disks:
+                body["sku"] = {"name": self.rng.choice(V2_SKUS)}
+                self.v2_disks.add(disk_id.lower())
             self.world.put_disk(parse_resource_id(disk_id, "id"), body, RequestInfo("PUT"))
             self.disks.append((disk_id, location))
 
@@ -647,16 +690,14 @@ class ChaosRun:
         snapshot_id = (
             f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.Compute/snapshots/{name}"
         )
-        body = {
-            "location": location,
-            "properties": {
-                "creationData": {"createOption": "Copy", "sourceResourceId": disk_id},
-                "incremental": incremental,
-            },
-        }
+        creation: dict[str, Any] = {"createOption": "Copy", "sourceResourceId": disk_id}
+        if self.scenario.v2_disks and self.rng.random() < 0.3:
+            creation["instantAccessDurationMinutes"] = 60  # InstantAccess, then AvailableWithInstantAccess
+        body = {"location": location, "properties": {"creationData": creation, "incremental": incremental}}
         self.world.put_snapshot(parse_resource_id(snapshot_id, "id"), body, RequestInfo("PUT"))
         self.sources.append(_Source(snapshot_id, disk_id, location, incremental))
         self.result.snapshots += 1
+        self.result.v2_sources += int(disk_id.lower() in self.v2_disks)
 
     # --- Event Grid -----------------------------------------------------------------------
 
@@ -816,6 +857,20 @@ class ChaosRun:
         self.copy_failures_left -= 1
         self.result.copy_failures += 1
 
+    def _refuse_a_source(self) -> None:
+        """Every CopyStart of one source is refused (a permanent 400, a 409 that looks
+        passing, or a 500 that leaves the outcome unknown) until faults stop."""
+        incremental = [source for source in self.sources if source.incremental]
+        if not incremental:
+            return
+        source = self.rng.choice(incremental)
+        refusals = ((400, "BadRequest"), (409, "OperationNotAllowed"), (500, "InternalServerError"))
+        status, code = self.rng.choice(refusals)
+        fault = Fault("PUT", "snapshot", status=status, error_code=code, body_contains=source.id, count=REFUSED_FOREVER)
+        self.world.add_fault(fault)
+        self.faults_armed += fault.count
+        self.refused = True
+
     def _delete_a_source(self) -> None:
         live = [source for source in self.sources if not source.deleted and source.incremental]
         copying = {copy["source_id"].lower() for copy in self.world.copies() if copy["state"] == "copying"}
@@ -833,6 +888,12 @@ class ChaosRun:
         scenario = self.scenario
         if scenario.fault_kinds and self.rng.random() < scenario.fault_rate:
             self._arm_fault()
+        if scenario.answer_rate and self.rng.random() < scenario.answer_rate:
+            fault = Fault("PUT", "snapshot", answer=self.rng.choice(ANSWERS), count=self.rng.randint(1, 3))
+            self.world.add_fault(fault)
+            self.faults_armed += fault.count
+        if scenario.refused_source and not self.refused and self.sources:
+            self._refuse_a_source()
         if self.copy_failures_left and self.rng.random() < 0.35:
             self._fail_a_copy()
         if self.deletes_left and self.rng.random() < 0.3:
@@ -854,7 +915,13 @@ class ChaosRun:
         began, virtual_began = time.monotonic(), self.clock.now()
         scenario = self.scenario
         self.world.reset()
-        self.world.configure(cap=scenario.cap, min_copy_seconds=30, copy_bytes_per_second=GIB)
+        self.world.configure(
+            cap=scenario.cap,
+            min_copy_seconds=30,
+            copy_bytes_per_second=GIB,
+            list_lag_seconds=scenario.list_lag,
+            source_copy_seconds_factor=3.0,
+        )
         self.instances = [self._build() for _ in range(scenario.instances)]
         pool = ThreadPoolExecutor(max_workers=11) if scenario.threads else None
         try:
@@ -950,6 +1017,8 @@ class ChaosRun:
         rows = self.checker.rows("chain|")
         slots = self.checker.rows("region|")
         self.result.copies = len(copies)
+        if self.scenario.list_lag:
+            self.result.lagged_lists = int(counters["requests"].get("LIST snapshots", 0))
 
         # 1. ARM never refused a copy for breaking one of its rules
         for name, count in sorted(counters["refusals"].items()):
@@ -974,7 +1043,9 @@ class ChaosRun:
             for region in self.scenario.regions:
                 if source.incremental and region != source.location:
                     eligible.add((source.key, region))
-                    violations.extend(_outcome_problems(source, region, made[(source.key, region)], jobs))
+                    problems = _outcome_problems(source, region, made[(source.key, region)], jobs)
+                    self.result.lost_or_stranded += sum(1 for p in problems if p.endswith(LOST_OR_STRANDED))
+                    violations.extend(problems)
         for pair in sorted(set(made) - eligible):
             violations.append(f"{_name(pair[0])} → {pair[1]}: copied, but it is not an eligible source")
         for pair in sorted(set(jobs) - eligible):
@@ -1041,16 +1112,16 @@ def _outcome_problems(
                 return [f"{where}: ARM failed the copy with {code} but the job says {state} {job.get('ErrorCode')}"]
         return []
     if job is None:
-        return [] if source.deleted else [f"{where}: silently missing (no copy, no job)"]
+        return [] if source.deleted else [f"{where}: silently missing (no copy, no job); {LOST}"]
     if state == "succeeded":
         return [f"{where}: the job says succeeded but ARM never copied it"]
     if state == "skipped":
         if not job.get("Reason"):
             return [f"{where}: skipped without a reason"]
-        return [] if source.deleted else [f"{where}: skipped although its source exists: {job['Reason']}"]
+        return [] if source.deleted else [f"{where}: skipped although its source exists: {job['Reason']}; {LOST}"]
     if state == "failed":
         return [] if job.get("ErrorCode") and job.get("Reason") else [f"{where}: failed without ARM's code or reason"]
-    return [f"{where}: left {state} at the end"]
+    return [f"{where}: left {state} at the end; {STRANDED}"]
 
 
 def _order_problems(copies: list[dict[str, Any]]) -> list[str]:
@@ -1138,6 +1209,7 @@ TOTALS = (
     "succeeded",
     "failed",
     "skipped",
+    "lost_or_stranded",
 )
 
 
@@ -1174,6 +1246,7 @@ def _table(summary: dict[str, dict[str, int]], title: str) -> Any:
         ("copies failed by ARM", "copy_failures"),
         ("sources deleted", "sources_deleted"),
         ("copies", "copies"),
+        ("lost or stranded", "lost_or_stranded"),
         ("violations", "violations"),
     )
     for label, _ in columns:

@@ -8,7 +8,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute.models import CreationData, Disk, DiskProperties, Snapshot, SnapshotProperties
+from azure.mgmt.compute.models import CreationData, Disk, DiskProperties, DiskSku, Snapshot, SnapshotProperties
 
 
 class LocalToken:
@@ -31,9 +31,13 @@ class Fleet:
             polling_interval=0,
         )
 
-    def create_disk(self, resource_group: str, name: str, location: str, size_gb: int = 128) -> str:
+    def create_disk(
+        self, resource_group: str, name: str, location: str, size_gb: int = 128, *, sku: str | None = None
+    ) -> str:
+        """A disk; `sku` e.g. PremiumV2_LRS, whose snapshots run a background copy first."""
         body = Disk(
             location=location,
+            sku=DiskSku(name=sku) if sku else None,
             properties=DiskProperties(creation_data=CreationData(create_option="Empty"), disk_size_gb=size_gb),
         )
         disk = self.client.disks.begin_create_or_update(resource_group, name, body).result()

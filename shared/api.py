@@ -99,6 +99,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "finishedAt": _iso(job.finished_at),
         "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
         "reason": job.reason or None,
+        "sourceReady": job.source_ready,
+        "sourcePercent": job.source_percent,
         "stuck": False,
         "lastProgressAt": None,
     }

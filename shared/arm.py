@@ -237,11 +237,17 @@ class ArmCompute:
             ),
         )
         client = self._client(target_id.subscription)
-        poller = _call(
-            lambda: client.snapshots.begin_create_or_update(
-                target_id.resource_group, target_id.name, body, polling=False
+        try:
+            poller = _call(
+                lambda: client.snapshots.begin_create_or_update(
+                    target_id.resource_group, target_id.name, body, polling=False
+                )
             )
-        )
+        except ArmError as error:
+            if error.status is not None and 200 <= error.status < 300:  # the SDK takes only 200 and 202
+                log.warning("CopyStart %s answered %d: accepted; reading it back", target_id, error.status)
+                return None
+            raise
         try:
             made = poller.result()
             return None if made is None else snapshot_from_arm(made.as_dict())

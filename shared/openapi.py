@@ -101,6 +101,18 @@ def _copy_properties() -> dict[str, Any]:
             "description": "Why the copy is in its state, when snapcopy has something to say (skipped, "
             "cancelled, retried).",
         },
+        "sourceReady": {
+            "type": "boolean",
+            "description": "False while the source cannot be copied yet: a Premium SSD v2 or Ultra Disk "
+            "snapshot runs a background copy of its own first (its snapshotAccessState is Pending or "
+            "InstantAccess). The copy keeps its place in the chain and spends no attempt meanwhile.",
+        },
+        "sourcePercent": {
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 100,
+            "description": "The source's own completionPercent while it is not ready (null otherwise).",
+        },
         "stuck": {
             "type": "boolean",
             "description": "True while a copy in flight has shown no new completionPercent for "

@@ -71,6 +71,12 @@ class SnapshotBuilder:
         return self._snap
 
 
+def created(snapshot: Snapshot) -> datetime:
+    """A built snapshot's creation time (builders always set one)."""
+    assert snapshot.time_created is not None
+    return snapshot.time_created
+
+
 def a_snapshot() -> SnapshotBuilder:
     return SnapshotBuilder()
 

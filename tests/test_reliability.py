@@ -39,6 +39,10 @@ def injected(result: ScenarioResult) -> int:
         "source_deletes": result.sources_deleted,
         "crashes": result.crashes,
         "concurrency": result.concurrent_calls if result.instances >= 3 else 0,
+        "list_lag": result.lagged_lists,
+        "premium_v2": result.v2_sources,
+        "put_answers": result.arm_faults,
+        "refused_source": result.arm_faults,
         "everything": min(result.crashes + result.arm_faults, result.concurrent_calls),
     }[result.family]
 
@@ -48,7 +52,7 @@ def regression(seed: int, why: str) -> Any:
     return pytest.param(seed, "crashes", id=f"seed-{seed}-crashes-{why}")
 
 
-# seed -> family is FAMILY_CYCLE[seed % 14]: seeds 0..10 cover every family once (quick fleets)
+# seed -> family is FAMILY_CYCLE[seed % 18]: seeds 0..14 cover every family once (quick fleets)
 SLICE = [pytest.param(seed, None, id=f"seed-{seed}") for seed in range(len(FAMILIES))]
 REGRESSIONS = [
     # bug A: an event handler died right after _note_listing saved the head: vm0-data0-s0 → centralus skipped

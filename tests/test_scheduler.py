@@ -36,7 +36,7 @@ from shared.scheduler import (
     release_order,
     stuck_since,
 )
-from tests.builders import SUB, T0, a_snapshot, chain, family_snapshots, flight_for, head_for, job_for
+from tests.builders import SUB, T0, a_snapshot, chain, created, family_snapshots, flight_for, head_for, job_for
 
 REGIONS = ("westus3",)
 
@@ -109,7 +109,7 @@ def test_first_snapshot_waits_for_a_listing_before_it_starts():
 def test_listing_lets_the_oldest_snapshot_start_first():
     snaps = family_snapshots(3)
     jobs = [job_for(snaps[2])]  # only the newest one's event arrived
-    now = snaps[2].time_created + minutes(1)
+    now = created(snaps[2]) + minutes(1)
     plan = plan_chain(head_for(snaps[2]), jobs, now, listing=snaps, listed_at=now, target_group=TargetResourceGroup())
     assert [job.source_id.name for job in plan.add] == [snaps[0].id.name, snaps[1].id.name]
     assert plan.start is not None and plan.start.source_id == snaps[0].id
@@ -134,27 +134,27 @@ def test_next_snapshot_starts_once_the_chain_is_free_and_listed():
 def test_snapshot_newer_than_the_last_listing_needs_a_new_listing():
     snaps = family_snapshots(2)
     first, second = (job_for(snap) for snap in snaps)
-    head = head_for(snaps[0], last_started_key=first.key, listed_through=snaps[1].time_created - timedelta(seconds=1))
+    head = head_for(snaps[0], last_started_key=first.key, listed_through=created(snaps[1]) - timedelta(seconds=1))
     plan = plan_chain(head, [second], T0 + minutes(200))
     assert plan.start is None and plan.needs_listing
 
 
 def test_a_listing_vouches_only_up_to_the_newest_family_snapshot_it_shows():
     older, newer = family_snapshots(2, every_minutes=1)
-    listed_at = newer.time_created + minutes(30)  # long after, yet the LIST lags: `newer` is not in it
+    listed_at = created(newer) + minutes(30)  # long after, yet the LIST lags: `newer` is not in it
     plan = plan_chain(
         head_for(older), [job_for(older), job_for(newer)], listed_at, listing=[older], listed_at=listed_at
     )
     assert plan.start is not None and plan.start.source_id == older.id  # shown by the listing itself
-    assert plan.listed_through == older.time_created
+    assert plan.listed_through == created(older)
 
 
 def test_a_lagging_listing_never_passes_over_a_snapshot_known_from_a_get():
     older, newer = family_snapshots(2)
     first = job_for(older)
-    head = head_for(older, last_started_key=first.key, listed_through=older.time_created)
-    known = job_for(newer, now=newer.time_created)  # its event's GET saw it
-    now = newer.time_created + minutes(30)
+    head = head_for(older, last_started_key=first.key, listed_through=created(older))
+    known = job_for(newer, now=created(newer))  # its event's GET saw it
+    now = created(newer) + minutes(30)
     plan = plan_chain(head, [first.evolve(state=CopyState.SUCCEEDED), known], now, listing=[older], listed_at=now)
     assert plan.start is None and plan.needs_listing and "shows" in plan.wait
     assert plan.check == known  # not skipped: a GET is asked whether it still exists
@@ -163,7 +163,7 @@ def test_a_lagging_listing_never_passes_over_a_snapshot_known_from_a_get():
 
 def test_a_listing_that_shows_a_snapshot_vouches_for_every_older_one():
     (snap,) = family_snapshots(1)
-    plan = plan_chain(head_for(snap), [job_for(snap)], snap.time_created, listing=[snap], listed_at=snap.time_created)
+    plan = plan_chain(head_for(snap), [job_for(snap)], created(snap), listing=[snap], listed_at=created(snap))
     assert plan.start is not None and plan.start.source_id == snap.id
 
 
@@ -173,7 +173,7 @@ def test_a_snapshot_missing_from_a_listing_is_skipped_only_after_a_get_says_404(
     now = T0 + minutes(300)
     plan = plan_chain(head_for(snaps[0]), jobs, now, listing=[snaps[1]], listed_at=now)
     assert plan.start is None and plan.check == jobs[0]  # nothing removed on the listing's word
-    assert plan.listed_through == snaps[1].time_created
+    assert plan.listed_through == created(snaps[1])
     gone = observed_source(jobs[0], None, now)
     assert gone.state == CopyState.SKIPPED and "404" in gone.reason
     replan = plan_chain(head_for(snaps[0], listed_through=plan.listed_through), [gone, jobs[1]], now)
@@ -199,18 +199,18 @@ def test_snapshot_still_being_created_holds_the_chain():
 def test_a_premium_v2_source_waits_for_its_background_copy_without_spending_attempts():
     (snap,) = family_snapshots(1)
     pending = replace(snap, access_state="Pending", completion_percent=25.0)
-    job = job_for(pending, now=snap.time_created + minutes(10))
+    job = job_for(pending, now=created(snap) + minutes(10))
     assert not job.source_ready and job.source_percent == 25.0
-    head = head_for(snap, listed_through=snap.time_created)
-    plan = plan_chain(head, [job], snap.time_created + minutes(11))
+    head = head_for(snap, listed_through=created(snap))
+    plan = plan_chain(head, [job], created(snap) + minutes(11))
     assert plan.start is None and "25.0%" in plan.wait and plan.check is None
     # 25% in 10 minutes: the copy may end 30 minutes later: read it again then, not before
-    assert next_source_check(job) == snap.time_created + minutes(40)
-    due = plan_chain(head, [job], snap.time_created + minutes(40))
+    assert next_source_check(job) == created(snap) + minutes(40)
+    due = plan_chain(head, [job], created(snap) + minutes(40))
     assert due.check == job and due.start is None
-    available = observed_source(job, replace(snap, access_state="Available"), snap.time_created + minutes(40))
+    available = observed_source(job, replace(snap, access_state="Available"), created(snap) + minutes(40))
     assert available.source_ready and available.attempts == 0
-    assert plan_chain(head, [available], snap.time_created + minutes(40)).start == available
+    assert plan_chain(head, [available], created(snap) + minutes(40)).start == available
 
 
 def test_instant_access_states_follow_azure():
@@ -223,12 +223,12 @@ def test_instant_access_states_follow_azure():
 
 def test_source_checks_back_off_within_bounds():
     (snap,) = family_snapshots(1)
-    fresh = job_for(snap, now=snap.time_created)
-    assert next_source_check(fresh) == snap.time_created + SOURCE_CHECK_MIN
-    old = job_for(snap, now=snap.time_created + timedelta(days=2))
-    assert next_source_check(old) == old.source_checked_at + SOURCE_CHECK_MAX
-    halfway = job_for(snap, now=snap.time_created + minutes(8))
-    assert next_source_check(halfway) == snap.time_created + minutes(16)  # as long again as its age
+    fresh = job_for(snap, now=created(snap))
+    assert next_source_check(fresh) == created(snap) + SOURCE_CHECK_MIN
+    old = job_for(snap, now=created(snap) + timedelta(days=2))
+    assert next_source_check(old) == created(snap) + timedelta(days=2) + SOURCE_CHECK_MAX
+    halfway = job_for(snap, now=created(snap) + minutes(8))
+    assert next_source_check(halfway) == created(snap) + minutes(16)  # as long again as its age
 
 
 def test_a_snapshot_without_time_created_is_read_again_never_ordered():
@@ -420,10 +420,10 @@ def test_a_listing_older_than_the_heads_belief_never_calls_a_live_snapshot_delet
     """Another handler listed later (and saw the new snapshot); this run holds an older
     listing that predates it. Absence from the older listing proves nothing."""
     older, newer = family_snapshots(2)
-    head = head_for(older, last_started_key=job_for(older).key, listed_through=newer.time_created)
-    stale_at = newer.time_created - minutes(1)
-    plan = plan_chain(head, [job_for(newer)], newer.time_created, listing=[older], listed_at=stale_at)
-    assert plan.start == job_for(newer) and plan.listed_through == newer.time_created  # never forgotten
+    head = head_for(older, last_started_key=job_for(older).key, listed_through=created(newer))
+    stale_at = created(newer) - minutes(1)
+    plan = plan_chain(head, [job_for(newer)], created(newer), listing=[older], listed_at=stale_at)
+    assert plan.start == job_for(newer) and plan.listed_through == created(newer)  # never forgotten
 
 
 def test_a_copy_is_stuck_after_a_quiet_spell_and_free_again_on_progress():

@@ -23,7 +23,7 @@ from shared.arm import ArmCompute
 from shared.config import TargetResourceGroup
 from shared.events import SnapshotWritten, parse_event
 from shared.ids import ResourceId
-from shared.model import SOURCE_TAG, order_key, target_snapshot_id
+from shared.model import SOURCE_TAG, target_snapshot_id
 from shared.store import OperationCounter
 
 _QUEUED, _COPYING, _DONE, _FAILED = "queued", "copying", "succeeded", "failed"
@@ -55,6 +55,8 @@ class NaiveReplicator:
         snapshot = self.arm.get_snapshot(observation.snapshot_id)
         if snapshot is None or snapshot.is_copy or not snapshot.incremental or not snapshot.family_id:
             return
+        if snapshot.time_created is None:
+            return
         if snapshot.location.lower() == self.region:
             return
         target = target_snapshot_id(
@@ -66,7 +68,7 @@ class NaiveReplicator:
         self.table.upsert_entity(
             {
                 "PartitionKey": snapshot.family_id.lower(),
-                "RowKey": order_key(snapshot.time_created, snapshot.id.name),
+                "RowKey": snapshot.order_key,
                 "SourceId": str(snapshot.id),
                 "TargetId": str(target),
                 "State": _QUEUED,

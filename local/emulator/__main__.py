@@ -31,6 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--copy-bytes-per-second", type=float, default=defaults.copy_bytes_per_second)
     parser.add_argument("--min-copy-seconds", type=float, default=defaults.min_copy_seconds)
     parser.add_argument("--page-size", type=int, default=defaults.page_size)
+    parser.add_argument(
+        "--list-lag-seconds",
+        type=float,
+        default=defaults.list_lag_seconds,
+        help="LISTs show the collection as it was this long ago (GETs never lag)",
+    )
+    parser.add_argument(
+        "--source-copy-seconds-factor",
+        type=float,
+        default=defaults.source_copy_seconds_factor,
+        help="background copy of a Premium SSD v2 / Ultra snapshot, as a multiple of a CopyStart's duration",
+    )
     return parser
 
 
@@ -42,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             copy_bytes_per_second=args.copy_bytes_per_second,
             min_copy_seconds=args.min_copy_seconds,
             page_size=args.page_size,
+            list_lag_seconds=args.list_lag_seconds,
+            source_copy_seconds_factor=args.source_copy_seconds_factor,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

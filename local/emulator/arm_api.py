@@ -1,7 +1,8 @@
 """ARM Compute REST routes for disks and snapshots, and their async-operation status.
 
 Routes translate HTTP to `World` calls: JSON bodies in, ARM bodies, LRO headers and
-`nextLink` paging out. Paths arrive in canonical casing (see `gateway`).
+`nextLink` paging out. Paths arrive in canonical casing (see `gateway`), and a PUT may
+carry an injected answer shape (`Fault.answer`, put in the request state by the gateway).
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from fastapi.responses import JSONResponse, Response
 
 from .errors import ArmError
 from .events import RequestInfo
+from .faults import Answer
 from .ids import ResourceId, ResourceKind
-from .world import World, WriteResult
+from .operations import Operation, WriteResult
+from .world import World
 
 _RG_SCOPE = "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute"
 _SUB_SCOPE = "/subscriptions/{subscription}/providers/Microsoft.Compute"
 _KINDS: dict[str, ResourceKind] = {"snapshots": "snapshots", "disks": "disks"}
+# Set by the gateway when a fault reshapes this PUT's answer.
+ANSWER_STATE_KEY = "answer"
 
 
 # dependencies are `async`: FastAPI runs a plain `def` one in a worker thread, a thread
@@ -49,7 +54,8 @@ async def get_resource(rid: ResourceDep, world: WorldDep) -> Response:
 async def put_resource(rid: ResourceDep, request: Request, world: WorldDep) -> Response:
     body = await _json_body(request)
     put = world.put_disk if rid.kind == "disks" else world.put_snapshot
-    return _write_response(put(rid, body, _request_info(request)), request)
+    answer: Answer | None = getattr(request.state, ANSWER_STATE_KEY, None)
+    return _write_response(world, put(rid, body, _request_info(request)), request, answer)
 
 
 @router.patch(_RG_SCOPE + "/{kind}/{name}")
@@ -77,8 +83,15 @@ async def list_in_subscription(subscription: str, kind: str, request: Request, w
 
 
 @router.get(_SUB_SCOPE + "/locations/{location}/operations/{operation}")
-async def get_operation(subscription: str, location: str, operation: str, world: WorldDep) -> Response:
-    return JSONResponse(world.get_operation(subscription, location, operation))
+async def get_operation(
+    subscription: str, location: str, operation: str, world: WorldDep, monitor: bool = False
+) -> Response:
+    """The operation's status (`Azure-AsyncOperation`), or with `monitor=true` (`Location`) its
+    result: 200 with the resource's body, 204 if it is gone."""
+    if not monitor:
+        return JSONResponse(world.get_operation(subscription, location, operation))
+    result = world.operation_result(subscription, location, operation)
+    return Response(status_code=204) if result is None else JSONResponse(result)
 
 
 def _kind(kind: str) -> ResourceKind:
@@ -118,30 +131,45 @@ def _request_info(request: Request) -> RequestInfo:
     )
 
 
-def _write_response(result: WriteResult, request: Request) -> Response:
-    """200 for an update; 202 with the headers ARMPolling follows for a create."""
+def _write_response(world: World, result: WriteResult, request: Request, answer: Answer | None) -> Response:
+    """200 for an update; 202 with the body and the headers ARMPolling follows for a create;
+    or the shape an injected `answer` asks for (the write itself happened all the same)."""
     operation = result.operation
-    if operation is None:
-        return JSONResponse(result.body)
+    if answer is None:
+        if operation is None:
+            return JSONResponse(result.body)
+        return JSONResponse(result.body, status_code=202, headers=_lro_headers(operation, request))
+    if answer in ("200", "201"):
+        return JSONResponse(result.body, status_code=int(answer))
+    headers = _lro_headers(operation or world.new_operation(result.rid), request)
+    if answer == "202-location-only":
+        del headers["Azure-AsyncOperation"]
+    return Response(status_code=202, headers=headers)
+
+
+def _lro_headers(operation: Operation, request: Request) -> dict[str, str]:
+    """Compute's shape: `Azure-AsyncOperation` is the operation's status, `Location` the same URL
+    with `monitor=true` (its result); both keep the request's api-version."""
     status_url = (
         f"{request.url.scheme}://{request.url.netloc}/subscriptions/{operation.subscription}"
         f"/providers/Microsoft.Compute/locations/{operation.location}/operations/{operation.name}"
-        f"?api-version={request.query_params['api-version']}"
     )
-    headers = {"Azure-AsyncOperation": status_url, "Location": status_url, "Retry-After": "0"}
-    return JSONResponse(result.body, status_code=202, headers=headers)
+    api_version = f"api-version={request.query_params['api-version']}"
+    return {
+        "Azure-AsyncOperation": f"{status_url}?{api_version}",
+        "Location": f"{status_url}?monitor=true&{api_version}",
+        "Retry-After": "0",
+    }
 
 
 def _page(
     world: World, request: Request, kind: ResourceKind, subscription: str, resource_group: str | None = None
 ) -> Response:
     """One page of a LIST; `nextLink` repeats the query (api-version) with a `$skiptoken`."""
-    token = request.query_params.get("$skiptoken", "0")
-    if not token.isdigit():
-        raise ArmError(400, "InvalidParameter", f"The $skiptoken '{token}' is invalid.")
-    start, size = int(token), world.config.page_size
-    items, total = world.list_resources(kind, subscription, resource_group, start=start, count=size)
+    token = request.query_params.get("$skiptoken")
+    size = world.config.page_size
+    items, following = world.list_resources(kind, subscription, resource_group, token=token, count=size)
     body: dict[str, Any] = {"value": items}
-    if start + size < total:
-        body["nextLink"] = str(request.url.include_query_params(**{"$skiptoken": start + size}))
+    if following is not None:
+        body["nextLink"] = str(request.url.include_query_params(**{"$skiptoken": following}))
     return JSONResponse(body)

@@ -1,4 +1,4 @@
-"""Tunable limits of the emulated Azure: copy cap, copy speed, LIST page size.
+"""Tunable limits of the emulated Azure: copy cap, copy speeds, LIST page size and lag.
 
 Frozen so a change is one atomic swap (`dataclasses.replace`), validated on construction.
 """
@@ -14,12 +14,20 @@ GIB = 1024**3
 class EmulatorConfig:
     """Defaults: Azure's documented cap of 100 copies in flight per subscription per region;
     1 GiB/s copy speed with a 30 s floor, so a 128 GiB snapshot copies in about two minutes;
-    ARM's usual LIST page of 100."""
+    ARM's usual LIST page of 100; LISTs as fresh as GETs (no lag).
+
+    `source_copy_seconds_factor` scales the background copy a snapshot of a Premium SSD v2 or
+    Ultra disk runs after it is created (same size/speed model as a CopyStart copy, times the
+    factor; 0 makes such snapshots available at once). `list_lag_seconds`: a LIST shows the
+    collection as it was that long ago (see `World.list_resources`).
+    """
 
     cap: int = 100
     copy_bytes_per_second: float = float(GIB)
     min_copy_seconds: float = 30.0
     page_size: int = 100
+    list_lag_seconds: float = 0.0
+    source_copy_seconds_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.cap < 0:
@@ -30,7 +38,15 @@ class EmulatorConfig:
             raise ValueError(f"min_copy_seconds must be >= 0, got {self.min_copy_seconds}")
         if self.page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {self.page_size}")
+        if self.list_lag_seconds < 0:
+            raise ValueError(f"list_lag_seconds must be >= 0, got {self.list_lag_seconds}")
+        if self.source_copy_seconds_factor < 0:
+            raise ValueError(f"source_copy_seconds_factor must be >= 0, got {self.source_copy_seconds_factor}")
 
     def copy_seconds(self, size_bytes: int) -> float:
         """How long a copy of `size_bytes` takes: size / speed, never below the floor."""
         return max(self.min_copy_seconds, size_bytes / self.copy_bytes_per_second)
+
+    def source_copy_seconds(self, size_bytes: int) -> float:
+        """How long the background copy of a Premium SSD v2 / Ultra disk snapshot takes."""
+        return self.source_copy_seconds_factor * self.copy_seconds(size_bytes)

@@ -17,6 +17,14 @@ CopyState = Literal["copying", "succeeded", "failed"]
 CANCELLED_CODE = "CopyCancelled"
 
 
+def progress(started_at: datetime, duration_seconds: float, at: datetime) -> float:
+    """Linear 0.0 -> 100.0 over the duration, floored to one decimal so 100.0 means done and nothing else."""
+    if at >= started_at + timedelta(seconds=duration_seconds):
+        return 100.0
+    elapsed = (at - started_at).total_seconds()
+    return math.floor(1000.0 * elapsed / duration_seconds) / 10.0
+
+
 @dataclass(frozen=True)
 class CopyError:
     """ARM's `copyCompletionError`."""
@@ -61,12 +69,8 @@ class Copy:
         return self.state(now) == "copying"
 
     def percent(self, now: datetime) -> float:
-        """0.0 -> 100.0, floored to one decimal so 100.0 means finished and nothing else."""
-        at = self.failed_at if self.failed_at is not None else now
-        if at >= self.finishes_at:
-            return 100.0
-        elapsed = (at - self.started_at).total_seconds()
-        return math.floor(1000.0 * elapsed / self.duration_seconds) / 10.0
+        """0.0 -> 100.0 (see `progress`), frozen where it was if the copy failed."""
+        return progress(self.started_at, self.duration_seconds, self.failed_at or now)
 
     def fail(self, now: datetime, code: str, message: str) -> bool:
         """Fail the copy if it is still copying; a finished copy cannot fail any more."""

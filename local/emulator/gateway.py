@@ -1,7 +1,8 @@
 """The ARM front door: what every ARM request goes through before a route sees it.
 
 In order: canonical path casing, request counting, bearer auth, injected faults, api-version.
-Admin requests (`/_admin/...`) bypass it.
+Admin requests (`/_admin/...`) bypass it. A fault that reshapes the answer (`Fault.answer`) is
+handed to the route through the request state, since only the route builds the answer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.datastructures import Headers, MutableHeaders, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .arm_api import ANSWER_STATE_KEY
 from .errors import ArmError
 from .faults import Fault
 from .ids import canonical_path, counter_key, request_kind
@@ -53,13 +55,19 @@ class ArmGateway:
 
         headers = Headers(scope=scope)
         correlation_id = headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
-        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        state = scope.setdefault("state", {})
+        state["correlation_id"] = correlation_id
         send = _with_headers(
             send, {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": correlation_id}
         )
 
         error = _authentication_error(headers)
-        if error is None and (fault := self.world.take_fault(method, kind, path)) is not None:
+        body: bytes | None = None
+        if error is None and self.world.faults_read_bodies():
+            body, receive = await _read_body(receive)
+        if error is None and (fault := self.world.take_fault(method, kind, path, body)) is not None:
+            if fault.answer is not None:
+                state[ANSWER_STATE_KEY] = fault.answer
             if fault.delay_seconds:
                 await asyncio.sleep(fault.delay_seconds)
             if fault.drop_connection:
@@ -135,6 +143,28 @@ def _with_headers(send: Send, extra: dict[str, str]) -> Send:
         await send(message)
 
     return send_with_headers
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
+    """The whole request body, and a `receive` that hands it to the app again (then goes on
+    with the server's own, for the disconnect)."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, replay
 
 
 async def _drop_connection(scope: Scope, receive: Receive) -> bool:

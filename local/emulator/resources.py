@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .background import BackgroundCopy
 from .clock import arm_time
 from .config import GIB
 from .copies import Copy
@@ -32,6 +33,8 @@ _SKU_TIERS = {
     "Premium_ZRS": "Premium",
     "StandardSSD_LRS": "Standard",
     "StandardSSD_ZRS": "Standard",
+    "PremiumV2_LRS": "Premium",  # `az disk show` of a Premium SSD v2 disk
+    "UltraSSD_LRS": "Ultra",  # resource SKUs list
 }
 SNAPSHOT_SKUS = frozenset({"Standard_LRS", "Standard_ZRS", "Premium_LRS"})
 DISK_SKUS = frozenset(_SKU_TIERS)
@@ -81,7 +84,10 @@ class Disk:
 
 @dataclass
 class Snapshot:
-    """A snapshot of a disk (`Copy`) or a cross-region copy of a snapshot (`CopyStart`, with `copy`)."""
+    """A snapshot of a disk (`Copy`) or a cross-region copy of a snapshot (`CopyStart`, with `copy`).
+
+    A snapshot of a Premium SSD v2 or Ultra disk also has its own `background` copy.
+    """
 
     rid: ResourceId
     location: str
@@ -97,6 +103,7 @@ class Snapshot:
     unique_id: str
     time_created: datetime
     copy: Copy | None = None
+    background: BackgroundCopy | None = None
     extra_creation_data: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -106,6 +113,15 @@ class Snapshot:
     def usable_as_copy_source(self, now: datetime) -> bool:
         """Provisioned, and if it is itself a copy, a finished one."""
         return self.copy is None or self.copy.state(now) == "succeeded"
+
+    def access_state(self, now: datetime) -> str:
+        """`snapshotAccessState`: a CopyStart target is `Pending` until its copy reaches 100 %
+        (for ever, if it failed); a Premium SSD v2 / Ultra snapshot follows its background copy."""
+        if self.copy is not None:
+            return "Available" if self.copy.percent(now) >= 100.0 else "Pending"
+        if self.background is not None:
+            return self.background.access_state(now)
+        return "Available"
 
     def to_arm(self, now: datetime, provisioning_state: str = "Succeeded") -> dict[str, Any]:
         properties: dict[str, Any] = {
@@ -123,16 +139,16 @@ class Snapshot:
             "uniqueId": self.unique_id,
             "diskState": "Unattached",
             **_common_properties(),
-            "snapshotAccessState": "Available",
+            "snapshotAccessState": self.access_state(now),
         }
         if self.os_type is not None:
             properties["osType"] = self.os_type
         if self.family_id is not None:
             properties["incrementalSnapshotFamilyId"] = self.family_id
         if self.copy is not None:
-            percent = self.copy.percent(now)
-            properties["completionPercent"] = percent
-            properties["snapshotAccessState"] = "Available" if percent >= 100.0 else "Pending"
+            properties["completionPercent"] = self.copy.percent(now)
             if self.copy.error is not None:
                 properties["copyCompletionError"] = self.copy.error.to_arm()
+        elif self.background is not None:
+            properties["completionPercent"] = self.background.percent(now)
         return {**_envelope(self.rid, self.location, self.tags, self.sku), "properties": properties}

@@ -13,15 +13,18 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from . import listing
+from .background import BACKGROUND_COPY_SKUS, COPYABLE_STATES, BackgroundCopy
+from .bodies import extra_creation_data, os_type_of, required_object, same_location, sku_of, tags_of
 from .clock import Clock, RealClock, arm_time
-from .config import EmulatorConfig
+from .config import GIB, EmulatorConfig
 from .copies import CANCELLED_CODE, Copy
 from .errors import ArmError, bad_request, not_found
 from .events import DEFAULT_TENANT_ID, RequestInfo, resource_event
-from .faults import Fault
+from .faults import ArmedFaults, Fault
 from .ids import (
     RequestKind,
     ResourceId,
@@ -30,6 +33,7 @@ from .ids import (
     parse_resource_id,
     validate_subscription,
 )
+from .operations import Operation, Operations, WriteResult
 from .resources import DISK_SKUS, SNAPSHOT_SKUS, Disk, Snapshot
 
 REFUSALS = (
@@ -40,39 +44,12 @@ REFUSALS = (
     "not_incremental",
     "same_region",
     "source_not_ready",
+    "source_not_available",
     "source_not_found",
 )
 SOURCE_DELETED_CODE = "CopySourceNotFound"
 _MAX_DISK_GB = 32767
-_COPY_SPEEDS = frozenset({"None", "Enhanced"})
-
-
-@dataclass(frozen=True)
-class Operation:
-    """An ARM async operation; the emulator's finish as soon as they are created."""
-
-    name: str
-    subscription: str
-    location: str
-    started_at: datetime
-
-    def to_arm(self) -> dict[str, Any]:
-        moment = arm_time(self.started_at)
-        return {"name": self.name, "status": "Succeeded", "startTime": moment, "endTime": moment}
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """A PUT's answer: the body, and the async operation if the PUT created the resource (202)."""
-
-    body: dict[str, Any]
-    operation: Operation | None = None
-
-
-@dataclass
-class _ArmedFault:
-    fault: Fault
-    remaining: int
+_MAX_V2_DISK_GB = 65536  # Premium SSD v2 and Ultra disks
 
 
 @dataclass
@@ -85,12 +62,15 @@ class _State:
     copies: list[Copy] = field(default_factory=list)
     in_flight: list[Copy] = field(default_factory=list)
     chains: defaultdict[tuple[str, str], list[Copy]] = field(default_factory=lambda: defaultdict(list))
-    operations: dict[str, Operation] = field(default_factory=dict)
+    operations: Operations = field(default_factory=Operations)
     events: list[dict[str, Any]] = field(default_factory=list)
+    tombstones: dict[ResourceKind, listing.Tombstones] = field(
+        default_factory=lambda: {"disks": listing.Tombstones(), "snapshots": listing.Tombstones()}
+    )
     requests: Counter[str] = field(default_factory=Counter)
     refusals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
     copies_started: int = 0
-    faults: list[_ArmedFault] = field(default_factory=list)
+    faults: ArmedFaults = field(default_factory=ArmedFaults)
 
 
 class World:
@@ -122,9 +102,9 @@ class World:
         return self._state.config
 
     def configure(self, **changes: Any) -> EmulatorConfig:
-        """Change limits (`cap`, `copy_bytes_per_second`, `min_copy_seconds`, `page_size`).
+        """Change any `EmulatorConfig` field (`cap`, `copy_bytes_per_second`, `list_lag_seconds`, ...).
 
-        Copies already started keep the duration they started with.
+        Copies (and background copies) already started keep the duration they started with.
         """
         with self._lock:
             self._state.config = replace(self._state.config, **changes)
@@ -177,7 +157,7 @@ class World:
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
-            self._state.faults.append(_ArmedFault(fault, fault.count))
+            self._state.faults.add(fault)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -185,18 +165,17 @@ class World:
 
     def faults(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [armed.fault.to_admin(armed.remaining) for armed in self._state.faults]
+            return self._state.faults.describe()
 
-    def take_fault(self, method: str, kind: RequestKind, path: str) -> Fault | None:
+    def faults_read_bodies(self) -> bool:
+        """Whether an armed fault filters on the request body (the gateway then reads it first)."""
+        with self._lock:
+            return self._state.faults.read_bodies()
+
+    def take_fault(self, method: str, kind: RequestKind, path: str, body: bytes | None = None) -> Fault | None:
         """The first armed fault matching this request, used up by one."""
         with self._lock:
-            for armed in self._state.faults:
-                if armed.fault.matches(method, kind, path):
-                    armed.remaining -= 1
-                    if armed.remaining == 0:
-                        self._state.faults.remove(armed)
-                    return armed.fault
-            return None
+            return self._state.faults.take(method, kind, path, body)
 
     # -- generic reads and deletes -------------------------------------------------------
 
@@ -213,21 +192,29 @@ class World:
         subscription: str,
         resource_group: str | None = None,
         *,
-        start: int,
+        token: str | None = None,
         count: int,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Disks or snapshots of a subscription or resource group, in id order (stable
-        paging): the `count` from `start` on, and how many there are in all. Only the
-        page asked for is rendered (a LIST of a big subscription pages through it)."""
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the disks or snapshots of a subscription or resource group, in id order,
+        and the `$skiptoken` of the next page (None on the last).
+
+        The listing is the collection as of `now - list_lag_seconds` (fixed by its first page,
+        carried by the token): what was created later is missing, what was deleted later still
+        shows; see `listing`. Only the page asked for is rendered.
+        """
         validate_subscription(subscription)
         scope = f"/subscriptions/{subscription}/resourcegroups/".lower()
         if resource_group is not None:
             scope += f"{resource_group}/".lower()
+        cursor = listing.Cursor.from_token(token) if token is not None else None
         with self._lock:
             now = self.clock.now()
-            table = self._table(kind)
-            keys = sorted(key for key in table if key.startswith(scope))
-            return [table[key].to_arm(now) for key in keys[start : start + count]], len(keys)
+            lag = self.config.list_lag_seconds
+            tombstones = self._state.tombstones[kind]
+            tombstones.prune(now, lag)
+            cursor = cursor or listing.Cursor(now - timedelta(seconds=lag))
+            resources, following = listing.page(self._table(kind), tombstones, scope, cursor, count)
+            return [r.to_arm(now) for r in resources], following.token() if following else None
 
     def delete(self, rid: ResourceId, request: RequestInfo) -> bool:
         """Delete a disk or snapshot; False if it did not exist.
@@ -237,13 +224,14 @@ class World:
         """
         with self._lock:
             now = self.clock.now()
+            resource: Disk | Snapshot | None
             if rid.kind == "disks":
-                if self._state.disks.pop(rid.key, None) is None:
-                    return False
+                resource = self._state.disks.pop(rid.key, None)
             else:
-                snapshot = self._state.snapshots.pop(rid.key, None)
-                if snapshot is None:
-                    return False
+                resource = self._state.snapshots.pop(rid.key, None)
+            if resource is None:
+                return False
+            if isinstance(resource, Snapshot):
                 for running in self._in_flight(now):
                     if running.source_id.lower() == rid.key:
                         running.fail(
@@ -251,24 +239,38 @@ class World:
                             SOURCE_DELETED_CODE,
                             "The source snapshot was deleted before the copy completed.",
                         )
-                if snapshot.copy is not None:
-                    snapshot.copy.target_deleted = True
-                    snapshot.copy.fail(
+                if resource.copy is not None:
+                    resource.copy.target_deleted = True
+                    resource.copy.fail(
                         now, CANCELLED_CODE, "The target snapshot was deleted before the copy completed."
                     )
+            tombstones = self._state.tombstones[rid.kind]
+            tombstones.add(resource, now)
+            tombstones.prune(now, self.config.list_lag_seconds)
             self._emit(rid, "delete", request, now)
             return True
 
     def get_operation(self, subscription: str, location: str, name: str) -> dict[str, Any]:
+        """The operation's status (the `Azure-AsyncOperation` URL)."""
         with self._lock:
-            operation = self._state.operations.get(name.lower())
-            if (
-                operation is None
-                or operation.subscription.lower() != subscription.lower()
-                or operation.location != location.replace(" ", "").lower()
-            ):
-                raise ArmError(404, "ResourceNotFound", f"The operation '{name}' was not found.")
-            return operation.to_arm()
+            return self._state.operations.find(subscription, location, name).to_arm()
+
+    def operation_result(self, subscription: str, location: str, name: str) -> dict[str, Any] | None:
+        """What the operation's `Location` (monitor) URL answers once it is done: the resource's
+        body, or None (204) if the resource is gone since."""
+        with self._lock:
+            rid = self._state.operations.find(subscription, location, name).resource
+            resource = self._table(rid.kind).get(rid.key)
+            return resource.to_arm(self.clock.now()) if resource is not None else None
+
+    def new_operation(self, rid: ResourceId) -> Operation:
+        """A (finished) async operation about an existing resource, for a write answered 202
+        although it created nothing (an injected answer shape, see `Fault.answer`)."""
+        with self._lock:
+            resource = self._table(rid.kind).get(rid.key)
+            if resource is None:
+                raise not_found(rid.type, rid.name, rid.resource_group)
+            return self._state.operations.start(rid, resource.location, self.clock.now())
 
     # -- disks ---------------------------------------------------------------------------
 
@@ -276,33 +278,34 @@ class World:
         """Create (202 + operation) or update (tags, sku, growing size) an empty managed disk."""
         rid.validate()
         location = normalize_location(body.get("location"), rid.type)
-        properties = _object(body, "properties")
-        creation = _object(properties, "creationData", "properties.")
+        properties = required_object(body, "properties")
+        creation = required_object(properties, "creationData", "properties.")
         if creation.get("createOption") != "Empty":
             raise bad_request(
                 f"createOption '{creation.get('createOption')}' is not supported for disks by the emulator; "
                 "use 'Empty'.",
                 "InvalidParameter",
             )
+        sku = sku_of(body, DISK_SKUS, "Premium_LRS")
         size = properties.get("diskSizeGB")
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= _MAX_DISK_GB:
+        largest = _MAX_V2_DISK_GB if sku in BACKGROUND_COPY_SKUS else _MAX_DISK_GB
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= largest:
             raise bad_request(
-                f"properties.diskSizeGB must be an integer from 1 to {_MAX_DISK_GB}, got {size!r}.",
+                f"properties.diskSizeGB must be an integer from 1 to {largest} for {sku}, got {size!r}.",
                 "InvalidParameter",
             )
-        tags = _tags(body)
-        sku = _sku(body, DISK_SKUS, "Premium_LRS")
-        os_type = _os_type(properties)
+        tags = tags_of(body)
+        os_type = os_type_of(properties)
         with self._lock:
             now = self.clock.now()
             existing = self._state.disks.get(rid.key)
             if existing is not None:
-                _same_location(existing.rid, existing.location, location)
+                same_location(existing.rid, existing.location, location)
                 if size < existing.size_gb:
                     raise bad_request(f"Disk '{rid.name}' cannot shrink from {existing.size_gb} GB to {size} GB.")
                 existing.tags, existing.size_gb, existing.sku = tags, size, sku
                 self._emit(rid, "write", request, now)
-                return WriteResult(existing.to_arm(now))
+                return WriteResult(rid, existing.to_arm(now))
             disk = Disk(
                 rid=rid,
                 location=location,
@@ -324,11 +327,12 @@ class World:
 
         A PUT to an existing snapshot with the same creationData is an idempotent update
         (tags only, 200, no rule checked, no copy started); changing creationData is refused.
+        A snapshot of a Premium SSD v2 or Ultra disk starts its own background copy.
         """
         rid.validate()
         location = normalize_location(body.get("location"), rid.type)
-        properties = _object(body, "properties")
-        creation = _object(properties, "creationData", "properties.")
+        properties = required_object(body, "properties")
+        creation = required_object(properties, "creationData", "properties.")
         option = creation.get("createOption")
         if option not in ("Copy", "CopyStart"):
             raise bad_request(
@@ -346,19 +350,14 @@ class World:
         incremental = properties.get("incremental", False)
         if not isinstance(incremental, bool):
             raise bad_request("properties.incremental must be a boolean.", "InvalidParameter")
-        speed = creation.get("provisionedBandwidthCopySpeed")
-        if speed is not None and speed not in _COPY_SPEEDS:
-            raise bad_request(
-                f"provisionedBandwidthCopySpeed must be one of {sorted(_COPY_SPEEDS)}.", "InvalidParameter"
-            )
-        extra = {} if speed is None else {"provisionedBandwidthCopySpeed": speed}
-        tags = _tags(body)
-        sku = _sku(body, SNAPSHOT_SKUS, "Standard_ZRS")
+        extra = extra_creation_data(creation)
+        tags = tags_of(body)
+        sku = sku_of(body, SNAPSHOT_SKUS, "Standard_ZRS")
         with self._lock:
             now = self.clock.now()
             existing = self._state.snapshots.get(rid.key)
             if existing is not None:
-                _same_location(existing.rid, existing.location, location)
+                same_location(existing.rid, existing.location, location)
                 if (
                     existing.create_option != option
                     or existing.source_id.lower() != source_rid.key
@@ -371,16 +370,17 @@ class World:
                     )
                 existing.tags = tags
                 self._emit(rid, "write", request, now)
-                return WriteResult(existing.to_arm(now))
+                return WriteResult(rid, existing.to_arm(now))
             start = self._snapshot_of_disk if option == "Copy" else self._start_copy
-            snapshot = start(source_rid, incremental, rid=rid, location=location, tags=tags, sku=sku, now=now)
-            snapshot.extra_creation_data = extra
+            snapshot = start(
+                source_rid, incremental, rid=rid, location=location, tags=tags, sku=sku, extra=extra, now=now
+            )
             self._state.snapshots[rid.key] = snapshot
             return self._created(snapshot, request, now)
 
     def patch(self, rid: ResourceId, body: Mapping[str, Any], request: RequestInfo) -> dict[str, Any]:
         """Update tags (the only PATCH the emulator supports) and emit a write event."""
-        tags = _tags(body) if "tags" in body else None
+        tags = tags_of(body) if "tags" in body else None
         if body.get("properties"):
             raise bad_request("The emulator supports PATCH of 'tags' only.", "InvalidParameter")
         with self._lock:
@@ -420,6 +420,7 @@ class World:
         location: str,
         tags: dict[str, str],
         sku: str,
+        extra: dict[str, Any],
         now: datetime,
     ) -> Snapshot:
         if source_rid.kind != "disks":
@@ -432,6 +433,10 @@ class World:
                 f"The snapshot must be in the location of its source disk '{disk.rid.name}' "
                 f"('{disk.location}'), not '{location}'."
             )
+        background = None
+        if disk.sku in BACKGROUND_COPY_SKUS:
+            duration = self.config.source_copy_seconds(disk.size_gb * GIB)
+            background = BackgroundCopy(now, duration, extra.get("instantAccessDurationMinutes"))
         return Snapshot(
             rid=rid,
             location=location,
@@ -446,6 +451,8 @@ class World:
             os_type=disk.os_type,
             unique_id=str(uuid.uuid4()),
             time_created=now,
+            background=background,
+            extra_creation_data=extra,
         )
 
     def _start_copy(
@@ -457,6 +464,7 @@ class World:
         location: str,
         tags: dict[str, str],
         sku: str,
+        extra: dict[str, Any],
         now: datetime,
     ) -> Snapshot:
         """Start a copy into `location` once Azure's CopyStart rules allow it."""
@@ -492,6 +500,7 @@ class World:
             unique_id=str(uuid.uuid4()),
             time_created=now,
             copy=copy,
+            extra_creation_data=extra,
         )
 
     def _copy_source(
@@ -523,6 +532,15 @@ class World:
                 "that has not completed."
             )
             raise self._refuse("source_not_ready", 409, message)
+        access_state = source.access_state(now)
+        if access_state not in COPYABLE_STATES:
+            percent = source.background.percent(now) if source.background is not None else 0.0
+            message = (
+                f"The source snapshot '{source.rid.arm_id}' cannot be copied to another region yet: its "
+                f"snapshotAccessState is '{access_state}' (completionPercent {percent}). A snapshot of a "
+                "Premium SSD v2 or Ultra disk can be copied once its background data copy completes."
+            )
+            raise self._refuse("source_not_available", 409, message)
         family = source.family_id
         newest = self._watermark(family, location, now)
         if newest is not None and source.time_created < newest:
@@ -572,54 +590,9 @@ class World:
         return self._state.disks if kind == "disks" else self._state.snapshots
 
     def _created(self, resource: Disk | Snapshot, request: RequestInfo, now: datetime) -> WriteResult:
-        operation = Operation(str(uuid.uuid4()), resource.rid.subscription, resource.location, now)
-        self._state.operations[operation.name] = operation
+        operation = self._state.operations.start(resource.rid, resource.location, now)
         self._emit(resource.rid, "write", request, now)
-        return WriteResult(resource.to_arm(now, provisioning_state="Updating"), operation)
+        return WriteResult(resource.rid, resource.to_arm(now, provisioning_state="Updating"), operation)
 
     def _emit(self, rid: ResourceId, action: Literal["write", "delete"], request: RequestInfo, now: datetime) -> None:
         self._state.events.append(resource_event(rid, action, request, now, self.tenant_id))
-
-
-def _object(parent: Mapping[str, Any], name: str, prefix: str = "") -> Mapping[str, Any]:
-    value = parent.get(name)
-    if not isinstance(value, Mapping):
-        raise bad_request(
-            f"Required parameter '{prefix}{name}' is missing (null) or not an object.", "InvalidParameter"
-        )
-    return value
-
-
-def _tags(body: Mapping[str, Any]) -> dict[str, str]:
-    tags = body.get("tags") or {}
-    if not isinstance(tags, Mapping) or not all(isinstance(v, str) for v in tags.values()):
-        raise bad_request("'tags' must be an object of string values.", "InvalidParameter")
-    return {str(k): v for k, v in tags.items()}
-
-
-def _sku(body: Mapping[str, Any], allowed: frozenset[str], default: str) -> str:
-    sku = body.get("sku")
-    if sku is None:
-        return default
-    name = sku.get("name") if isinstance(sku, Mapping) else None
-    if name not in allowed:
-        raise bad_request(f"sku.name must be one of {sorted(allowed)}, got {name!r}.", "InvalidParameter")
-    return str(name)
-
-
-def _os_type(properties: Mapping[str, Any]) -> str | None:
-    os_type = properties.get("osType")
-    if os_type not in (None, "Windows", "Linux"):
-        raise bad_request("properties.osType must be 'Windows' or 'Linux'.", "InvalidParameter")
-    return os_type if isinstance(os_type, str) else None
-
-
-def _same_location(rid: ResourceId, existing: str, requested: str) -> None:
-    if existing != requested:
-        raise ArmError(
-            409,
-            "InvalidResourceLocation",
-            f"The resource '{rid.name}' already exists in location '{existing}' in resource group "
-            f"'{rid.resource_group}'. A resource with the same name cannot be created in location "
-            f"'{requested}'.",
-        )

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute.models import CreationData, Disk, DiskProperties, Snapshot, SnapshotProperties
+from azure.mgmt.compute.models import CreationData, Disk, DiskProperties, DiskSku, Snapshot, SnapshotProperties
 
 from local.emulator import EmulatorServer, VirtualClock, World
 
@@ -75,18 +75,27 @@ class Arm:
         self.client = client
         self.rg = rg
 
-    def disk(self, name: str = "disk0", *, location: str = SOURCE_REGION, size_gb: int = 128) -> Disk:
+    def disk(
+        self, name: str = "disk0", *, location: str = SOURCE_REGION, size_gb: int = 128, sku: str | None = None
+    ) -> Disk:
         body = Disk(
             location=location,
+            sku=DiskSku(name=sku) if sku is not None else None,
             properties=DiskProperties(creation_data=CreationData(create_option="Empty"), disk_size_gb=size_gb),
         )
         return self.client.disks.begin_create_or_update(self.rg, name, body).result()
 
-    def snapshot(self, disk: Disk, name: str, *, incremental: bool = True) -> Snapshot:
+    def snapshot(
+        self, disk: Disk, name: str, *, incremental: bool = True, instant_access_minutes: int | None = None
+    ) -> Snapshot:
         body = Snapshot(
             location=disk.location,
             properties=SnapshotProperties(
-                creation_data=CreationData(create_option="Copy", source_resource_id=disk.id),
+                creation_data=CreationData(
+                    create_option="Copy",
+                    source_resource_id=disk.id,
+                    instant_access_duration_minutes=instant_access_minutes,
+                ),
                 incremental=incremental,
             ),
         )
@@ -183,3 +192,14 @@ def http(emulator: EmulatorServer, world: World) -> Http:
 
 def snapshot_path(name: str, rg: str = RG, sub: str = SUB) -> str:
     return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/snapshots/{name}"
+
+
+def copy_body(source_id: str, region: str = TARGET_REGION) -> dict[str, Any]:
+    """A raw CopyStart PUT body, as the app sends it."""
+    return {
+        "location": region,
+        "properties": {
+            "creationData": {"createOption": "CopyStart", "sourceResourceId": source_id},
+            "incremental": True,
+        },
+    }

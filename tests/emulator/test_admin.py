@@ -90,18 +90,26 @@ def test_counters_always_list_every_refusal(http: Http) -> None:
 
 
 def test_config_changes_limits_and_refuses_nonsense(http: Http, world: World) -> None:
-    changed = http.admin("POST", "config", {"cap": 5, "min_copy_seconds": 1})
-    refused = http.request("POST", "/_admin/config", {"cap": -1}, token=None)
+    changed = http.admin(
+        "POST", "config", {"cap": 5, "min_copy_seconds": 1, "list_lag_seconds": 30, "source_copy_seconds_factor": 2}
+    )
+    refused = [
+        http.request("POST", "/_admin/config", change, token=None)
+        for change in ({"cap": -1}, {"list_lag_seconds": -1}, {"source_copy_seconds_factor": -0.5})
+    ]
 
     assert changed == {
         "cap": 5,
         "copy_bytes_per_second": float(1024**3),
         "min_copy_seconds": 1.0,
         "page_size": 100,
+        "list_lag_seconds": 30.0,
+        "source_copy_seconds_factor": 2.0,
     }
     assert http.admin("GET", "config") == changed
     assert world.config.cap == 5
-    assert refused.status == 422
+    assert world.config.list_lag_seconds == 30.0
+    assert [response.status for response in refused] == [422, 422, 422]
 
 
 def test_reset_forgets_everything(arm: Arm, http: Http) -> None:

@@ -58,15 +58,19 @@ def test_create_answers_202_with_headers_the_sdk_polls(arm: Arm, http: Http) -> 
     created = http.request("PUT", snapshot_path("snap0") + f"?api-version={API_VERSION}", body)
     status_url = created.headers["azure-asyncoperation"]
     operation = http.request("GET", status_url.removeprefix(http.base))
+    result = http.request("GET", created.headers["location"].removeprefix(http.base))
 
     assert created.status == 202
     assert created.body["properties"]["provisioningState"] == "Updating"
-    assert created.headers["location"] == status_url
+    assert created.headers["location"] == status_url.replace("?", "?monitor=true&")  # Compute's shape
     assert created.headers["retry-after"] == "0"
     assert f"/subscriptions/{SUB}/providers/Microsoft.Compute/locations/{SOURCE_REGION}/operations/" in status_url
     assert operation.status == 200
     assert operation.body["status"] == "Succeeded"
     assert set(operation.body) == {"name", "status", "startTime", "endTime"}
+    assert result.status == 200
+    assert result.body["name"] == "snap0"
+    assert result.body["properties"]["provisioningState"] == "Succeeded"
 
 
 def test_snapshot_body_has_the_shape_of_the_samples(arm: Arm, http: Http, clock: VirtualClock) -> None:

@@ -25,6 +25,10 @@ def test_cli_prints_where_it_listens_and_stops_on_sigterm(tmp_path: Path) -> Non
         "--virtual-clock",
         "--cap",
         "7",
+        "--list-lag-seconds",
+        "5",
+        "--source-copy-seconds-factor",
+        "0.5",
         "--state-dir",
         str(tmp_path),
     ]
@@ -43,5 +47,5 @@ def test_cli_prints_where_it_listens_and_stops_on_sigterm(tmp_path: Path) -> Non
     assert ready["ca_path"] == str(tmp_path / "ca.pem")
     assert (tmp_path / "ca-key.pem").exists()  # kept, so the next run reuses the same CA
     assert clock["virtual"] is True
-    assert config["cap"] == 7
+    assert (config["cap"], config["list_lag_seconds"], config["source_copy_seconds_factor"]) == (7, 5.0, 0.5)
     assert exit_code == 0

@@ -11,7 +11,7 @@ from azure.core.rest import HttpResponse
 
 from local.emulator import EmulatorServer, Fault, World
 
-from .conftest import RG, Arm, Http, make_client
+from .conftest import API_VERSION, RG, Arm, Http, copy_body, make_client, snapshot_path
 
 pytestmark = pytest.mark.emulator
 
@@ -89,6 +89,68 @@ def test_faults_match_method_kind_and_path_and_run_out(emulator: EmulatorServer,
     assert remaining[0]["remaining"] == 1
     assert cleared == []
     assert arm.copy(source, "snap0-westus3").name == "snap0-westus3"
+
+
+def test_a_body_fault_refuses_one_source_for_ever_while_the_others_copy(arm: Arm, world: World, http: Http) -> None:
+    blocked = arm.snapshot(arm.disk("disk0"), "disk0-snap0")
+    other = arm.snapshot(arm.disk("disk1"), "disk1-snap0")
+    assert blocked.id is not None
+    http.admin(
+        "POST",
+        "faults",
+        {
+            "method": "PUT",
+            "kind": "snapshot",
+            "body_contains": blocked.id.upper(),  # case-insensitive
+            "status": 409,
+            "error_code": "OperationNotAllowed",
+            "count": 1_000_000,
+        },
+    )
+
+    attempts = []
+    for _ in range(3):
+        with pytest.raises(HttpResponseError) as caught:
+            arm.copy(blocked)
+        attempts.append((caught.value.status_code, caught.value.error and caught.value.error.code))
+    accepted = arm.copy(other)
+    (armed,) = http.admin("GET", "faults")
+
+    assert attempts == [(409, "OperationNotAllowed")] * 3
+    assert accepted.name == "disk1-snap0-westus3"
+    assert [copy["source_id"] for copy in world.copies()] == [other.id]
+    assert armed["remaining"] == 1_000_000 - 3
+    assert armed["body_contains"] == blocked.id.upper()
+
+
+def test_a_body_fault_can_drop_the_connection_after_reading_the_body(
+    emulator: EmulatorServer, arm: Arm, world: World
+) -> None:
+    source = arm.snapshot(arm.disk(), "snap0")
+    world.add_fault(Fault(method="PUT", body_contains="/snapshots/snap0", drop_connection=True))
+
+    with (
+        make_client(emulator, retry_total=0) as client,
+        pytest.raises((ServiceRequestError, ServiceResponseError)),
+    ):
+        Arm(client).copy(source)
+    accepted = arm.copy(source)
+
+    assert accepted.name == "snap0-westus3"
+    assert world.faults() == []
+
+
+def test_a_body_fault_needs_every_other_filter_to_match_too(arm: Arm, world: World, http: Http) -> None:
+    source = arm.snapshot(arm.disk(), "snap0")
+    assert source.id is not None
+    world.add_fault(Fault(method="PUT", path_contains="elsewhere", body_contains="snap0", status=500))
+    world.add_fault(Fault(method="GET", body_contains="snap0", status=500))
+
+    copied = http.request("PUT", snapshot_path("snap0-westus3") + f"?api-version={API_VERSION}", copy_body(source.id))
+    read = http.request("GET", snapshot_path("snap0") + f"?api-version={API_VERSION}")  # a GET has no body
+
+    assert (copied.status, read.status) == (202, 200)
+    assert [fault["remaining"] for fault in world.faults()] == [1, 1]
 
 
 @pytest.mark.parametrize(

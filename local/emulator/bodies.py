@@ -1,0 +1,85 @@
+"""Request bodies: the fields the emulator reads from disk and snapshot PUT/PATCH bodies,
+refused as ARM refuses them (400, `InvalidParameter` unless ARM says otherwise)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .background import MAX_INSTANT_ACCESS_MINUTES, MIN_INSTANT_ACCESS_MINUTES
+from .errors import ArmError, bad_request
+from .ids import ResourceId
+
+_COPY_SPEEDS = frozenset({"None", "Enhanced"})
+
+
+def required_object(parent: Mapping[str, Any], name: str, prefix: str = "") -> Mapping[str, Any]:
+    value = parent.get(name)
+    if not isinstance(value, Mapping):
+        raise bad_request(
+            f"Required parameter '{prefix}{name}' is missing (null) or not an object.", "InvalidParameter"
+        )
+    return value
+
+
+def tags_of(body: Mapping[str, Any]) -> dict[str, str]:
+    tags = body.get("tags") or {}
+    if not isinstance(tags, Mapping) or not all(isinstance(v, str) for v in tags.values()):
+        raise bad_request("'tags' must be an object of string values.", "InvalidParameter")
+    return {str(k): v for k, v in tags.items()}
+
+
+def sku_of(body: Mapping[str, Any], allowed: frozenset[str], default: str) -> str:
+    sku = body.get("sku")
+    if sku is None:
+        return default
+    name = sku.get("name") if isinstance(sku, Mapping) else None
+    if name not in allowed:
+        raise bad_request(f"sku.name must be one of {sorted(allowed)}, got {name!r}.", "InvalidParameter")
+    return str(name)
+
+
+def os_type_of(properties: Mapping[str, Any]) -> str | None:
+    os_type = properties.get("osType")
+    if os_type not in (None, "Windows", "Linux"):
+        raise bad_request("properties.osType must be 'Windows' or 'Linux'.", "InvalidParameter")
+    return os_type if isinstance(os_type, str) else None
+
+
+def extra_creation_data(creation: Mapping[str, Any]) -> dict[str, Any]:
+    """The optional `creationData` fields a snapshot keeps and echoes: `provisionedBandwidthCopySpeed`
+    and `instantAccessDurationMinutes` (60-300, as the instant access docs say; the REST spec
+    only says >= 1)."""
+    extra: dict[str, Any] = {}
+    speed = creation.get("provisionedBandwidthCopySpeed")
+    if speed is not None:
+        if speed not in _COPY_SPEEDS:
+            raise bad_request(
+                f"provisionedBandwidthCopySpeed must be one of {sorted(_COPY_SPEEDS)}.", "InvalidParameter"
+            )
+        extra["provisionedBandwidthCopySpeed"] = speed
+    minutes = creation.get("instantAccessDurationMinutes")
+    if minutes is not None:
+        if (
+            not isinstance(minutes, int)
+            or isinstance(minutes, bool)
+            or not MIN_INSTANT_ACCESS_MINUTES <= minutes <= MAX_INSTANT_ACCESS_MINUTES
+        ):
+            raise bad_request(
+                "properties.creationData.instantAccessDurationMinutes must be an integer from "
+                f"{MIN_INSTANT_ACCESS_MINUTES} to {MAX_INSTANT_ACCESS_MINUTES}, got {minutes!r}.",
+                "InvalidParameter",
+            )
+        extra["instantAccessDurationMinutes"] = minutes
+    return extra
+
+
+def same_location(rid: ResourceId, existing: str, requested: str) -> None:
+    if existing != requested:
+        raise ArmError(
+            409,
+            "InvalidResourceLocation",
+            f"The resource '{rid.name}' already exists in location '{existing}' in resource group "
+            f"'{rid.resource_group}'. A resource with the same name cannot be created in location "
+            f"'{requested}'.",
+        )
