@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -628,6 +628,9 @@ class ChaosRun:
         self.queue: list[_Delivery] = []
         self.faults_armed = 0
         self.clean_sweep_at = -1  # how many crashes had fired when a sweep last ran to the end
+        self.clean_sweep_began = EMULATOR_START  # when that sweep began (it lists first)
+        self.work_began = EMULATOR_START
+        self.last_snapshot_at = EMULATOR_START
         self.copy_failures_left = scenario.copy_failures
         self.deletes_left = scenario.source_deletes
         self.refused = False
@@ -696,6 +699,7 @@ class ChaosRun:
         body = {"location": location, "properties": {"creationData": creation, "incremental": incremental}}
         self.world.put_snapshot(parse_resource_id(snapshot_id, "id"), body, RequestInfo("PUT"))
         self.sources.append(_Source(snapshot_id, disk_id, location, incremental))
+        self.last_snapshot_at = self.clock.now()
         self.result.snapshots += 1
         self.result.v2_sources += int(disk_id.lower() in self.v2_disks)
 
@@ -818,12 +822,17 @@ class ChaosRun:
     def _swept(self, outcome: str) -> None:
         if outcome == "ok":
             self.clean_sweep_at = len(self.injector.fired)
+            self.clean_sweep_began = self.work_began
 
     @property
     def swept_since_last_crash(self) -> bool:
         """Whether a sweep ran to the end after the last crash: until one has, a snapshot
         whose events were lost may be unknown to snapcopy (the hourly sweep would find it)."""
-        return self.clean_sweep_at == len(self.injector.fired)
+        if self.clean_sweep_at != len(self.injector.fired):
+            return False
+        # with LISTs lagging, a sweep finds a lost event's snapshot only once the lag has
+        # passed since it was taken (the hourly sweep would): until one has, it may be unknown
+        return self.clean_sweep_began - self.last_snapshot_at >= timedelta(seconds=self.scenario.list_lag)
 
     # --- chaos ----------------------------------------------------------------------------
 
@@ -967,6 +976,7 @@ class ChaosRun:
         return self.result
 
     def _work(self, pool: ThreadPoolExecutor | None, *, sweep: bool, deliver: bool = True) -> None:
+        self.work_began = self.clock.now()
         deliveries = self._due_deliveries(limit=8 if pool is not None else None) if deliver else []
         if pool is not None:
             self._work_threaded(pool, deliveries, sweep)

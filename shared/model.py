@@ -14,6 +14,7 @@ from shared.ids import ResourceGroupId, ResourceId
 
 # snapshotAccessState values from which a snapshot may be copied ("" = not reported)
 COPYABLE_ACCESS_STATES = frozenset({"", "available", "availablewithinstantaccess"})
+KNOWN_ACCESS_STATES = COPYABLE_ACCESS_STATES | {"pending", "instantaccess"}
 SOURCE_TAG = "snapcopy-source"  # on every copy we make: names its source (loop guard, audit)
 MAX_TAGS = 50  # Azure's limit per resource
 _MAX_SNAPSHOT_NAME = 80
@@ -71,6 +72,10 @@ class Snapshot:
         v2, Ultra) finished. No `snapshotAccessState` at all (older API versions) is available."""
         access = (self.access_state or "").lower()
         return self.provisioning_state.lower() == "succeeded" and access in COPYABLE_ACCESS_STATES
+
+    @property
+    def access_state_known(self) -> bool:
+        return (self.access_state or "").lower() in KNOWN_ACCESS_STATES
 
     @property
     def is_complete_copy(self) -> bool:

@@ -14,16 +14,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from shared.arm import ArmError
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
 from shared.scheduler import Completed, CopyTo, Failed, arrival, assess_copy, eligibility
-from shared.service import Replicator, summary_line
+from shared.service import Replicator, rotated, summary_line
 from shared.store import Conflict, IndexEntry
 
 log = logging.getLogger("snapcopy")
 
+# Listing scopes stops after this long (the repairs still run): well inside host.json's
+# functionTimeout (10 minutes), whatever ARM does; the next hourly sweep lists the rest.
+SWEEP_BUDGET = timedelta(minutes=5)
 _UNLIMITED = 1_000_000  # adopting a copy ARM already runs records the truth, cap or not
 
 
@@ -37,7 +41,8 @@ class SweepReport:
     skipped: int = 0
     counters_fixed: int = 0
     orphans: int = 0
-    stranded: int = 0
+    stranded: int = 0  # chains with queued work nothing would start, queued again (or skipped, if overtaken)
+    deferred: int = 0  # scopes left for the next sweep (time budget)
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -54,9 +59,16 @@ class Reconciler:
         self.settings = replicator.settings
 
     def sweep(self) -> SweepReport:
+        """List the scopes and queue what no event reported, then repair state. Scopes
+        past SWEEP_BUDGET are left for the next sweep; the repairs always run."""
         report = SweepReport()
-        for scope in self.scopes():
+        began = self.replicator.clock()
+        deadline = began + SWEEP_BUDGET
+        for scope in rotated(self.scopes(), int(began.timestamp() // 3600)):
             report.scopes += 1
+            if self.replicator.clock() >= deadline:
+                report.deferred += 1
+                continue
             listed_at = self.replicator.clock()
             try:
                 listed = self._list(scope)
@@ -68,6 +80,8 @@ class Reconciler:
             self.replicator.listings.keep(scope, listed, listed_at)  # starts reuse it
             self._enqueue_missing(listed, report)
         self._repair_heads(report, self._repair_regions(report))
+        if report.deferred:
+            log.warning("sweep: %d scope(s) left for the next sweep (time budget)", report.deferred)
         log.info("sweep: %s", report.summary())
         return report
 
@@ -158,29 +172,39 @@ class Reconciler:
         heads = self.store.list_heads()
         queued = self.store.queued_by_chain()
         for head in heads:
-            load = loads.get(head.region.partition)
-            if load is None:
-                load = loads[head.region.partition] = self.store.load_region(head.region)
-            flight = next((item for item in load.in_flight if item.chain.partition == head.key.partition), None)
-            keys = [key for key, _ in queued.get(head.key.partition, [])]
-            if any(key < head.last_started_key for key in keys):
-                report.stranded += self._skip_overtaken(head)
-            if not head.copying_key:
-                waiting = any(item.chain.partition == head.key.partition for item in load.waiting)
-                pending = [key for key in keys if key >= head.last_started_key]
-                if pending and not waiting and flight is None:
-                    report.stranded += int(self._queue_stranded(head))
-                continue
-            if flight is not None and flight.job_key == head.copying_key:
-                continue
-            flight = self.store.load_flight(head.region, head.key)
-            if flight is not None and flight.job_key == head.copying_key:
-                continue
             try:
-                if self._adopt(head):
-                    report.orphans += 1
-            except (ArmError, Conflict) as error:
+                self._repair_head(head, loads, queued, report)
+            except Exception as error:  # this chain's trouble is its own: the others are checked
                 report.errors.append(f"{head.key.partition}: {error}")
+                log.exception("sweep: cannot check %s (the next sweep retries)", head.key.partition)
+
+    def _repair_head(
+        self,
+        head: ChainHead,
+        loads: dict[str, RegionLoad],
+        queued: dict[str, list[tuple[str, datetime | None]]],
+        report: SweepReport,
+    ) -> None:
+        load = loads.get(head.region.partition)
+        if load is None:
+            load = loads[head.region.partition] = self.store.load_region(head.region)
+        flight = next((item for item in load.in_flight if item.chain.partition == head.key.partition), None)
+        keys = [key for key, _ in queued.get(head.key.partition, [])]
+        if any(key < head.last_started_key for key in keys):
+            report.stranded += self._skip_overtaken(head)
+        if not head.copying_key:
+            waiting = any(item.chain.partition == head.key.partition for item in load.waiting)
+            pending = [key for key in keys if key >= head.last_started_key]
+            if pending and not waiting and flight is None:
+                report.stranded += int(self._queue_stranded(head))
+            return
+        if flight is not None and flight.job_key == head.copying_key:
+            return
+        flight = self.store.load_flight(head.region, head.key)
+        if flight is not None and flight.job_key == head.copying_key:
+            return
+        if self._adopt(head):
+            report.orphans += 1
 
     def _skip_overtaken(self, head: ChainHead) -> int:
         """Queued jobs older than the chain's watermark can never be copied (Azure's copy

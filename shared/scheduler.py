@@ -264,18 +264,19 @@ def next_source_check(job: Job) -> datetime:
     """When a GET of a waiting job's source is next worth its ARM call.
 
     A source still in its own background copy (Premium SSD v2, Ultra) is read when it may
-    have finished at its pace so far; one waiting for listings to catch up is read again
-    after as long as it has existed (backing off: a few GETs however long a LIST lags).
+    have finished at its pace so far; one showing no pace yet (0 percent), or waiting for
+    listings to catch up, is read again after as long as it has existed (backing off: a
+    few GETs however long a LIST lags).
     Always between SOURCE_CHECK_MIN and SOURCE_CHECK_MAX after the last look."""
     last = job.source_checked_at
     if last is None:
         return job.source_time
     age = max((last - job.source_time).total_seconds(), 0.0)
-    if job.source_ready:
+    percent = job.source_percent or 0.0
+    if job.source_ready or percent <= 0:  # no pace to go by: back off with its age
         wait = timedelta(seconds=age)
     else:
-        percent = job.source_percent or 0.0
-        wait = timedelta(seconds=age * (100.0 - percent) / percent) if percent > 0 else SOURCE_CHECK_MIN
+        wait = timedelta(seconds=age * (100.0 - percent) / percent)
     return last + min(max(wait, SOURCE_CHECK_MIN), SOURCE_CHECK_MAX)
 
 

@@ -25,10 +25,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.arm import ArmError, ComputeApi
-from shared.backoff import GuardedArm
+from shared.backoff import BACKED_OFF, GuardedArm
 from shared.config import Settings
 from shared.events import Malformed, NotOurs, parse_event
 from shared.ids import ResourceGroupId, ResourceId, Scope
@@ -70,6 +70,7 @@ from shared.scheduler import (
 from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore, retrying
 
 log = logging.getLogger("snapcopy")
+T = TypeVar("T")
 
 Clock = Callable[[], datetime]
 _MOVED_ON = "the copy failed; the chain moved on to its next snapshot"
@@ -202,6 +203,7 @@ class Run:
     eager: bool
     fetched: dict[ResourceGroupId, tuple[list[Snapshot], datetime]] = field(default_factory=dict)
     deadline: datetime | None = None  # a timer run leaves what is left after this for the next one
+    failed: dict[ResourceGroupId, ArmError] = field(default_factory=dict)  # listings that failed in this run
 
     def out_of_time(self, now: datetime) -> bool:
         return self.deadline is not None and now >= self.deadline
@@ -217,10 +219,16 @@ class Run:
         for group in groups:
             entry = self.fetched.get(group)
             if entry is None:
+                if group in self.failed:
+                    raise self.failed[group]  # failed once in this run: not asked again until the next
                 known = self.listings.cached(group)
                 if not self.eager and known is not None and now - known[1] < EVENT_LIST_INTERVAL:
                     return None  # listed moments ago for another event: the timer takes it from here
-                entry = self.fetched[group] = self.listings.fetch(group)
+                try:
+                    entry = self.fetched[group] = self.listings.fetch(group)
+                except ArmError as error:
+                    self.failed[group] = error
+                    raise
             entries.append(entry)
         return _merge(entries)
 
@@ -247,7 +255,7 @@ class Replicator:
         self.store = store
         self.arm = arm if isinstance(arm, GuardedArm) else GuardedArm(arm, clock)
         self.clock = clock
-        self.listings = Listings(arm, clock)
+        self.listings = Listings(self.arm, clock)  # through the gate: a paused subscription is not listed
         self.last_tick = TickReport()
         self._list_pages: dict[ResourceGroupId, int] = {}  # per target group, from its last LIST
         # copies this process started lately (target id -> when): their own write
@@ -458,8 +466,9 @@ class Replicator:
         (`errors`) and the tick goes on with the rest. Work past TICK_BUDGET is left for
         the next tick (`deferred`), so a tick ends well inside the function timeout."""
         report = TickReport()
-        run = Run(self.listings, eager=True, deadline=self.clock() + TICK_BUDGET)
-        for region in self.store.list_regions():
+        began = self.clock()
+        run = Run(self.listings, eager=True, deadline=began + TICK_BUDGET)
+        for region in rotated(self.store.list_regions(), int(began.timestamp() // 60)):
             report.regions += 1
             if run.out_of_time(self.clock()):
                 report.deferred += 1
@@ -504,6 +513,9 @@ class Replicator:
                 if error.status == 404:
                     targets[group] = {}  # the target group is gone: its copies are too
                     continue
+                if _backed_off(error):
+                    report.deferred += 1
+                    continue
                 report.errors.append(f"read {group}: {error}")
                 log.error("tick: cannot read copies in %s: %s (next tick retries)", group, error)
         handoffs: set[str] = set()  # chains whose copy ended with more queued: their next goes first
@@ -518,6 +530,9 @@ class Replicator:
             except Conflict:
                 log.info("%s changed under the tick; the next tick looks again", flight.chain.partition)
             except Exception as error:  # this copy's trouble is its own: the others are polled
+                if _backed_off(error):
+                    report.deferred += 1
+                    continue
                 report.errors.append(f"{flight.chain.partition}: {error}")
                 log.exception(
                     "tick: polling %s → %s failed (the next tick retries)", flight.source_id, flight.target_id
@@ -551,7 +566,12 @@ class Replicator:
             return {flight.target_id.name.lower(): self.arm.get_snapshot(flight.target_id) for flight in flights}
         listed = self.arm.list_snapshots(group)
         self._list_pages[group] = max(1, math.ceil(len(listed) / ARM_LIST_PAGE))
-        return {snap.id.name.lower(): snap for snap in listed}
+        found: dict[str, Snapshot | None] = {snap.id.name.lower(): snap for snap in listed}
+        for flight in flights:  # a LIST may lag behind writes: only a GET says a copy is gone
+            name = flight.target_id.name.lower()
+            if name not in found:
+                found[name] = self.arm.get_snapshot(flight.target_id)
+        return found
 
     def _poll(self, flight: InFlight, target: Snapshot | None, now: datetime, report: TickReport) -> bool:
         """Judge one copy by its target; True when it ended and its chain has more queued."""
@@ -638,9 +658,12 @@ class Replicator:
                 log.info("tick: %s changed under the tick (%s); looking again", waiting.chain.partition, error)
                 after, started = self.store.load_region(region), False
             except Exception as error:  # this chain's trouble is its own: the others go on
+                after, started = None, False
+                if _backed_off(error):
+                    report.deferred += 1  # its source's subscription is paused: the next tick
+                    continue
                 report.errors.append(f"{waiting.chain.partition}: {error}")
                 log.error("tick: cannot advance %s: %s", waiting.chain.partition, error)
-                after, started = None, False
             load = after or load
             report.started += int(started)
 
@@ -755,7 +778,10 @@ class Replicator:
         """Read the source the plan is waiting on (a GET: the judge of existence), record
         what ARM said on its job, and plan again with it."""
         assert plan.check is not None
-        job = plan.check
+        job = next((item for item in pending if item.key == plan.check.key), None)
+        if job is None or job.etag is None:
+            return plan, pending  # a row this run did not read (a listing's, another writer's): next run
+        job = replace(plan.check, etag=job.etag)
         source = self.arm.get_snapshot(job.source_id)
         seen = observed_source(job, source, now)
         if seen == job:
@@ -769,6 +795,13 @@ class Replicator:
             log.warning("%s → %s skipped: %s", job.source_id, head.key.region, stored.reason)
         elif stored.source_ready and not job.source_ready:
             log.info("source %s is ready to copy to %s", job.source_id, head.key.region)
+        elif source is not None and not source.is_ready and not source.access_state_known:
+            log.warning(
+                "%s reports snapshotAccessState %r, which snapcopy does not know: not copied until ARM says "
+                "Available (check the snapshot)",
+                job.source_id,
+                source.access_state,
+            )
         elif not stored.source_ready:
             log.info(
                 "%s → %s waits for its source (%.1f%% of its own background copy)",
@@ -855,8 +888,12 @@ class Replicator:
         if made is None:
             # accepted without a body snapcopy can read (an empty 202, say): a GET tells
             made = self._read_back(job)
-            if made is None:
-                return True  # outcome unknown: the slot stays taken; the tick settles it
+            if made is None:  # outcome unknown: the slot stays taken; the tick settles it
+                stored = self.store.load_job(job.chain, job.key) or job
+                if stored.state == CopyState.QUEUED:  # an unconfirmed try counts, as for a 5xx
+                    unconfirmed = CopyError("StartNotConfirmed", "ARM accepted CopyStart but no GET shows the copy yet")
+                    self._save_quietly(stored.evolve(attempts=stored.attempts + 1, error=unconfirmed))
+                return True
         if not _made_from(made, job):
             stored = self.store.load_job(job.chain, job.key) or job
             self._refused(stored, flight, StartRefusal(_name_taken(job), retryable=False))
@@ -958,6 +995,8 @@ class Replicator:
             # committed, but the flight never said so: confirm it; the next poll judges the copy
             self._commit(flight)
             return
+        if self.arm.paused_until(flight.target_id.subscription) is not None:
+            return  # ARM is backing off there: the next tick re-drives it, spending nothing now
         if job.attempts >= self.settings.max_start_attempts:
             if self.arm.get_snapshot(job.target_id) is not None:
                 self._commit(flight)  # it did land; the listing was behind
@@ -1112,6 +1151,20 @@ def _overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime) ->
         for item in pending
         if item.state == CopyState.QUEUED and item.key < key
     ]
+
+
+def _backed_off(error: BaseException) -> bool:
+    """Refused by GuardedArm without a request: ARM is being left alone, not failing now."""
+    return isinstance(error, ArmError) and error.code == BACKED_OFF
+
+
+def rotated(items: list[T], turn: int) -> list[T]:
+    """`items` starting at `turn` (modulo): runs cut short by a time budget start elsewhere
+    each time, so the same last items are not the ones left over every run."""
+    if not items:
+        return items
+    start = turn % len(items)
+    return items[start:] + items[:start]
 
 
 def _group(resource: ResourceId) -> ResourceGroupId:

@@ -727,7 +727,9 @@ def head_entity(head: ChainHead) -> Entity:
         "LastCompletedKey": head.last_completed_key,
         "LastCompletedSource": head.last_completed_source,
         "LastCompletedAt": head.last_completed_at,
-        "ListedThrough": head.listed_through,
+        # not "ListedThrough": rows before 2026-12 held a listing's time there, which vouches
+        # for nothing under today's rule (docs: README, "The replication rules")
+        "VouchedThrough": head.listed_through,
     }
 
 
@@ -753,7 +755,7 @@ def _head_from(chain: ChainKey, entity: Any) -> ChainHead:
         last_completed_key=entity.get("LastCompletedKey", "") or "",
         last_completed_source=entity.get("LastCompletedSource", "") or "",
         last_completed_at=_dt(entity.get("LastCompletedAt")),
-        listed_through=_dt(entity.get("ListedThrough")),
+        listed_through=_dt(entity.get("VouchedThrough")),
         etag=_etag(entity),
     )
 
@@ -811,7 +813,10 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
         source_unique_id=entity.get("SourceUniqueId", "") or "",
         target_id=ResourceId.parse(entity["TargetId"]),
         state=CopyState(entity.get("State", "queued")),
-        source_ready=bool(entity.get("SourceReady", True)),
+        # a queued row from before snapshotAccessState was read: its readiness is a guess,
+        # so one GET checks it before any start
+        source_ready=bool(entity.get("SourceReady", True))
+        and (entity.get("SourceCheckedAt") is not None or entity.get("State", "queued") != "queued"),
         source_percent=_number(entity.get("SourcePercent")),
         source_checked_at=_dt(entity.get("SourceCheckedAt")),
         attempts=int(entity.get("Attempts", 0)),
