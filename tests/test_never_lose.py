@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from local.emulator.faults import Answer, Fault
+from shared.ids import ResourceId
 from shared.model import CopyState
+from shared.service import SourceNotSettled
 from shared.triggers import RunFailed
 from tests.builders import SUB
 from tests.conftest import Deployment
@@ -164,3 +167,25 @@ def _seconds(moment: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(moment).timestamp()
+
+
+def test_a_tick_out_of_time_leaves_the_rest_for_the_next_tick(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):
+    disk_with_snapshots(deployment, "vm0-data0", 1)
+    deployment.deliver(snapshot_events(deployment))
+    monkeypatch.setattr("shared.service.TICK_BUDGET", timedelta(0))  # as if ARM had eaten the whole budget
+    report = deployment.tick(advance=300)
+    assert (report.regions, report.deferred, report.polled, report.errors) == (1, 1, 0, [])
+    monkeypatch.setattr("shared.service.TICK_BUDGET", timedelta(minutes=4))
+    assert deployment.tick().completed == 1
+
+
+def test_a_snapshot_arm_shows_without_time_created_is_read_again_never_recorded(deployment: Deployment):
+    (source,) = disk_with_snapshots(deployment, "vm0-data0", 1)
+    snapshot = deployment.replicator.arm.get_snapshot(ResourceId.parse(source))
+    assert snapshot is not None
+    with pytest.raises(SourceNotSettled):  # the event fails: Event Grid delivers it again
+        deployment.replicator.record(replace(snapshot, time_created=None))
+    assert deployment.store.get_index(snapshot.id) is None and jobs(deployment.store) == []
+    deployment.deliver(snapshot_events(deployment))  # the redelivery reads it whole
+    run_until_done(deployment)
+    assert states(deployment) == ["succeeded"]

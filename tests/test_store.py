@@ -9,7 +9,16 @@ import pytest
 
 from shared.ids import ResourceId
 from shared.model import CopyState, Job, Phase, RegionKey, Waiting
-from shared.store import CapacityExhausted, Conflict, IndexEntry, StateStore
+from shared.store import (
+    CONFLICT_PAUSE,
+    CONFLICT_PAUSE_MAX,
+    CapacityExhausted,
+    Conflict,
+    IndexEntry,
+    MissingETag,
+    StateStore,
+    retrying,
+)
 from tests.builders import SUB, T0, family_snapshots, flight_for, head_for, job_for
 
 pytestmark = pytest.mark.azurite
@@ -214,3 +223,62 @@ def test_the_queue_is_read_with_its_head_in_one_query_when_the_low_key_is_at_or_
         assert store.operations.total - before == reads
         assert loaded is not None and loaded.last_started_key == watermark
         assert [job.key for job in pending] == expected
+
+
+# --- guarantees that hold: atomic batches, conditional writes, backoff -----------------------
+
+
+def test_a_start_overtaking_more_jobs_than_one_transaction_holds_commits_atomically_then_the_rest(
+    store: StateStore,
+):
+    snaps = family_snapshots(130, every_minutes=1)
+    head = store.create_head(head_for(snaps[0]))
+    for snap in snaps:
+        head = store.add_job_guarded(head, job_for(snap))[1]
+    jobs = store.list_jobs(head.key)
+    newest = jobs[-1]
+    overtaken = [job.evolve(state=CopyState.SKIPPED, reason="overtaken") for job in jobs[:-1]]
+    store.save_chain(
+        head.evolve(copying_key=newest.key, last_started_key=newest.key),
+        [newest.evolve(state=CopyState.COPYING)],
+        overtaken=overtaken,
+    )
+    after = store.list_jobs(head.key)
+    assert [job.state for job in after] == [CopyState.SKIPPED] * 129 + [CopyState.COPYING]
+    assert store.operations.by_kind["batch"] >= 3  # one atomic batch of 100, then the rest
+
+
+def test_a_batch_over_the_transaction_limit_is_refused_never_split(store: StateStore):
+    snaps = family_snapshots(100, every_minutes=1)
+    head = store.create_head(head_for(snaps[0]))
+    with pytest.raises(ValueError, match="cannot change in one transaction"):
+        store.save_chain(head, [job_for(snap) for snap in snaps])  # 101 rows that must change together
+    assert store.list_jobs(head.key) == []  # nothing written
+
+
+def test_a_conditional_write_without_an_etag_fails_loudly(store: StateStore):
+    (snap,) = family_snapshots(1)
+    head = store.create_head(head_for(snap))
+    with pytest.raises(MissingETag):
+        store.save_head(head.evolve(etag=None))
+    stored = store.add_job_guarded(head, job_for(snap))[0]
+    with pytest.raises(MissingETag):
+        store.save_job(stored.evolve(etag=None, state=CopyState.CANCELLED))
+    loaded = store.load_job(stored.chain, stored.key)
+    assert loaded is not None and loaded.state == CopyState.QUEUED
+
+
+def test_conflict_retries_back_off_with_growing_jittered_pauses(monkeypatch: pytest.MonkeyPatch):
+    pauses: list[float] = []
+    monkeypatch.setattr("shared.store.time.sleep", pauses.append)
+    attempts = iter(range(5))
+
+    def racer() -> str:
+        if next(attempts) < 4:
+            raise Conflict("lost the race")
+        return "won"
+
+    assert retrying(racer) == "won"
+    assert len(pauses) == 4
+    assert all(0 <= pause <= min(CONFLICT_PAUSE_MAX, CONFLICT_PAUSE * 2**i) for i, pause in enumerate(pauses))
+    assert len(set(pauses)) == 4  # drawn at random (full jitter), not the same fixed step for every racer
