@@ -120,7 +120,7 @@ class TickReport:
     waiting: int = 0
     full: int = 0  # regions at the cap (their waiting chains are not counted)
     stuck: int = 0
-    healed: int = 0  # broken states repaired (a counter off, a flight of a finished job)
+    healed: int = 0  # slot counters that disagreed with their flight rows, corrected
     deferred: int = 0  # regions or chains left for the next tick (time budget, ARM backing off)
     errors: list[str] = field(default_factory=list)
 
