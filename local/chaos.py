@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.core.pipeline.policies import RetryPolicy
 from azure.data.tables import TableServiceClient
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
@@ -64,7 +63,7 @@ from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
 from local.host import FunctionHost
 from shared import runtime
-from shared.arm import RETRY_SETTINGS, ArmError
+from shared.arm import RETRY_SETTINGS, ArmError, ArmRetryPolicy
 from shared.config import load_settings
 from shared.reconcile import Reconciler
 from shared.service import Replicator
@@ -452,7 +451,7 @@ def local_backend() -> Iterator[Backend]:
         yield Backend(world, server.url, str(server.ca_path), azurite.connection_string)
 
 
-class VirtualSleepRetry(RetryPolicy[Any, Any]):
+class VirtualSleepRetry(ArmRetryPolicy):
     """The SDK's retry policy with production settings, waiting on the virtual clock:
     a Retry-After or a backoff moves emulator (and snapcopy) time instead of sleeping."""
 

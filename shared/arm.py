@@ -29,6 +29,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import RetryPolicy
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import CreationData, SnapshotProperties
@@ -50,6 +52,20 @@ RETRY_SETTINGS: dict[str, Any] = {
     "retry_backoff_factor": 0.8,
     "retry_backoff_max": 30,
 }
+# ARM's Retry-After is honoured inside one call up to this many seconds: a trigger has a
+# time budget, so a longer wait is not sat out in the SDK. The error then carries ARM's
+# Retry-After, and GuardedArm leaves the subscription alone for all of it.
+RETRY_AFTER_CAP = 30.0
+# No ARM call may hang a trigger: connect within 10 s, and an answer within 60 s.
+TIMEOUTS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 60}
+_RETRY_KEYS = (
+    "retry_total",
+    "retry_backoff_factor",
+    "retry_backoff_max",
+    "retry_connect",
+    "retry_read",
+    "retry_status",
+)
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 # The Compute API version of our reads: the one azure-mgmt-compute sends for snapshots
 # (a test keeps them equal). ARM refuses incremental CopyStart before 2020-12-01.
@@ -85,6 +101,14 @@ class ArmError(Exception):
         # or the region is at its cap: both pass with time.
         passing = self.retryable or (self.status == 409 and self.code == "OperationNotAllowed")
         return StartRefusal(error, retryable=passing)
+
+
+class ArmRetryPolicy(RetryPolicy[Any, Any]):
+    """The SDK's retry policy, waiting out ARM's Retry-After only up to RETRY_AFTER_CAP."""
+
+    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, RETRY_AFTER_CAP)
 
 
 class EmulatorCredential:
@@ -126,7 +150,8 @@ class ArmCompute:
         client_options: dict[str, Any] | None = None,
     ) -> None:
         """`client_options`: keyword arguments for each ComputeManagementClient (its retry
-        policy by default: RETRY_SETTINGS)."""
+        settings by default: RETRY_SETTINGS, applied by an ArmRetryPolicy unless the
+        options bring a `retry_policy` of their own; TIMEOUTS unless they set theirs)."""
         self._credential = credential
         self._endpoint = endpoint
         self._ca_bundle = ca_bundle
@@ -139,7 +164,10 @@ class ArmCompute:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                options: dict[str, Any] = dict(self._options)
+                options: dict[str, Any] = {**TIMEOUTS, **self._options}
+                if "retry_policy" not in options:
+                    retry = {key: options.pop(key) for key in _RETRY_KEYS if key in options}
+                    options["retry_policy"] = ArmRetryPolicy(**retry)
                 if self._ca_bundle:
                     options["connection_verify"] = self._ca_bundle
                 client = ComputeManagementClient(self._credential, subscription, base_url=self._endpoint, **options)

@@ -9,6 +9,7 @@ order, with no rule broken, and that the trouble stays with the chain it belongs
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import pytest
 
 from local.emulator.faults import Answer, Fault
+from shared.arm import ArmError
+from shared.backoff import BACKED_OFF
 from shared.ids import ResourceId
 from shared.model import CopyState
 from shared.service import SourceNotSettled
@@ -189,3 +192,22 @@ def test_a_snapshot_arm_shows_without_time_created_is_read_again_never_recorded(
     deployment.deliver(snapshot_events(deployment))  # the redelivery reads it whole
     run_until_done(deployment)
     assert states(deployment) == ["succeeded"]
+
+
+def test_a_long_retry_after_is_not_sat_out_in_a_call_but_pauses_the_subscription(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    (source,) = disk_with_snapshots(deployment, "vm0-data0", 1)
+    monkeypatch.setattr("shared.arm.RETRY_AFTER_CAP", 0.01)  # seconds the SDK may wait inside one call
+    deployment.world.add_fault(Fault("GET", "snapshot", status=429, retry_after=600, count=100))
+    arm = deployment.replicator.arm
+    began = time.monotonic()
+    with pytest.raises(ArmError) as raised:
+        arm.get_snapshot(ResourceId.parse(source))
+    assert time.monotonic() - began < 10 and raised.value.retry_after == 600
+    until = arm.paused_until(SUB)
+    assert until is not None and until - deployment.world.clock.now() == timedelta(seconds=600)
+    asked = deployment.requests("GET snapshot")
+    with pytest.raises(ArmError) as again:
+        arm.get_snapshot(ResourceId.parse(source))
+    assert again.value.code == BACKED_OFF and deployment.requests("GET snapshot") == asked  # no request
