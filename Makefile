@@ -9,7 +9,7 @@ TOOLS_VENV := .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup lint test reliability bench demo serve emulator clean
+.PHONY: setup lint test test-fast reliability bench demo serve emulator clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ lint: setup  ## ruff and mypy
 
 test: lint $(TOOLS_STAMP)  ## lint, then pytest (the tests start Azurite and the ARM emulator themselves and stop them)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## the pure core, codecs and parsers only (no Azurite, emulator or external tools): seconds
+	$(VENV)/bin/pytest -q -m "not azurite and not emulator and not slow"
 
 reliability: setup  ## the full fault-injection matrix (200 seeds, < 10 min): prints a table, writes docs/reliability-latest.json
 	$(PY) -m local.chaos --seeds 200

@@ -17,8 +17,8 @@ after the Python worker sees it, and nothing else:
 `serve(app)` runs it with uvicorn on a free loopback port in a background thread (the
 tests, the CLI's tests). `python -m local.gateway` runs the whole offline world behind it:
 Azurite, the ARM emulator with a few disks and snapshots, a timer that fires every few
-seconds, and prints the `SNAPCOPY_URL` and `SNAPCOPY_KEY` to use with `python -m
-shared.cli` or curl.
+seconds, and prints the `SNAPCOPY_URL` and `SNAPCOPY_KEY` to use with `snapcopy` (the
+CLI, `pip install ./cli`) or curl.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pump.start()
             print(f"export SNAPCOPY_URL={url}\nexport SNAPCOPY_KEY={key}", flush=True)
             notes = ["disks:", *disks, "snapshots (not copied yet):", *snapshots]
-            notes += ["try: python -m shared.cli backfill <disk> --wait   (Ctrl-C stops the world)"]
+            notes += ["try: snapcopy backfill <disk> --wait   (pip install ./cli; Ctrl-C stops the world)"]
             print(*(f"# {note}" for note in notes), sep="\n", file=sys.stderr, flush=True)
             while not stopping.wait(0.5):
                 pass

@@ -18,7 +18,7 @@ from local.emulator.world import World
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def test_a_tiny_benchmark_runs_end_to_end_and_reports_consistent_figures(tmp_path: Path):

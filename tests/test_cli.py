@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from local.gateway import gateway, serve
-from shared.cli import main
+from snapcopy_cli import main
 from tests.builders import SUB
 from tests.conftest import Deployment
 from tests.test_functions import RG, disk_with_snapshots

@@ -80,6 +80,8 @@ NEVER_SET = {
 
 _GUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
+pytestmark = pytest.mark.slow  # checkov, shellcheck, azure-functions-doctor: external tools
+
 
 # --- reading the templates -----------------------------------------------------------------
 

@@ -1,12 +1,12 @@
-"""`python -m shared.cli`: the operator's command line over snapcopy's HTTP API.
+"""`snapcopy`: the operator's command line over snapcopy's HTTP API.
 
 Thin on purpose: the API decides everything; this module sends requests and shows the
-answers (rich tables, one progress bar per copy with `--wait`). It needs `requests` (a
-dependency of azure-core) and `rich` (requirements-dev.txt), never the app's settings.
+answers (rich tables, one progress bar per copy with `--wait`). It needs `requests` and `rich`
+(this distribution's dependencies), never the app's code or settings.
 
     export SNAPCOPY_URL=https://<app>.azurewebsites.net SNAPCOPY_KEY=<function key>
-    python -m shared.cli copy /subscriptions/.../snapshots/vm0-data0-s0 --wait
-    python -m shared.cli status --disk /subscriptions/.../disks/vm0-data0 --state failed
+    snapcopy copy /subscriptions/.../snapshots/vm0-data0-s0 --wait
+    snapcopy status --disk /subscriptions/.../disks/vm0-data0 --state failed
 
 Exit codes: 0 done (with `--wait`: every copy succeeded or was skipped), 1 a waited-for
 copy failed or was cancelled, 2 a usage error or an HTTP error (the problem's title and
@@ -18,229 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
-import requests
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-try:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
-    from rich.table import Table
-except ImportError:  # pragma: no cover - rich is a dev dependency, not deployed with the app
-    raise SystemExit("python -m shared.cli needs the 'rich' package: pip install -r requirements-dev.txt") from None
+from snapcopy_cli.client import ApiError, Client
+from snapcopy_cli.views import chains_table, copies_table, copy_detail, name_of, state_text
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "skipped"})
 GOOD_STATES = frozenset({"succeeded", "skipped"})
 EXIT_OK, EXIT_COPY_FAILED, EXIT_ERROR = 0, 1, 2
-TIMEOUT = (10.0, 120.0)  # connect, read (seconds); a backfill lists a whole subscription
-STATE_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "red", "skipped": "yellow", "copying": "cyan"}
 
 Sleep = Callable[[float], None]
-
-
-class ApiError(Exception):
-    """An HTTP error (or no answer at all), told as its problem document's title and detail."""
-
-    def __init__(self, status: int | None, title: str, detail: str) -> None:
-        super().__init__(f"{title}: {detail}")
-        self.status = status
-        self.title = title
-        self.detail = detail
-
-    def __str__(self) -> str:
-        status = f"{self.status} " if self.status else ""
-        return f"{status}{self.title}: {self.detail}"
-
-
-class Client:
-    """snapcopy's HTTP API at `url` (the function app's address, with or without `/api`)."""
-
-    def __init__(self, url: str, key: str | None, *, timeout: tuple[float, float] = TIMEOUT) -> None:
-        base = url.rstrip("/")
-        self.base = base[: -len("/api")] if base.endswith("/api") else base
-        self.timeout = timeout
-        self.has_key = bool(key)
-        self.session = requests.Session()
-        self.session.headers["Accept"] = "application/json, application/problem+json"
-        if key:
-            self.session.headers["x-functions-key"] = key
-
-    def close(self) -> None:
-        self.session.close()
-
-    def call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
-        """The JSON answer to one request; `path` is `/api/...` or an absolute link."""
-        url = self.base + path if path.startswith("/") else path
-        try:
-            response = self.session.request(method, url, params=params, json=body, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise ApiError(
-                None, "No answer", f"{method} {url.split('?')[0]} failed: {error.__class__.__name__}"
-            ) from None
-        if response.status_code >= 400:
-            raise self._problem(response)
-        try:
-            return response.json()
-        except ValueError:
-            raise ApiError(response.status_code, "Unexpected answer", f"{method} {path} did not answer JSON") from None
-
-    def _problem(self, response: requests.Response) -> ApiError:
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict) and (doc.get("title") or doc.get("detail")):
-            return ApiError(response.status_code, str(doc.get("title") or response.reason), str(doc.get("detail", "")))
-        if response.status_code == 401:
-            detail = "the function key was refused" if self.has_key else "no function key: pass --key or set it"
-            return ApiError(401, "Unauthorized", f"{detail} (SNAPCOPY_KEY)")
-        if response.status_code == 404:
-            return ApiError(404, "Not found", f"{self.base} has no such route; is --url the function app's address?")
-        return ApiError(response.status_code, response.reason or "HTTP error", "the answer has no problem details")
-
-    # --- the API ------------------------------------------------------------------------
-
-    def request_copies(self, field: str, source: str, regions: Sequence[str] | None) -> Any:
-        body: dict[str, Any] = {field: source}
-        if regions:
-            body["targetRegions"] = list(regions)
-        return self.call("POST", "/api/copies", body=body)
-
-    def copy(self, copy_id: str) -> Any:
-        return self.call("GET", f"/api/copies/{quote(copy_id, safe='')}")
-
-    def cancel(self, copy_id: str) -> Any:
-        return self.call("DELETE", f"/api/copies/{quote(copy_id, safe='')}")
-
-    def retry(self, copy_id: str) -> Any:
-        return self.call("POST", f"/api/copies/{quote(copy_id, safe='')}/retry")
-
-    def chains(self) -> Any:
-        return self.call("GET", "/api/chains")
-
-    def copies(self, filters: Mapping[str, str | None], *, limit: int, page_size: int) -> tuple[list[Any], bool]:
-        """Up to `limit` copies, following nextLink; and whether more were left."""
-        params = {name: value for name, value in filters.items() if value}
-        params["top"] = str(min(page_size, limit))
-        page = self.call("GET", "/api/copies", params=params)
-        found = list(page.get("value", []))
-        while page.get("nextLink") and len(found) < limit:
-            page = self.call("GET", page["nextLink"])
-            found.extend(page.get("value", []))
-        return found[:limit], len(found) > limit or bool(page.get("nextLink"))
-
-
-# --- presentation -------------------------------------------------------------------------
-
-
-def _short(copy_id: str, wide: bool) -> str:
-    """A copy id is long and opaque; its head and tail are enough to tell rows apart."""
-    return copy_id if wide or len(copy_id) <= 20 else f"{copy_id[:6]}…{copy_id[-10:]}"
-
-
-def _name(resource_id: str | None) -> str:
-    return resource_id.rsplit("/", 1)[-1] if resource_id else "-"
-
-
-def _state(state: str) -> str:
-    style = STATE_STYLES.get(state)
-    return f"[{style}]{state}[/{style}]" if style else state
-
-
-def _why(copy: Mapping[str, Any]) -> str:
-    error = copy.get("error")
-    if error:
-        return f"[red]{escape(str(error.get('code')))}[/red]: {escape(str(error.get('message')))}"
-    return escape(str(copy.get("reason") or ""))
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    days, hours, minutes = whole // 86400, whole // 3600 % 24, whole // 60 % 60
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {whole % 60}s" if minutes else f"{whole}s"
-
-
-def copies_table(copies: Iterable[Mapping[str, Any]], *, title: str | None = None, wide: bool = False) -> Table:
-    rows = list(copies)
-    table = Table(title=title)
-    # Ids, regions and states are never cut short; names fold and the reason wraps instead.
-    table.add_column("copy id", overflow="fold", no_wrap=not wide)
-    table.add_column("source snapshot", overflow="fold")
-    table.add_column("region", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("%", justify="right", no_wrap=True)
-    table.add_column("reason / error", overflow="fold", min_width=10)
-    for copy in rows:
-        table.add_row(
-            _short(copy["copyId"], wide),
-            escape(_name(copy.get("sourceSnapshotId"))),
-            copy.get("targetRegion", "-"),
-            _state(copy.get("state", "?")),
-            f"{float(copy.get('percent') or 0):.0f}",
-            _why(copy),
-        )
-    if any("created" in copy for copy in rows):
-        created = sum(1 for copy in rows if copy.get("created"))
-        table.caption = f"{created} new, {len(rows) - created} already requested"
-    return table
-
-
-def copy_detail(copy: Mapping[str, Any]) -> Table:
-    """One copy, every field, full ids (what `retry` and `cancel` need)."""
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    error = copy.get("error")
-    fields = [
-        ("copy id", copy.get("copyId")),
-        ("state", _state(copy.get("state", "?"))),
-        ("percent", f"{float(copy.get('percent') or 0):.1f}"),
-        ("source", copy.get("sourceSnapshotId")),
-        ("target", copy.get("targetSnapshotId")),
-        ("region", copy.get("targetRegion")),
-        ("attempts", copy.get("attempts")),
-        ("queued", copy.get("queuedAt")),
-        ("started", copy.get("startedAt")),
-        ("finished", copy.get("finishedAt")),
-        ("error", _why({"error": error}) if error else None),
-        ("reason", escape(str(copy["reason"])) if copy.get("reason") else None),
-    ]
-    for label, value in fields:
-        table.add_row(label, "-" if value is None else str(value))
-    return table
-
-
-def chains_table(chains: Iterable[Mapping[str, Any]]) -> Table:
-    table = Table(title="chains (source disk × target region)")
-    for column in ("source disk", "region", "copying", "queued", "last completed", "RPO"):
-        right = column in ("queued", "RPO")
-        table.add_column(column, justify="right" if right else "left", overflow="fold", no_wrap=right)
-    for chain in chains:
-        copying = chain.get("copying")
-        now = f"{escape(_name(copying['sourceSnapshotId']))} {float(copying['percent'] or 0):.0f}%" if copying else "-"
-        table.add_row(
-            escape(_name(chain.get("sourceDiskId")) if chain.get("sourceDiskId") else str(chain.get("familyId"))),
-            chain.get("targetRegion", "-"),
-            now,
-            str(chain.get("queued", 0)),
-            escape(_name(chain.get("lastCompletedSnapshotId"))),
-            _age(chain.get("lastCompletedAgeSeconds")),
-        )
-    return table
-
-
-# --- commands -----------------------------------------------------------------------------
 
 
 class Cli:
@@ -267,7 +60,7 @@ class Cli:
         else:
             self.out.print(copies_table(answer["copies"], title="copies requested", wide=self.args.wide))
             for ignored in answer.get("ignored", []):
-                name = escape(_name(ignored.get("sourceSnapshotId")))
+                name = escape(name_of(ignored.get("sourceSnapshotId")))
                 self.out.print(f"[yellow]ignored[/yellow] {name}: {escape(str(ignored.get('reason')))}")
         return self.outcome(answer["copies"]) if self.args.wait else EXIT_OK
 
@@ -286,7 +79,7 @@ class Cli:
         ) as progress:
             tasks: dict[str, TaskID] = {}
             for copy_id, copy in latest.items():
-                label = f"{escape(_name(copy.get('sourceSnapshotId')))} → {copy.get('targetRegion')}"
+                label = f"{escape(name_of(copy.get('sourceSnapshotId')))} → {copy.get('targetRegion')}"
                 tasks[copy_id] = progress.add_task(label, total=100.0, state="")
                 self._show(progress, tasks[copy_id], copy)
             progress.refresh()
@@ -304,7 +97,7 @@ class Cli:
     def _show(progress: Progress, task: TaskID, copy: Mapping[str, Any]) -> None:
         state = copy.get("state", "?")
         done = 100.0 if state in FINAL_STATES else float(copy.get("percent") or 0)
-        progress.update(task, completed=done, state=_state(state))
+        progress.update(task, completed=done, state=state_text(state))
 
     @staticmethod
     def outcome(copies: Iterable[Mapping[str, Any]]) -> int:
@@ -401,7 +194,7 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> argpa
 
 def parser() -> argparse.ArgumentParser:
     common = _global_options(argparse.ArgumentParser(add_help=False), defaults=False)
-    root = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.split("\n\n")[0])
+    root = argparse.ArgumentParser(prog="snapcopy", description=__doc__.split("\n\n")[0])
     _global_options(root, defaults=True)
     commands = root.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -464,7 +257,3 @@ def main(argv: Sequence[str] | None = None, *, sleep: Sleep = time.sleep) -> int
         return 130
     finally:
         client.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,118 @@
+"""How the command line shows copies and chains: rich tables, one row a copy or chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+STATE_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "red", "skipped": "yellow", "copying": "cyan"}
+
+
+def _short(copy_id: str, wide: bool) -> str:
+    """A copy id is long and opaque; its head and tail are enough to tell rows apart."""
+    return copy_id if wide or len(copy_id) <= 20 else f"{copy_id[:6]}…{copy_id[-10:]}"
+
+
+def name_of(resource_id: str | None) -> str:
+    return resource_id.rsplit("/", 1)[-1] if resource_id else "-"
+
+
+def state_text(state: str) -> str:
+    style = STATE_STYLES.get(state)
+    return f"[{style}]{state}[/{style}]" if style else state
+
+
+def _why(copy: Mapping[str, Any]) -> str:
+    error = copy.get("error")
+    if error:
+        return f"[red]{escape(str(error.get('code')))}[/red]: {escape(str(error.get('message')))}"
+    return escape(str(copy.get("reason") or ""))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    days, hours, minutes = whole // 86400, whole // 3600 % 24, whole // 60 % 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {whole % 60}s" if minutes else f"{whole}s"
+
+
+def copies_table(copies: Iterable[Mapping[str, Any]], *, title: str | None = None, wide: bool = False) -> Table:
+    rows = list(copies)
+    table = Table(title=title)
+    # Ids, regions and states are never cut short; names fold and the reason wraps instead.
+    table.add_column("copy id", overflow="fold", no_wrap=not wide)
+    table.add_column("source snapshot", overflow="fold")
+    table.add_column("region", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("%", justify="right", no_wrap=True)
+    table.add_column("reason / error", overflow="fold", min_width=10)
+    for copy in rows:
+        table.add_row(
+            _short(copy["copyId"], wide),
+            escape(name_of(copy.get("sourceSnapshotId"))),
+            copy.get("targetRegion", "-"),
+            state_text(copy.get("state", "?")),
+            f"{float(copy.get('percent') or 0):.0f}",
+            _why(copy),
+        )
+    if any("created" in copy for copy in rows):
+        created = sum(1 for copy in rows if copy.get("created"))
+        table.caption = f"{created} new, {len(rows) - created} already requested"
+    return table
+
+
+def copy_detail(copy: Mapping[str, Any]) -> Table:
+    """One copy, every field, full ids (what `retry` and `cancel` need)."""
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    error = copy.get("error")
+    fields = [
+        ("copy id", copy.get("copyId")),
+        ("state", state_text(copy.get("state", "?"))),
+        ("percent", f"{float(copy.get('percent') or 0):.1f}"),
+        ("source", copy.get("sourceSnapshotId")),
+        ("target", copy.get("targetSnapshotId")),
+        ("region", copy.get("targetRegion")),
+        ("attempts", copy.get("attempts")),
+        ("queued", copy.get("queuedAt")),
+        ("started", copy.get("startedAt")),
+        ("finished", copy.get("finishedAt")),
+        ("error", _why({"error": error}) if error else None),
+        ("reason", escape(str(copy["reason"])) if copy.get("reason") else None),
+    ]
+    for label, value in fields:
+        table.add_row(label, "-" if value is None else str(value))
+    return table
+
+
+def chains_table(chains: Iterable[Mapping[str, Any]]) -> Table:
+    table = Table(title="chains (source disk × target region)")
+    for column in ("source disk", "region", "copying", "queued", "last completed", "RPO"):
+        right = column in ("queued", "RPO")
+        table.add_column(column, justify="right" if right else "left", overflow="fold", no_wrap=right)
+    for chain in chains:
+        copying = chain.get("copying")
+        now = (
+            f"{escape(name_of(copying['sourceSnapshotId']))} {float(copying['percent'] or 0):.0f}%" if copying else "-"
+        )
+        table.add_row(
+            escape(name_of(chain.get("sourceDiskId")) if chain.get("sourceDiskId") else str(chain.get("familyId"))),
+            chain.get("targetRegion", "-"),
+            now,
+            str(chain.get("queued", 0)),
+            escape(name_of(chain.get("lastCompletedSnapshotId"))),
+            _age(chain.get("lastCompletedAgeSeconds")),
+        )
+    return table
+
+
+# --- commands -----------------------------------------------------------------------------
