@@ -9,8 +9,6 @@ Handlers only parse and shape; `shared.ondemand` decides.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import logging
@@ -22,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
-from shared import runtime
+from shared import runtime, tokens
 from shared.model import ChainHead, ChainKey, CopyState, Job
 from shared.ondemand import (
     DEFAULT_PAGE,
@@ -59,16 +57,15 @@ class InvalidCopyId(ValueError):
 
 
 def copy_id(chain: ChainKey, job_key: str) -> str:
-    raw = f"{chain.family_id}|{chain.region}|{job_key}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return tokens.encode(f"{chain.family_id}|{chain.region}|{job_key}")
 
 
 def parse_copy_id(text: str) -> tuple[ChainKey, str]:
     if not text or len(text) > _MAX_COPY_ID or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
         raise InvalidCopyId("a copy id is the base64url token returned by the API")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        raw = tokens.decode(text, max_length=_MAX_COPY_ID)
+    except tokens.InvalidToken:
         raise InvalidCopyId("the copy id does not decode") from None
     family, _, rest = raw.partition("|")
     region, _, key = rest.partition("|")

@@ -15,6 +15,7 @@ from datetime import timedelta
 from urllib.parse import urlparse
 
 from shared.ids import (
+    REGION_RE,
     InvalidResourceId,
     ResourceGroupId,
     ResourceId,
@@ -29,7 +30,6 @@ DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 AZURE_COPY_CAP = 100  # Azure's limit: copies in flight per subscription per target region
 CREDENTIAL_KINDS = ("default", "managed-identity", "emulator")
 
-_REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,39}$")
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _NCRONTAB_FIELD_RE = re.compile(r"^[0-9*/,\-A-Za-z]+$")
 
@@ -131,7 +131,7 @@ def _regions(env: Mapping[str, str]) -> tuple[str, ...]:
     if not regions:
         raise ConfigError("COPY_TARGET_REGIONS", raw, "a comma-separated list of Azure regions, e.g. 'westus3'")
     for region in regions:
-        if not _REGION_RE.match(region):
+        if not REGION_RE.fullmatch(region):
             raise ConfigError("COPY_TARGET_REGIONS", raw, f"region names like 'westus3'; {region!r} is not one")
     if len(set(regions)) != len(regions):
         raise ConfigError("COPY_TARGET_REGIONS", raw, "each region once")

@@ -10,7 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SUBSCRIPTION = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"  # subscriptions, families
+REGION = r"[a-z][a-z0-9]{2,39}"  # an Azure region's name as ARM spells it: westus3, centralus
+REGION_RE = re.compile(REGION)
+_SUBSCRIPTION = GUID
 _RESOURCE_GROUP = r"[-\w._()]{1,90}"
 _RESOURCE_NAME = r"[A-Za-z0-9_][-A-Za-z0-9_.]{0,79}"  # snapshot and disk names are ASCII
 

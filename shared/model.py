@@ -6,7 +6,7 @@ Plain values only: no I/O here, so the scheduler can be tested with literals.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -162,9 +162,6 @@ class Job:
         """The slot partition the copy counts against: its target's subscription and region."""
         return RegionKey(self.target_id.subscription, self.chain.region)
 
-    def evolve(self, **changes: object) -> Job:
-        return replace(self, **changes)  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True)
 class ChainHead:
@@ -185,9 +182,6 @@ class ChainHead:
     @property
     def region(self) -> RegionKey:
         return RegionKey(self.target_group.subscription, self.key.region)
-
-    def evolve(self, **changes: object) -> ChainHead:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 class Phase(StrEnum):
@@ -212,9 +206,6 @@ class InFlight:
     next_poll_at: datetime | None = None
     stuck_since: datetime | None = None  # flagged: no progress for STUCK_AFTER_MINUTES
     etag: str | None = None
-
-    def evolve(self, **changes: object) -> InFlight:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

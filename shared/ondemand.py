@@ -9,18 +9,17 @@ problem documents.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from shared import tokens
 from shared.arm import ArmError
-from shared.ids import InvalidResourceId, ResourceId
+from shared.ids import GUID, REGION_RE, InvalidResourceId, ResourceId
 from shared.model import SOURCE_TAG, ChainHead, ChainKey, CopyState, Job, Snapshot
 from shared.scheduler import CopyTo, NotYet, eligibility
 from shared.service import Replicator
@@ -30,8 +29,7 @@ log = logging.getLogger("snapcopy")
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-_REGION_RE = re.compile(r"[a-z][a-z0-9]{2,39}")
-_FAMILY_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_FAMILY_RE = re.compile(GUID.replace("A-Fa-f", "a-f"))  # family ids are stored lower-case
 _KEY_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z\|[a-z0-9_][-a-z0-9_.]{0,79}")
 _RETRYABLE_STATES = (CopyState.FAILED, CopyState.CANCELLED)
 # A retried job is held back this long while its failed copy is deleted.
@@ -109,16 +107,14 @@ class Cursor:
 
     def encode(self) -> str:
         raw = json.dumps({"f": self.chain.family_id, "r": self.chain.region, "k": self.key}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return tokens.encode(raw)
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         problem = invalid("continuationToken is not a token this API returned")
-        if len(text) > 512 or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
-            raise problem
         try:
-            data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+            data = json.loads(tokens.decode(text, max_length=512))
+        except ValueError:  # InvalidToken, or not JSON
             raise problem from None
         if not isinstance(data, dict) or set(data) != {"f", "r", "k"}:
             raise problem
@@ -132,12 +128,12 @@ class Cursor:
 
 def names_a_job(family: str, region: str, key: str) -> bool:
     """Whether the parts of a copy id or a cursor could name a job (checked before any read)."""
-    return bool(_FAMILY_RE.fullmatch(family) and _REGION_RE.fullmatch(region) and _KEY_RE.fullmatch(key))
+    return bool(_FAMILY_RE.fullmatch(family) and REGION_RE.fullmatch(region) and _KEY_RE.fullmatch(key))
 
 
 def parse_region(text: str, field: str) -> str:
     region = text.strip().lower()
-    if not _REGION_RE.fullmatch(region):
+    if not REGION_RE.fullmatch(region):
         raise invalid(f"{field}: {text!r} is not an Azure region name (like 'westus3')")
     return region
 
@@ -266,8 +262,8 @@ class OnDemand:
         head = self._head(chain)
         if self._being_started(head, key):
             raise conflict(_SENDING)
-        cancelled = job.evolve(
-            state=CopyState.CANCELLED, finished_at=self.replicator.clock(), reason="cancelled on request"
+        cancelled = replace(
+            job, state=CopyState.CANCELLED, finished_at=self.replicator.clock(), reason="cancelled on request"
         )
         try:
             self.store.save_chain(head, [cancelled])  # conditional on head and job
@@ -312,7 +308,8 @@ class OnDemand:
             raise conflict(f"{job.target_id} exists and is not snapcopy's copy of {job.source_id}; rename or delete it")
         now = self.replicator.clock()
         was = job.state.value + (f": {job.error.code}" if job.error else "")
-        queued = job.evolve(
+        queued = replace(
+            job,
             state=CopyState.QUEUED,
             attempts=0,
             not_before=now + RETRY_HOLD if stale else None,
@@ -357,7 +354,7 @@ class OnDemand:
         claimed = self.job(job.chain, job.key)
         if claimed.state == CopyState.QUEUED:
             with contextlib.suppress(Conflict):
-                self.store.save_job(claimed.evolve(not_before=None))
+                self.store.save_job(replace(claimed, not_before=None))
 
     def _head(self, chain: ChainKey) -> ChainHead:
         head = self.store.load_head(chain)

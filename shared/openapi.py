@@ -13,14 +13,15 @@ from __future__ import annotations
 from typing import Any
 
 from shared.api import COPY_FIELDS, MAX_BODY_BYTES, MAX_REGIONS
+from shared.ids import GUID, REGION
 from shared.model import CopyState
 from shared.ondemand import DEFAULT_PAGE, MAX_PAGE
 
 API_VERSION = "0.1.0"  # the package version (pyproject.toml); the tests check they agree
 
 _SNAPSHOT_ID = r"^/subscriptions/[0-9A-Fa-f-]{36}/resourceGroups/[^/]+/providers/Microsoft\.Compute/snapshots/[^/]+$"
-_REGION = r"^[a-z][a-z0-9]{2,39}$"
-_FAMILY = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_REGION = f"^{REGION}$"
+_FAMILY = f"^{GUID.replace('A-Fa-f', 'a-f')}$"  # family ids are stored lower-case
 _TOKEN = r"^[A-Za-z0-9_-]+$"
 
 _STATES = [state.value for state in CopyState]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared.arm import ArmError
@@ -220,7 +220,7 @@ class Reconciler:
         ]
         for job in stale:
             try:
-                self.store.save_job(arrival(job.evolve(queued_at=self.replicator.clock()), current))
+                self.store.save_job(arrival(replace(job, queued_at=self.replicator.clock()), current))
             except Conflict:
                 continue
         if stale:

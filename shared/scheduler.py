@@ -138,7 +138,8 @@ def arrival(job: Job, head: ChainHead) -> Job:
     """A snapshot reported (event, request or listing) for a chain: queue it, or skip it
     if a newer snapshot of the family has already started copying (Azure's copy order)."""
     if head.last_started_key and job.key <= head.last_started_key:
-        return job.evolve(
+        return replace(
+            job,
             state=CopyState.SKIPPED,
             finished_at=job.queued_at,
             reason=f"older than {head.last_started_key.split('|')[-1]}, which already started copying "
@@ -220,30 +221,31 @@ def plan_chain(
 
     plan = ChainPlan(add=tuple(adds), listed_through=listed_through)
     if head.copying_key:
-        return _with(plan, wait="a copy is in flight")
+        return replace(plan, wait="a copy is in flight")
     if not queued:
-        return _with(plan, wait="nothing queued")
+        return replace(plan, wait="nothing queued")
     candidate = queued[min(queued)]
     due = candidate.key in suspect or next_source_check(candidate) <= now
     check = candidate if due else None
     if listed_through is None or candidate.source_time > listed_through:
         name = candidate.source_id.name
-        return _with(plan, wait=f"waiting for a listing that shows {name}", needs_listing=True, check=check)
+        return replace(plan, wait=f"waiting for a listing that shows {name}", needs_listing=True, check=check)
     if candidate.key in suspect:
-        return _with(plan, wait=f"{candidate.source_id.name} missing from a listing", check=check)
+        return replace(plan, wait=f"{candidate.source_id.name} missing from a listing", check=check)
     if not candidate.source_ready:
         percent = f" ({candidate.source_percent:.1f}%)" if candidate.source_percent is not None else ""
-        return _with(plan, wait=f"waiting for the source {candidate.source_id.name}{percent}", check=check)
+        return replace(plan, wait=f"waiting for the source {candidate.source_id.name}{percent}", check=check)
     if candidate.not_before is not None and candidate.not_before > now:
-        return _with(plan, wait=f"retrying after {candidate.not_before.isoformat()}")
-    return _with(plan, start=candidate)
+        return replace(plan, wait=f"retrying after {candidate.not_before.isoformat()}")
+    return replace(plan, start=candidate)
 
 
 def with_source(job: Job, source: Snapshot, seen_at: datetime) -> Job:
     """A queued job after ARM showed its source again. Readiness only ever grows (a
     listing's view may be older than the GET that made the job)."""
     ready = job.source_ready or source.is_ready
-    return job.evolve(
+    return replace(
+        job,
         source_ready=ready,
         source_percent=None if ready else source.completion_percent,
         source_checked_at=max(filter(None, (job.source_checked_at, seen_at))),
@@ -256,7 +258,7 @@ def observed_source(job: Job, source: Snapshot | None, now: datetime) -> Job:
     replaced = source is not None and bool(job.source_unique_id and source.unique_id)
     if source is None or (replaced and source.unique_id != job.source_unique_id):
         reason = SOURCE_GONE if source is None else f"{SOURCE_GONE}; its name now holds another snapshot"
-        return job.evolve(state=CopyState.SKIPPED, finished_at=now, reason=reason)
+        return replace(job, state=CopyState.SKIPPED, finished_at=now, reason=reason)
     return with_source(job, source, now)
 
 
@@ -278,10 +280,6 @@ def next_source_check(job: Job) -> datetime:
     else:
         wait = timedelta(seconds=age * (100.0 - percent) / percent)
     return last + min(max(wait, SOURCE_CHECK_MIN), SOURCE_CHECK_MAX)
-
-
-def _with(plan: ChainPlan, **changes: object) -> ChainPlan:
-    return replace(plan, **changes)  # type: ignore[arg-type]
 
 
 def release_order(
@@ -415,7 +413,8 @@ def after_refusal(job: Job, refusal: StartRefusal, now: datetime, max_attempts: 
     """
     attempts = job.attempts + 1
     if refusal.source_missing:
-        return job.evolve(
+        return replace(
+            job,
             state=CopyState.SKIPPED,
             attempts=attempts,
             finished_at=now,
@@ -424,8 +423,9 @@ def after_refusal(job: Job, refusal: StartRefusal, now: datetime, max_attempts: 
         )
     if refusal.retryable and attempts < max_attempts:
         backoff = min(START_BACKOFF_BASE * (2 ** (attempts - 1)), START_BACKOFF_MAX)
-        return job.evolve(attempts=attempts, not_before=now + backoff, error=refusal.error)
-    return job.evolve(
+        return replace(job, attempts=attempts, not_before=now + backoff, error=refusal.error)
+    return replace(
+        job,
         state=CopyState.FAILED,
         attempts=attempts,
         finished_at=now,

@@ -414,7 +414,7 @@ class Replicator:
             candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
             if groups != head.source_groups:  # a group never listed: what was listed so far proves less
-                head = head.evolve(source_groups=groups, listed_through=None)
+                head = replace(head, source_groups=groups, listed_through=None)
             job, written = self.store.add_job_guarded(head, arrival(candidate, head))
             # the head as written: its ETag orders this arrival with a finish's commit
             return job, True, written
@@ -594,7 +594,8 @@ class Replicator:
                 outcome.changed or outcome.next_poll_at != flight.next_poll_at or stuck != flight.stuck_since
             ):
                 self.store.save_flight(
-                    flight.evolve(
+                    replace(
+                        flight,
                         percent=outcome.percent,
                         progressed_at=now if outcome.changed else flight.progressed_at,
                         next_poll_at=outcome.next_poll_at,
@@ -723,7 +724,7 @@ class Replicator:
                 # no row changed: the start's commit writes the head, and the promise with it
                 # (a start that falls through loses only the note; the listing is kept)
                 listed = max(filter(None, (head.listed_through, plan.listed_through)), default=None)
-                head = head.evolve(listed_through=listed)
+                head = replace(head, listed_through=listed)
             else:
                 head = self._note_listing(head, plan.listed_through)
             for job in plan.add:
@@ -851,7 +852,7 @@ class Replicator:
             fresh = known.pop() if known else (self.store.load_head(head.key) or head)
             if fresh.listed_through is not None and fresh.listed_through >= listed_through:
                 return fresh
-            return self.store.save_head(fresh.evolve(listed_through=listed_through))
+            return self.store.save_head(replace(fresh, listed_through=listed_through))
 
         result: ChainHead = retrying(save)
         return result
@@ -876,7 +877,7 @@ class Replicator:
                 )
                 if stored.state == CopyState.QUEUED:
                     self._save_quietly(
-                        stored.evolve(attempts=stored.attempts + 1, error=CopyError(error.code, error.message))
+                        replace(stored, attempts=stored.attempts + 1, error=CopyError(error.code, error.message))
                     )
                 return True
             refusal = error.as_refusal()
@@ -892,7 +893,7 @@ class Replicator:
                 stored = self.store.load_job(job.chain, job.key) or job
                 if stored.state == CopyState.QUEUED:  # an unconfirmed try counts, as for a 5xx
                     unconfirmed = CopyError("StartNotConfirmed", "ARM accepted CopyStart but no GET shows the copy yet")
-                    self._save_quietly(stored.evolve(attempts=stored.attempts + 1, error=unconfirmed))
+                    self._save_quietly(replace(stored, attempts=stored.attempts + 1, error=unconfirmed))
                 return True
         if not _made_from(made, job):
             stored = self.store.load_job(job.chain, job.key) or job
@@ -964,7 +965,8 @@ class Replicator:
             note = _CANCEL_TOO_LATE if job.state == CopyState.CANCELLED else ""
             if pending is None:
                 pending = self.store.load_pending(head)
-            started = job.evolve(
+            started = replace(
+                job,
                 state=CopyState.COPYING,
                 source_ready=True,
                 started_at=flight.started_at,
@@ -975,7 +977,7 @@ class Replicator:
             )
             watermark = max(head.last_started_key, job.key)
             self.store.save_chain(
-                head.evolve(copying_key=job.key, last_started_key=watermark),
+                replace(head, copying_key=job.key, last_started_key=watermark),
                 [started],
                 overtaken=_overtaken(head, pending, job.key, flight.started_at),
             )
@@ -983,7 +985,7 @@ class Replicator:
         retrying(commit_chain)
         if current.phase == Phase.STARTING:
             with contextlib.suppress(Conflict):
-                self.store.save_flight(current.evolve(phase=Phase.COPYING))
+                self.store.save_flight(replace(current, phase=Phase.COPYING))
 
     def _restart(self, flight: InFlight) -> None:
         """A start nobody confirmed within the grace: take it over and PUT again (idempotent)."""
@@ -1005,7 +1007,7 @@ class Replicator:
             self._refused(job, flight, StartRefusal(error, retryable=False))
             return
         try:
-            taken = self.store.save_flight(flight.evolve(attempt=uuid.uuid4().hex, started_at=self.clock()))
+            taken = self.store.save_flight(replace(flight, attempt=uuid.uuid4().hex, started_at=self.clock()))
         except Conflict:
             return  # another run took it over first
         log.warning("re-driving an unconfirmed start: %s → %s", flight.source_id, flight.target_id)
@@ -1030,7 +1032,8 @@ class Replicator:
                 return
             if job.state.is_final and head.copying_key != job.key:
                 return  # finished by an earlier run that died before releasing the slot
-            final = job.evolve(
+            final = replace(
+                job,
                 state=state,
                 finished_at=now,
                 error=error,
@@ -1050,7 +1053,7 @@ class Replicator:
             if job.state == CopyState.QUEUED:  # never started: what queued before it is overtaken
                 pending = self.store.load_pending(head) if head.last_started_key < job.key else rows
                 overtaken = _overtaken(head, pending, job.key, now)
-            self.store.save_chain(head.evolve(**changes), [final], overtaken=overtaken)
+            self.store.save_chain(replace(head, **changes), [final], overtaken=overtaken)
             watermark = changes["last_started_key"]
             left.append((watermark, [item for item in rows if item.state == CopyState.QUEUED and item.key > watermark]))
 
@@ -1145,9 +1148,9 @@ def _name_taken(job: Job) -> CopyError:
 
 def _overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime) -> list[Job]:
     """Queued jobs older than `key`: once `key` started they can never be copied."""
-    watermark = head.evolve(last_started_key=key)
+    watermark = replace(head, last_started_key=key)
     return [
-        arrival(item.evolve(queued_at=when), watermark)
+        arrival(replace(item, queued_at=when), watermark)
         for item in pending
         if item.state == CopyState.QUEUED and item.key < key
     ]

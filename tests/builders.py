@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared.config import TargetResourceGroup
 from shared.ids import ResourceGroupId, ResourceId
@@ -90,16 +91,16 @@ def family_snapshots(count: int, *, family: str | None = None, every_minutes: in
     ]
 
 
-def head_for(snapshot: Snapshot, region: str = "westus3", **changes: object) -> ChainHead:
+def head_for(snapshot: Snapshot, region: str = "westus3", **changes: Any) -> ChainHead:
     head = new_head(snapshot, region, TargetResourceGroup())
-    return head.evolve(**changes)
+    return replace(head, **changes)
 
 
-def job_for(snapshot: Snapshot, region: str = "westus3", now: datetime = T0, **changes: object) -> Job:
-    return new_job(snapshot, region, TargetResourceGroup(), now).evolve(**changes)
+def job_for(snapshot: Snapshot, region: str = "westus3", now: datetime = T0, **changes: Any) -> Job:
+    return replace(new_job(snapshot, region, TargetResourceGroup(), now), **changes)
 
 
-def flight_for(job: Job, started_at: datetime, phase: Phase = Phase.COPYING, **changes: object) -> InFlight:
+def flight_for(job: Job, started_at: datetime, phase: Phase = Phase.COPYING, **changes: Any) -> InFlight:
     flight = InFlight(
         region=job.region,
         chain=job.chain,
@@ -109,7 +110,7 @@ def flight_for(job: Job, started_at: datetime, phase: Phase = Phase.COPYING, **c
         phase=phase,
         started_at=started_at,
     )
-    return flight.evolve(**changes)
+    return replace(flight, **changes)
 
 
 def group(rg: str = "prod-rg", sub: str = SUB) -> ResourceGroupId:

@@ -119,7 +119,7 @@ def test_second_snapshot_waits_until_the_first_copy_completes():
     snaps = family_snapshots(2)
     first, second = (job_for(snap) for snap in snaps)
     head = head_for(snaps[0], last_started_key=first.key, copying_key=first.key, listed_through=T0 + minutes(500))
-    plan = plan_chain(head, [first.evolve(state=CopyState.COPYING), second], T0 + minutes(200))
+    plan = plan_chain(head, [replace(first, state=CopyState.COPYING), second], T0 + minutes(200))
     assert plan.start is None and plan.wait == "a copy is in flight"
 
 
@@ -127,7 +127,7 @@ def test_next_snapshot_starts_once_the_chain_is_free_and_listed():
     snaps = family_snapshots(2)
     first, second = (job_for(snap) for snap in snaps)
     head = head_for(snaps[0], last_started_key=first.key, listed_through=T0 + minutes(500))
-    plan = plan_chain(head, [first.evolve(state=CopyState.SUCCEEDED), second], T0 + minutes(200))
+    plan = plan_chain(head, [replace(first, state=CopyState.SUCCEEDED), second], T0 + minutes(200))
     assert plan.start == second
 
 
@@ -155,7 +155,7 @@ def test_a_lagging_listing_never_passes_over_a_snapshot_known_from_a_get():
     head = head_for(older, last_started_key=first.key, listed_through=created(older))
     known = job_for(newer, now=created(newer))  # its event's GET saw it
     now = created(newer) + minutes(30)
-    plan = plan_chain(head, [first.evolve(state=CopyState.SUCCEEDED), known], now, listing=[older], listed_at=now)
+    plan = plan_chain(head, [replace(first, state=CopyState.SUCCEEDED), known], now, listing=[older], listed_at=now)
     assert plan.start is None and plan.needs_listing and "shows" in plan.wait
     assert plan.check == known  # not skipped: a GET is asked whether it still exists
     assert observed_source(known, newer, now).state == CopyState.QUEUED
@@ -182,7 +182,7 @@ def test_a_snapshot_missing_from_a_listing_is_skipped_only_after_a_get_says_404(
 
 def test_a_source_recreated_under_the_same_name_counts_as_gone():
     (snap,) = family_snapshots(1)
-    job = job_for(snap).evolve(source_unique_id="first")
+    job = replace(job_for(snap), source_unique_id="first")
     other = a_snapshot().named(snap.id.name).of_family(snap.family_id or "").build()
     assert observed_source(job, replace(other, unique_id="second"), T0).state == CopyState.SKIPPED
     assert observed_source(job, replace(other, unique_id="first"), T0).state == CopyState.QUEUED
@@ -433,8 +433,8 @@ def test_a_copy_is_stuck_after_a_quiet_spell_and_free_again_on_progress():
     assert stuck_since(flight, False, T0 + timedelta(minutes=119), after) is None
     flagged = stuck_since(flight, False, T0 + timedelta(minutes=120), after)
     assert flagged == T0 + timedelta(minutes=120)
-    later = flight.evolve(stuck_since=flagged)
+    later = replace(flight, stuck_since=flagged)
     assert stuck_since(later, False, T0 + timedelta(hours=9), after) == flagged  # keeps its first time
     assert stuck_since(later, True, T0 + timedelta(hours=9), after) is None
-    moved = flight.evolve(progressed_at=T0 + timedelta(minutes=100))
+    moved = replace(flight, progressed_at=T0 + timedelta(minutes=100))
     assert stuck_since(moved, False, T0 + timedelta(minutes=200), after) is None  # quiet since 100, not 0

@@ -40,8 +40,8 @@ def test_a_queued_job_with_no_wait_marker_is_queued_again_by_the_sweep(deploymen
     job = deployment.store.load_job(flight.chain, flight.job_key)
     assert job is not None
     deployment.store.save_chain(
-        head.evolve(copying_key="", last_started_key=head.last_completed_key),
-        [job.evolve(state=CopyState.QUEUED, started_at=None)],
+        replace(head, copying_key="", last_started_key=head.last_completed_key),
+        [replace(job, state=CopyState.QUEUED, started_at=None)],
     )
     deployment.world.clock.advance(300)  # type: ignore[attr-defined]
     assert deployment.tick().started == 0  # nothing would ever start it
@@ -109,7 +109,7 @@ def test_queued_jobs_left_below_the_watermark_are_skipped_with_the_reason_by_the
     head = deployment.store.load_head(chain)
     assert head is not None and newer.state == CopyState.SUCCEEDED
     # a start's last batch of overtaken jobs never landed: a queued job below the watermark
-    deployment.store.save_job(older.evolve(state=CopyState.QUEUED, finished_at=None))
+    deployment.store.save_job(replace(older, state=CopyState.QUEUED, finished_at=None))
     report = Reconciler(deployment.replicator).sweep()
     assert report.stranded == 1
     again = deployment.store.load_job(chain, older.key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -39,9 +40,9 @@ def test_head_create_is_idempotent_and_saves_are_etag_conditional(store: StateSt
     head = store.create_head(head_for(snap))
     again = store.create_head(head_for(snap))
     assert again.etag == head.etag
-    store.save_head(head.evolve(listed_through=T0))
+    store.save_head(replace(head, listed_through=T0))
     with pytest.raises(Conflict):
-        store.save_head(head.evolve(listed_through=T0 + timedelta(hours=1)))  # stale ETag
+        store.save_head(replace(head, listed_through=T0 + timedelta(hours=1)))  # stale ETag
     loaded = store.load_head(head.key)
     assert loaded is not None and loaded.listed_through == T0
 
@@ -61,7 +62,7 @@ def test_jobs_sort_in_creation_order_and_pending_starts_at_the_watermark(store: 
         arrive(store, job_for(snap))
     assert [job.source_id for job in store.list_jobs(head.key)] == [snap.id for snap in snaps]
     watermark = job_for(snaps[1]).key
-    pending = store.load_pending(head.evolve(last_started_key=watermark))
+    pending = store.load_pending(replace(head, last_started_key=watermark))
     assert [job.source_id for job in pending] == [snap.id for snap in snaps[1:]]
 
 
@@ -70,7 +71,7 @@ def test_duplicate_job_insert_conflicts_and_leaves_the_stored_row_unchanged(stor
     (snap,) = family_snapshots(1)
     store.create_head(head_for(snap))
     first = arrive(store, job_for(snap))
-    store.save_job(first.evolve(state=CopyState.COPYING))
+    store.save_job(replace(first, state=CopyState.COPYING))
     with pytest.raises(Conflict):
         arrive(store, job_for(snap))
     stored = store.load_job(first.chain, first.key)
@@ -83,9 +84,9 @@ def test_chain_batch_is_all_or_nothing(store: StateStore):
     jobs = [arrive(store, job_for(snap)) for snap in snaps]
     head = store.load_head(head.key) or head  # arrivals touched it
     stale = jobs[1]
-    store.save_job(jobs[1].evolve(attempts=1))  # moves the second job's ETag
+    store.save_job(replace(jobs[1], attempts=1))  # moves the second job's ETag
     with pytest.raises(Conflict):
-        store.save_chain(head.evolve(copying_key=jobs[0].key), [jobs[0].evolve(state=CopyState.COPYING), stale])
+        store.save_chain(replace(head, copying_key=jobs[0].key), [replace(jobs[0], state=CopyState.COPYING), stale])
     loaded = store.load_head(head.key)
     assert loaded is not None and loaded.copying_key == ""
     assert store.list_jobs(head.key)[0].state == CopyState.QUEUED
@@ -168,7 +169,7 @@ def test_heads_and_queued_jobs_of_every_chain_come_from_one_query_each(store: St
     for snaps in families:
         store.create_head(head_for(snaps[0]))
         jobs = [arrive(store, job_for(snap)) for snap in snaps]
-        store.save_job(jobs[0].evolve(state=CopyState.SUCCEEDED))
+        store.save_job(replace(jobs[0], state=CopyState.SUCCEEDED))
     store.put_index(IndexEntry(ResourceId(SUB, "rg", "snapshots", "other"), "ignored"))  # another partition
     before = store.operations.total
     heads = store.list_heads()
@@ -214,7 +215,7 @@ def test_the_queue_is_read_with_its_head_in_one_query_when_the_low_key_is_at_or_
     head = store.create_head(head_for(snaps[0]))
     jobs = [arrive(store, job_for(snap)) for snap in snaps]
     watermark = jobs[1].key
-    head = store.save_head((store.load_head(head.key) or head).evolve(last_started_key=watermark))
+    head = store.save_head(replace((store.load_head(head.key) or head), last_started_key=watermark))
     expected = [job.key for job in store.load_pending(head)]
     assert expected == [job.key for job in jobs[1:]]
     for low, reads in ((jobs[0].key, 1), (watermark, 1), (jobs[2].key, 2)):  # above it: a second read
@@ -237,10 +238,10 @@ def test_a_start_overtaking_more_jobs_than_one_transaction_holds_commits_atomica
         head = store.add_job_guarded(head, job_for(snap))[1]
     jobs = store.list_jobs(head.key)
     newest = jobs[-1]
-    overtaken = [job.evolve(state=CopyState.SKIPPED, reason="overtaken") for job in jobs[:-1]]
+    overtaken = [replace(job, state=CopyState.SKIPPED, reason="overtaken") for job in jobs[:-1]]
     store.save_chain(
-        head.evolve(copying_key=newest.key, last_started_key=newest.key),
-        [newest.evolve(state=CopyState.COPYING)],
+        replace(head, copying_key=newest.key, last_started_key=newest.key),
+        [replace(newest, state=CopyState.COPYING)],
         overtaken=overtaken,
     )
     after = store.list_jobs(head.key)
@@ -260,10 +261,10 @@ def test_a_conditional_write_without_an_etag_fails_loudly(store: StateStore):
     (snap,) = family_snapshots(1)
     head = store.create_head(head_for(snap))
     with pytest.raises(MissingETag):
-        store.save_head(head.evolve(etag=None))
+        store.save_head(replace(head, etag=None))
     stored = store.add_job_guarded(head, job_for(snap))[0]
     with pytest.raises(MissingETag):
-        store.save_job(stored.evolve(etag=None, state=CopyState.CANCELLED))
+        store.save_job(replace(stored, etag=None, state=CopyState.CANCELLED))
     loaded = store.load_job(stored.chain, stored.key)
     assert loaded is not None and loaded.state == CopyState.QUEUED
 
