@@ -17,10 +17,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared.arm import ArmError
+from shared.engine.polling import rotated
+from shared.engine.reports import summary_line
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
 from shared.scheduler import Completed, CopyTo, Failed, arrival, assess_copy, eligibility
-from shared.service import Replicator, rotated, summary_line
+from shared.service import Replicator
 from shared.store import Conflict, IndexEntry
 
 log = logging.getLogger("snapcopy")

@@ -314,6 +314,16 @@ def release_order(
     return sorted(ready, key=rank)
 
 
+def overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime) -> list[Job]:
+    """Queued jobs older than `key`: once `key` started they can never be copied."""
+    watermark = replace(head, last_started_key=key)
+    return [
+        arrival(replace(item, queued_at=when), watermark)
+        for item in pending
+        if item.state == CopyState.QUEUED and item.key < key
+    ]
+
+
 # --- a copy in flight: what its target tells us -------------------------------------------
 
 

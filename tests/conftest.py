@@ -20,7 +20,8 @@ from local.fleet import Fleet
 from local.host import FunctionHost
 from shared import runtime
 from shared.config import load_settings
-from shared.service import Replicator, TickReport
+from shared.engine.reports import TickReport
+from shared.service import Replicator
 from shared.store import StateStore
 from tests.builders import SUB
 

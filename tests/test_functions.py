@@ -525,11 +525,11 @@ def test_a_tick_finishing_a_copy_before_its_start_is_committed_does_not_undo_any
     the next: it must not move the watermark back nor touch the next copy's slot."""
     snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
     replicator = deployment.replicator
-    real_commit = replicator._commit
+    real_commit = replicator.starting.commit
     late: list[Any] = []
-    monkeypatch.setattr(replicator, "_commit", lambda *args: late.append(args))
+    monkeypatch.setattr(replicator.starting, "commit", lambda *args: late.append(args))
     deployment.deliver(snapshot_events(deployment))  # PUT done, commit held back
-    monkeypatch.setattr(replicator, "_commit", real_commit)
+    monkeypatch.setattr(replicator.starting, "commit", real_commit)
     report = deployment.tick(advance=200)  # confirms, completes s0 and starts s1
     assert report.completed == 1 and report.started == 1
     real_commit(*late[0])  # the slow handler finally commits, with what it read before

@@ -19,9 +19,9 @@ import pytest
 from local.emulator.faults import Answer, Fault
 from shared.arm import ArmError
 from shared.backoff import BACKED_OFF
+from shared.engine.intake import SourceNotSettled
 from shared.ids import ResourceId
 from shared.model import CopyState
-from shared.service import SourceNotSettled
 from shared.triggers import RunFailed
 from tests.builders import SUB
 from tests.conftest import Deployment
@@ -175,10 +175,10 @@ def _seconds(moment: str) -> float:
 def test_a_tick_out_of_time_leaves_the_rest_for_the_next_tick(deployment: Deployment, monkeypatch: pytest.MonkeyPatch):
     disk_with_snapshots(deployment, "vm0-data0", 1)
     deployment.deliver(snapshot_events(deployment))
-    monkeypatch.setattr("shared.service.TICK_BUDGET", timedelta(0))  # as if ARM had eaten the whole budget
+    monkeypatch.setattr("shared.engine.polling.TICK_BUDGET", timedelta(0))  # as if ARM had eaten the whole budget
     report = deployment.tick(advance=300)
     assert (report.regions, report.deferred, report.polled, report.errors) == (1, 1, 0, [])
-    monkeypatch.setattr("shared.service.TICK_BUDGET", timedelta(minutes=4))
+    monkeypatch.setattr("shared.engine.polling.TICK_BUDGET", timedelta(minutes=4))
     assert deployment.tick().completed == 1
 
 

@@ -1,0 +1,91 @@
+"""What every part of the engine shares: its dependencies, and a few words they all use.
+
+`Deps` is built once per process (service.Replicator) and handed to each part; a part
+reads `settings`, `store`, `arm`, `clock`, `hints` and `listings` through it, so a test
+that swaps the settings of a running Replicator changes them for every part at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.backoff import GuardedArm
+from shared.config import Settings
+from shared.engine.hints import Hints
+from shared.engine.listings import Listings
+from shared.ids import ResourceGroupId, ResourceId
+from shared.model import Job, RegionLoad
+from shared.store import Conflict, StateStore
+
+log = logging.getLogger("snapcopy")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    """The engine's dependencies, one set per process."""
+
+    settings: Settings
+    store: StateStore
+    arm: GuardedArm
+    clock: Clock
+    hints: Hints
+    listings: Listings
+
+
+class Part:
+    """A part of the engine: reads its dependencies through the shared `Deps`."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
+
+    @property
+    def store(self) -> StateStore:
+        return self.deps.store
+
+    @property
+    def arm(self) -> GuardedArm:
+        return self.deps.arm
+
+    @property
+    def clock(self) -> Clock:
+        return self.deps.clock
+
+    @property
+    def hints(self) -> Hints:
+        return self.deps.hints
+
+    @property
+    def listings(self) -> Listings:
+        return self.deps.listings
+
+    @property
+    def cap(self) -> int:
+        return self.settings.max_copies_per_region
+
+    def note_load(self, load: RegionLoad) -> RegionLoad:
+        """A region as just read; the hints remember whether it was at the cap."""
+        return self.hints.note_load(load, self.cap)
+
+    def save_quietly(self, job: Job) -> None:
+        """Write a job we read; if someone changed it meanwhile, theirs stands."""
+        try:
+            self.store.save_job(job)
+        except Conflict:
+            log.info("job %s changed concurrently; keeping the other writer's version", job.key)
+
+
+def group_of(resource: ResourceId) -> ResourceGroupId:
+    return ResourceGroupId(resource.subscription, resource.resource_group)
