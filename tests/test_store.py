@@ -271,7 +271,7 @@ def test_a_conditional_write_without_an_etag_fails_loudly(store: StateStore):
 
 def test_conflict_retries_back_off_with_growing_jittered_pauses(monkeypatch: pytest.MonkeyPatch):
     pauses: list[float] = []
-    monkeypatch.setattr("shared.store.time.sleep", pauses.append)
+    monkeypatch.setattr("shared.tables.gateway.time.sleep", pauses.append)
     attempts = iter(range(5))
 
     def racer() -> str:

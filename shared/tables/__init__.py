@@ -1,0 +1,1 @@
+"""Table Storage, partition kind by partition kind (see shared/store.py)."""

@@ -1,0 +1,39 @@
+"""The table's key schema: which partition and row each kind of state lives in.
+
+One table; its partitions (DESIGN.md §3, README "How state is kept"):
+
+| PartitionKey                 | RowKey              | holds                                          |
+|------------------------------|---------------------|------------------------------------------------|
+| `chain|<family>|<region>`    | `head`              | order watermark, what is copying, last done    |
+|                              | `job|<time>|<name>` | one source snapshot's copy, sorted by creation |
+| `region|<sub>|<region>`      | `counter`           | copies in flight (Azure's cap counts these)    |
+|                              | `flight|<family>`   | the one copy of that family in flight          |
+|                              | `wait|<family>`     | a chain with queued work waiting for a slot    |
+| `regions`                    | `<sub>|<region>`    | the region partitions the timer visits         |
+| `chains`                     | `<family>|<region>` | every chain, with its disk (status, filters)   |
+| `poison`                     | `<event id>`        | an event that failed, and how often            |
+| `snap|<sub>:<rg>`            | `<name>`            | snapshots already handled (dedupes events)     |
+
+Keys hold none of `/ \\ # ?`. Only `shared/tables/` knows them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from shared.ids import ResourceId
+
+HEAD = "head"
+COUNTER = "counter"
+JOB_PREFIX = "job|"
+FLIGHT_PREFIX = "flight|"
+WAIT_PREFIX = "wait|"
+DIRECTORY = "regions"
+POISON = "poison"
+CHAINS = "chains"
+CHAIN_LOW, CHAIN_HIGH = "chain|", "chain}"  # every chain partition, and nothing else
+SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def index_partition(snapshot_id: ResourceId) -> str:
+    return f"snap|{snapshot_id.resource_group_key}"
