@@ -39,7 +39,6 @@ from azure.mgmt.core.exceptions import ARMErrorFormat
 
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import CopyError, Snapshot
-from shared.scheduler import StartRefusal
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +90,6 @@ class ArmError(Exception):
     @property
     def retryable(self) -> bool:
         return self.status is None or self.status in _RETRYABLE_STATUS
-
-    def as_refusal(self) -> StartRefusal:
-        """How a refused CopyStart should be treated (see scheduler.after_refusal)."""
-        error = CopyError(self.code, self.message)
-        if self.status == 404:
-            return StartRefusal(error, retryable=False, source_missing=True)
-        # 409 OperationNotAllowed: another copy of the family is in flight (perhaps not ours),
-        # or the region is at its cap: both pass with time.
-        passing = self.retryable or (self.status == 409 and self.code == "OperationNotAllowed")
-        return StartRefusal(error, retryable=passing)
 
 
 class ArmRetryPolicy(RetryPolicy[Any, Any]):

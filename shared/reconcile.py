@@ -21,7 +21,8 @@ from shared.engine.polling import rotated
 from shared.engine.reports import summary_line
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
-from shared.scheduler import Completed, CopyTo, Failed, arrival, assess_copy, eligibility
+from shared.progress import Completed, Failed, assess_copy
+from shared.scheduler import CopyTo, arrival, eligibility
 from shared.service import Replicator
 from shared.store import Conflict, IndexEntry
 

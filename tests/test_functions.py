@@ -10,7 +10,7 @@ import pytest
 from local.emulator.faults import Fault
 from shared.ids import ResourceId
 from shared.model import CopyState
-from shared.scheduler import START_GRACE
+from shared.progress import START_GRACE
 from shared.store import StateStore
 from tests.builders import SUB
 from tests.conftest import Deployment

@@ -12,29 +12,31 @@ from hypothesis import strategies as st
 from shared.config import TargetResourceGroup
 from shared.ids import Scope
 from shared.model import CopyError, CopyState, Phase, RegionKey, Waiting
-from shared.scheduler import (
+from shared.progress import (
     MAX_POLL_GAP,
-    SOURCE_CHECK_MAX,
-    SOURCE_CHECK_MIN,
     START_GRACE,
     Completed,
-    CopyTo,
     Failed,
-    Ignore,
-    NotYet,
     Progress,
     Restart,
+    assess_copy,
+    next_poll_time,
+    stuck_since,
+)
+from shared.scheduler import (
+    SOURCE_CHECK_MAX,
+    SOURCE_CHECK_MIN,
+    CopyTo,
+    Ignore,
+    NotYet,
     StartRefusal,
     after_refusal,
     arrival,
-    assess_copy,
     eligibility,
-    next_poll_time,
     next_source_check,
     observed_source,
     plan_chain,
     release_order,
-    stuck_since,
 )
 from tests.builders import SUB, T0, a_snapshot, chain, created, family_snapshots, flight_for, head_for, job_for
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 
 from shared.model import CopyState, Waiting
+from shared.progress import TARGET_APPEAR_GRACE
 from shared.reconcile import Reconciler
-from shared.scheduler import TARGET_APPEAR_GRACE
 from shared.store import WAIT_PREFIX
 from tests.conftest import Deployment
 from tests.test_functions import copies, disk_with_snapshots, jobs, run_until_done, snapshot_events

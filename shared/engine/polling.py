@@ -22,7 +22,8 @@ from shared.engine.reports import TickReport
 from shared.engine.starting import Starter, made_from, name_taken
 from shared.ids import ResourceGroupId
 from shared.model import CopyState, InFlight, Phase, RegionKey, RegionLoad, Snapshot
-from shared.scheduler import Completed, Failed, Progress, Restart, StartRefusal, assess_copy, release_order, stuck_since
+from shared.progress import Completed, Failed, Progress, Restart, assess_copy, stuck_since
+from shared.scheduler import StartRefusal, release_order
 from shared.store import Conflict
 
 log = logging.getLogger("snapcopy")

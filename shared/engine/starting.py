@@ -35,7 +35,15 @@ from shared.model import (
     Snapshot,
     Waiting,
 )
-from shared.scheduler import ChainPlan, StartRefusal, after_refusal, observed_source, overtaken, plan_chain
+from shared.scheduler import (
+    ChainPlan,
+    StartRefusal,
+    after_refusal,
+    observed_source,
+    overtaken,
+    plan_chain,
+    refusal,
+)
 from shared.store import CapacityExhausted, Conflict, IndexEntry, retrying
 
 log = logging.getLogger("snapcopy")
@@ -250,11 +258,11 @@ class Starter(Part):
                         replace(stored, attempts=stored.attempts + 1, error=CopyError(error.code, error.message))
                     )
                 return True
-            refusal = error.as_refusal()
-            if refusal.source_missing and self.arm.get_snapshot(job.source_id) is not None:
+            verdict = refusal(CopyError(error.code, error.message), error.status, error.retryable)
+            if verdict.source_missing and self.arm.get_snapshot(job.source_id) is not None:
                 # the 404 was about something else (the target resource group, say)
-                refusal = replace(refusal, source_missing=False, retryable=False)
-            self.refused(stored, flight, refusal)
+                verdict = replace(verdict, source_missing=False, retryable=False)
+            self.refused(stored, flight, verdict)
             return False
         if made is None:
             # accepted without a body snapcopy can read (an empty 202, say): a GET tells
