@@ -21,20 +21,11 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 
 from shared import runtime, tokens
+from shared.cursors import Cursor, names_a_job
+from shared.errors import Refusal, Refused, invalid
+from shared.ids import REGION_RE, InvalidResourceId, ResourceId
 from shared.model import ChainHead, ChainKey, CopyState, Job
-from shared.ondemand import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
-    Accepted,
-    Cursor,
-    OnDemand,
-    Refused,
-    invalid,
-    names_a_job,
-    parse_id,
-    parse_region,
-    parse_state,
-)
+from shared.ondemand import DEFAULT_PAGE, MAX_PAGE, Accepted, OnDemand
 from shared.store import StateStore
 
 log = logging.getLogger("snapcopy")
@@ -42,6 +33,16 @@ log = logging.getLogger("snapcopy")
 blueprint = func.Blueprint()  # type: ignore[no-untyped-call]
 
 MAX_BODY_BYTES = 16 * 1024
+# How each kind of refusal is answered (README, "Errors").
+STATUS = {
+    Refusal.INVALID: 400,
+    Refusal.NOT_FOUND: 404,
+    Refusal.NOT_NOW: 409,
+    Refusal.TOO_LARGE: 413,
+    Refusal.CANNOT_COPY: 422,
+    Refusal.ARM_REFUSED: 502,
+    Refusal.ARM_UNAVAILABLE: 503,
+}
 MAX_REGIONS = 64
 COPY_FIELDS = ("sourceSnapshotId", "sourceDiskId", "targetRegions")
 # `code` carries the function key when it is not sent as the x-functions-key header.
@@ -148,6 +149,28 @@ def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | N
     )
 
 
+def parse_region(text: str, field: str) -> str:
+    region = text.strip().lower()
+    if not REGION_RE.fullmatch(region):
+        raise invalid(f"{field}: {text!r} is not an Azure region name (like 'westus3')")
+    return region
+
+
+def parse_state(text: str) -> CopyState:
+    try:
+        return CopyState(text.strip().lower())
+    except ValueError:
+        allowed = ", ".join(state.value for state in CopyState)
+        raise invalid(f"state: {text!r} is not one of {allowed}") from None
+
+
+def parse_id(text: str, kind: str, field: str) -> ResourceId:
+    try:
+        return ResourceId.parse(text.strip(), kind=kind)
+    except InvalidResourceId as error:
+        raise invalid(f"{field}: {error}") from None
+
+
 def answers_problems(handler: Handler) -> Handler:
     """Refusals become problem documents; anything unexpected a bare 500 (logged here, not
     returned: no stack trace or setting ever reaches the caller)."""
@@ -158,7 +181,7 @@ def answers_problems(handler: Handler) -> Handler:
             return handler(req)
         except Refused as refusal:
             headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-            return problem(refusal.status, refusal.title, refusal.detail, headers)
+            return problem(STATUS[refusal.kind], refusal.title, refusal.detail, headers)
         except Exception:
             # the path only: a query string may carry the function key (`code`)
             log.exception("%s %s failed", req.method, urlsplit(req.url).path)
@@ -177,7 +200,9 @@ def read_object(req: func.HttpRequest) -> dict[str, Any]:
     """The body as a JSON object, or a precise refusal."""
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
-        raise Refused(413, "Body too large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted")
+        raise Refused(
+            Refusal.TOO_LARGE, "Body too large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted"
+        )
     if not body.strip():
         raise invalid('the body is empty; send a JSON object like {"sourceSnapshotId": "/subscriptions/..."}')
     try:
@@ -197,7 +222,7 @@ def _route_copy(req: func.HttpRequest) -> tuple[ChainKey, str]:
     try:
         return parse_copy_id(req.route_params.get("copyId", ""))
     except InvalidCopyId as error:
-        raise Refused(400, "Invalid copy id", str(error)) from None
+        raise Refused(Refusal.INVALID, "Invalid copy id", str(error)) from None
 
 
 def _regions(data: Mapping[str, Any]) -> list[str] | None:

@@ -3,23 +3,22 @@
 Every request is validated completely (ids, regions, scopes, what ARM says about the
 source) before anything is written, then goes through the same engine as an event
 (`Replicator.enqueue`): the same chains, copy order and region cap. Refusals are raised
-as `Refused` carrying an HTTP status and a precise detail; the API turns them into
-problem documents.
+as `Refused` (shared/errors.py) with a kind and a precise detail; the API answers each
+kind with its HTTP status, as a problem document.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from shared import tokens
 from shared.arm import ArmError
-from shared.ids import GUID, REGION_RE, InvalidResourceId, ResourceId
+from shared.cursors import Cursor
+from shared.errors import Refusal, Refused, conflict, unprocessable
+from shared.ids import ResourceId
 from shared.model import SOURCE_TAG, ChainHead, ChainKey, CopyState, Job, Snapshot
 from shared.scheduler import CopyTo, NotYet, eligibility
 from shared.service import Replicator
@@ -29,8 +28,6 @@ log = logging.getLogger("snapcopy")
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-_FAMILY_RE = re.compile(GUID.replace("A-Fa-f", "a-f"))  # family ids are stored lower-case
-_KEY_RE = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z\|[a-z0-9_][-a-z0-9_.]{0,79}")
 _RETRYABLE_STATES = (CopyState.FAILED, CopyState.CANCELLED)
 # A retried job is held back this long while its failed copy is deleted.
 RETRY_HOLD = timedelta(minutes=10)
@@ -40,48 +37,29 @@ _SENDING = (
 )
 
 
-class Refused(Exception):
-    """A request snapcopy will not carry out, and why (an HTTP status and a detail)."""
-
-    def __init__(self, status: int, title: str, detail: str, *, retry_after: int | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.retry_after = retry_after
-
-
-def invalid(detail: str) -> Refused:
-    return Refused(400, "Invalid request", detail)
-
-
-def unprocessable(detail: str) -> Refused:
-    return Refused(422, "Cannot copy that", detail)
-
-
-def conflict(detail: str) -> Refused:
-    return Refused(409, "Not possible in the copy's current state", detail)
-
-
 def arm_trouble(error: ArmError, what: str, *, recorded: str = "nothing was recorded") -> Refused:
     """An ARM failure as the caller should read it: passing (503), snapcopy's access
-    (502), a resource that is not there (422), a conflict on ARM's side (409)."""
+    (502), a resource that is not there (422), a conflict on ARM's side (409): by kind."""
     if error.retryable:
         return Refused(
-            503,
+            Refusal.ARM_UNAVAILABLE,
             "ARM unavailable",
             f"ARM did not answer while {what} ({error.code}); {recorded}: retry shortly",
             retry_after=30,
         )
     if error.status in (401, 403):
         return Refused(
-            502, "ARM refused snapcopy", f"ARM refused snapcopy's identity while {what}: {error.code} (check its RBAC)"
+            Refusal.ARM_REFUSED,
+            "ARM refused snapcopy",
+            f"ARM refused snapcopy's identity while {what}: {error.code} (check its RBAC)",
         )
     if error.status == 404:
         return unprocessable(f"ARM found nothing while {what}: {error.code}")
     if error.status == 409:
         return conflict(f"ARM refused while {what}: {error.code}: {error.message}; {recorded}")
-    return Refused(502, "ARM refused the request", f"ARM answered {error.status} while {what}: {error.code}")
+    return Refused(
+        Refusal.ARM_REFUSED, "ARM refused the request", f"ARM answered {error.status} while {what}: {error.code}"
+    )
 
 
 @dataclass(frozen=True)
@@ -96,61 +74,6 @@ class Accepted:
 class Page:
     jobs: list[Job]
     continuation: str | None
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a listing stopped: the chain and the last job key returned."""
-
-    chain: ChainKey
-    key: str
-
-    def encode(self) -> str:
-        raw = json.dumps({"f": self.chain.family_id, "r": self.chain.region, "k": self.key}, separators=(",", ":"))
-        return tokens.encode(raw)
-
-    @classmethod
-    def decode(cls, text: str) -> Cursor:
-        problem = invalid("continuationToken is not a token this API returned")
-        try:
-            data = json.loads(tokens.decode(text, max_length=512))
-        except ValueError:  # InvalidToken, or not JSON
-            raise problem from None
-        if not isinstance(data, dict) or set(data) != {"f", "r", "k"}:
-            raise problem
-        family, region, key = data["f"], data["r"], data["k"]
-        if not all(isinstance(v, str) for v in (family, region, key)):
-            raise problem
-        if not names_a_job(family, region, key):
-            raise problem
-        return cls(ChainKey(family, region), key)
-
-
-def names_a_job(family: str, region: str, key: str) -> bool:
-    """Whether the parts of a copy id or a cursor could name a job (checked before any read)."""
-    return bool(_FAMILY_RE.fullmatch(family) and REGION_RE.fullmatch(region) and _KEY_RE.fullmatch(key))
-
-
-def parse_region(text: str, field: str) -> str:
-    region = text.strip().lower()
-    if not REGION_RE.fullmatch(region):
-        raise invalid(f"{field}: {text!r} is not an Azure region name (like 'westus3')")
-    return region
-
-
-def parse_state(text: str) -> CopyState:
-    try:
-        return CopyState(text.strip().lower())
-    except ValueError:
-        allowed = ", ".join(state.value for state in CopyState)
-        raise invalid(f"state: {text!r} is not one of {allowed}") from None
-
-
-def parse_id(text: str, kind: str, field: str) -> ResourceId:
-    try:
-        return ResourceId.parse(text.strip(), kind=kind)
-    except InvalidResourceId as error:
-        raise invalid(f"{field}: {error}") from None
 
 
 class OnDemand:
@@ -189,7 +112,7 @@ class OnDemand:
         decision = eligibility(snapshot, regions, self.settings.source_scopes)
         if isinstance(decision, NotYet):
             detail = f"sourceSnapshotId: {snapshot_id}: {decision.reason}; nothing was recorded: retry shortly"
-            raise Refused(503, "ARM's answer is incomplete", detail, retry_after=60)
+            raise Refused(Refusal.ARM_UNAVAILABLE, "ARM's answer is incomplete", detail, retry_after=60)
         if not isinstance(decision, CopyTo):
             raise unprocessable(f"sourceSnapshotId: {snapshot_id} cannot be copied: {decision.reason}")
         same = [region for region in regions if region not in decision.regions]
@@ -244,7 +167,7 @@ class OnDemand:
     def job(self, chain: ChainKey, key: str) -> Job:
         job = self.store.load_job(chain, key)
         if job is None:
-            raise Refused(404, "Copy not found", "no copy has that id")
+            raise Refused(Refusal.NOT_FOUND, "Copy not found", "no copy has that id")
         return job
 
     def cancel(self, chain: ChainKey, key: str) -> Job:
@@ -359,7 +282,7 @@ class OnDemand:
     def _head(self, chain: ChainKey) -> ChainHead:
         head = self.store.load_head(chain)
         if head is None:
-            raise Refused(404, "Copy not found", "the copy's chain no longer exists")
+            raise Refused(Refusal.NOT_FOUND, "Copy not found", "the copy's chain no longer exists")
         return head
 
     # --- listing ---------------------------------------------------------------------
