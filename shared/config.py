@@ -7,7 +7,6 @@ misconfigured deployment says what to fix in the first log line it writes.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,8 +105,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return number
 
 
-def _schedule(env: Mapping[str, str] | None, name: str, default: str, example: str) -> str:
-    env = os.environ if env is None else env
+def _schedule(env: Mapping[str, str], name: str, default: str, example: str) -> str:
     raw = _get(env, name) or default
     fields = raw.split()
     if len(fields) != 6 or not all(_NCRONTAB_FIELD_RE.match(field) for field in fields):
@@ -115,12 +113,12 @@ def _schedule(env: Mapping[str, str] | None, name: str, default: str, example: s
     return raw
 
 
-def poll_schedule(env: Mapping[str, str] | None = None) -> str:
+def poll_schedule(env: Mapping[str, str]) -> str:
     """The poll timer's NCRONTAB schedule (six fields, seconds first), read at import time."""
     return _schedule(env, "POLL_SCHEDULE", DEFAULT_POLL_SCHEDULE, "'0 */1 * * * *' (every minute)")
 
 
-def sweep_schedule(env: Mapping[str, str] | None = None) -> str:
+def sweep_schedule(env: Mapping[str, str]) -> str:
     """The reconciliation sweep's NCRONTAB schedule, read at import time."""
     return _schedule(env, "SWEEP_SCHEDULE", DEFAULT_SWEEP_SCHEDULE, "'0 17 * * * *' (hourly)")
 
@@ -174,9 +172,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise ConfigError naming the first bad one."""
-    env = os.environ if env is None else env
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Validate every setting in `env` (the app settings, as the composition root read them);
+    raise ConfigError naming the first bad one. Pure: reads nothing else."""
 
     endpoint = _get(env, "STATE_TABLE_ENDPOINT")
     connection = _get(env, "STATE_CONNECTION_STRING")
@@ -204,9 +202,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if credential == "emulator" and not _is_loopback(parsed.hostname):
         raise ConfigError("ARM_CREDENTIAL", credential, "'emulator' only with a loopback ARM_ENDPOINT")
 
-    ca_bundle = _get(env, "ARM_CA_BUNDLE")
-    if ca_bundle is not None and not os.path.isfile(ca_bundle):
-        raise ConfigError("ARM_CA_BUNDLE", ca_bundle, "the path of a PEM file that exists")
+    ca_bundle = _get(env, "ARM_CA_BUNDLE")  # that the file exists is checked where files are read (runtime)
 
     return Settings(
         target_regions=_regions(env),

@@ -12,6 +12,7 @@ import os
 import threading
 from typing import Any
 
+from shared import config
 from shared.arm import RETRY_SETTINGS, ArmCompute, EmulatorCredential
 from shared.config import ConfigError, Settings, load_settings
 from shared.service import Clock, Replicator, utc_now
@@ -45,6 +46,8 @@ def build(
 ) -> Replicator:
     """Wire a Replicator from settings (tests pass their own clock and shorter ARM backoff;
     `client_options` go to both SDK clients: the benchmark turns off proxy lookups)."""
+    if settings.arm_ca_bundle is not None and not os.path.isfile(settings.arm_ca_bundle):
+        raise ConfigError("ARM_CA_BUNDLE", settings.arm_ca_bundle, "the path of a PEM file that exists")
     credential = credential_for(settings)
     options = client_options or {}
     if settings.connection_string:
@@ -59,12 +62,22 @@ def build(
     return Replicator(settings, store, arm, clock)
 
 
+def poll_schedule() -> str:
+    """POLL_SCHEDULE from the app settings: the timer's schedule, read when the app is indexed."""
+    return config.poll_schedule(os.environ)
+
+
+def sweep_schedule() -> str:
+    """SWEEP_SCHEDULE from the app settings, read when the app is indexed."""
+    return config.sweep_schedule(os.environ)
+
+
 def replicator() -> Replicator:
     """The process's Replicator, built (and its settings validated) on first use."""
     with _lock:
         if "replicator" not in _process:
             try:
-                settings = load_settings()
+                settings = load_settings(os.environ)
             except ConfigError as error:
                 log.critical("snapcopy cannot start: %s", error)
                 raise

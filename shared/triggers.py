@@ -10,7 +10,6 @@ import logging
 import azure.functions as func
 
 from shared import runtime
-from shared.config import poll_schedule, sweep_schedule
 from shared.reconcile import Reconciler
 
 log = logging.getLogger("snapcopy")
@@ -43,7 +42,7 @@ def _finish(name: str, errors: list[str]) -> None:
 
 
 @blueprint.function_name("poll_copies")
-@blueprint.timer_trigger(arg_name="timer", schedule=poll_schedule(), run_on_startup=False, use_monitor=True)
+@blueprint.timer_trigger(arg_name="timer", schedule=runtime.poll_schedule(), run_on_startup=False, use_monitor=True)
 def poll_copies(timer: func.TimerRequest) -> None:
     """Poll copies in flight, finish what finished, release the next snapshots."""
     if timer.past_due:
@@ -52,7 +51,7 @@ def poll_copies(timer: func.TimerRequest) -> None:
 
 
 @blueprint.function_name("sweep_sources")
-@blueprint.timer_trigger(arg_name="timer", schedule=sweep_schedule(), run_on_startup=False, use_monitor=True)
+@blueprint.timer_trigger(arg_name="timer", schedule=runtime.sweep_schedule(), run_on_startup=False, use_monitor=True)
 def sweep_sources(timer: func.TimerRequest) -> None:
     """Find snapshots no event reported and repair state that disagrees with ARM."""
     _finish("sweep_sources", Reconciler(runtime.replicator()).sweep().errors)

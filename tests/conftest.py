@@ -129,7 +129,7 @@ def deployment(
 ) -> Iterator[Deployment]:
     for name, value in app_settings.items():
         monkeypatch.setenv(name, value)
-    replicator = runtime.build(load_settings(), clock=world.clock.now, arm_retry=FAST_ARM_RETRY)
+    replicator = runtime.build(load_settings(os.environ), clock=world.clock.now, arm_retry=FAST_ARM_RETRY)
     runtime.install(replicator)
     fleet = Fleet(emulator.url, str(emulator.ca_path), SUB)
     try:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared import runtime
 from shared.config import ConfigError, load_settings, poll_schedule, sweep_schedule
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import target_snapshot_id
@@ -99,7 +100,6 @@ def test_settings_load_with_defaults():
         ({"ARM_ENDPOINT": "http://management.azure.com"}, "ARM_ENDPOINT"),
         ({"ARM_CREDENTIAL": "emulator"}, "ARM_CREDENTIAL"),
         ({"ARM_CREDENTIAL": "password"}, "ARM_CREDENTIAL"),
-        ({"ARM_CA_BUNDLE": "/nope/ca.pem"}, "ARM_CA_BUNDLE"),
         ({"COPY_SOURCE_SCOPES": "/subscriptions/abc"}, "COPY_SOURCE_SCOPES"),
         ({"COPY_TARGET_RESOURCE_GROUP": "bad/name"}, "COPY_TARGET_RESOURCE_GROUP"),
         ({"MAX_COPIES_PER_REGION": "101"}, "MAX_COPIES_PER_REGION"),
@@ -113,6 +113,21 @@ def test_a_bad_setting_fails_with_its_name_and_value(changes, setting):
         load_settings({**BASE_ENV, **changes})
     assert caught.value.setting == setting
     assert setting in str(caught.value)
+
+
+def test_a_ca_bundle_that_does_not_exist_stops_the_composition_root_naming_it():
+    settings = load_settings({**BASE_ENV, "ARM_CA_BUNDLE": "/nope/ca.pem"})  # parsing reads no file
+    with pytest.raises(ConfigError) as caught:
+        runtime.build(settings)
+    assert caught.value.setting == "ARM_CA_BUNDLE" and "/nope/ca.pem" in str(caught.value)
+
+
+def test_settings_are_parsed_from_what_they_are_given_never_from_the_environment(monkeypatch):
+    monkeypatch.setenv("COPY_TARGET_REGIONS", "centralus")
+    monkeypatch.setenv("POLL_SCHEDULE", "0 */5 * * * *")
+    settings = load_settings(BASE_ENV)
+    assert settings.target_regions == ("westus3",) and settings.poll_schedule == "0 */1 * * * *"
+    assert poll_schedule({}) == "0 */1 * * * *" and runtime.poll_schedule() == "0 */5 * * * *"
 
 
 def test_emulator_credential_is_allowed_on_loopback_only():
