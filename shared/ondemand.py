@@ -19,8 +19,8 @@ from shared.arm import ArmError
 from shared.cursors import Cursor
 from shared.errors import Refusal, Refused, conflict, unprocessable
 from shared.ids import ResourceId
-from shared.model import SOURCE_TAG, ChainHead, ChainKey, CopyState, Job, Snapshot
-from shared.scheduler import CopyTo, NotYet, eligibility
+from shared.model import ChainHead, ChainKey, CopyState, Job, Snapshot
+from shared.scheduler import CopyTo, NotYet, eligibility, ours_to_replace
 from shared.service import Replicator
 from shared.store import Conflict
 
@@ -227,7 +227,7 @@ class OnDemand:
         if source is None or (job.source_unique_id and source.unique_id != job.source_unique_id):
             raise conflict(f"the source snapshot {job.source_id} no longer exists; it cannot be copied again")
         stale = target is not None and (target.copy_error is not None or target.provisioning_state.lower() == "failed")
-        if target is not None and not _made_by_us(target, job):
+        if target is not None and not ours_to_replace(target, job):
             raise conflict(f"{job.target_id} exists and is not snapcopy's copy of {job.source_id}; rename or delete it")
         now = self.replicator.clock()
         was = job.state.value + (f": {job.error.code}" if job.error else "")
@@ -309,13 +309,6 @@ class OnDemand:
             if len(found) == top:
                 return Page(found, Cursor(chain, found[-1].key).encode())
         return Page(found, None)
-
-
-def _made_by_us(target: Snapshot, job: Job) -> bool:
-    """A CopyStart copy snapcopy made of this very source snapshot (tag and uniqueId)."""
-    tagged = {key.lower(): value for key, value in target.tags.items()}.get(SOURCE_TAG, "")
-    same_source = bool(job.source_unique_id) and target.source_unique_id == job.source_unique_id
-    return target.is_copy and tagged.lower() == str(job.source_id).lower() and same_source
 
 
 def _take(jobs: Iterator[Job], count: int) -> Iterator[Job]:

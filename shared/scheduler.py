@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from shared.config import TargetResourceGroup
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import (
+    SOURCE_TAG,
     ChainHead,
     ChainKey,
     CopyError,
@@ -35,9 +37,6 @@ from shared.model import (
 SOURCE_CHECK_MIN = timedelta(minutes=1)
 SOURCE_CHECK_MAX = timedelta(minutes=30)
 SOURCE_GONE = "source snapshot no longer exists (ARM answered 404 before its copy started)"
-# Backoff between attempts to start a copy that ARM refused for a passing reason.
-START_BACKOFF_BASE = timedelta(minutes=1)
-START_BACKOFF_MAX = timedelta(minutes=30)
 
 
 # --- the event / request path: is this snapshot ours to copy? ------------------------------
@@ -139,6 +138,18 @@ def arrival(job: Job, head: ChainHead) -> Job:
 # --- the chain: what to start next --------------------------------------------------------
 
 
+class Hold(StrEnum):
+    """Why a chain does not start now (NONE: it starts)."""
+
+    NONE = "none"
+    IN_FLIGHT = "in-flight"  # its copy in flight hands over when it ends
+    NOTHING_QUEUED = "nothing-queued"  # its wait marker may go
+    LISTING = "listing"  # no listing has shown the next snapshot (or a newer one) yet
+    SOURCE_MISSING = "source-missing"  # a listing that should show the source did not: a GET tells
+    SOURCE_NOT_READY = "source-not-ready"  # the source's own background copy runs
+    BACKOFF = "backoff"  # a refused start waits out its backoff
+
+
 @dataclass(frozen=True)
 class ChainPlan:
     """What one chain should do now. `start` is set only when every rule allows it.
@@ -149,7 +160,8 @@ class ChainPlan:
 
     add: tuple[Job, ...] = ()
     start: Job | None = None
-    wait: str = ""
+    hold: Hold = Hold.NONE
+    wait: str = ""  # the hold, in words, for the log
     needs_listing: bool = False
     listed_through: datetime | None = None
     check: Job | None = None
@@ -209,22 +221,31 @@ def plan_chain(
 
     plan = ChainPlan(add=tuple(adds), listed_through=listed_through)
     if head.copying_key:
-        return replace(plan, wait="a copy is in flight")
+        return replace(plan, hold=Hold.IN_FLIGHT, wait="a copy is in flight")
     if not queued:
-        return replace(plan, wait="nothing queued")
+        return replace(plan, hold=Hold.NOTHING_QUEUED, wait="nothing queued")
     candidate = queued[min(queued)]
     due = candidate.key in suspect or next_source_check(candidate) <= now
     check = candidate if due else None
     if listed_through is None or candidate.source_time > listed_through:
         name = candidate.source_id.name
-        return replace(plan, wait=f"waiting for a listing that shows {name}", needs_listing=True, check=check)
+        return replace(
+            plan, hold=Hold.LISTING, wait=f"waiting for a listing that shows {name}", needs_listing=True, check=check
+        )
     if candidate.key in suspect:
-        return replace(plan, wait=f"{candidate.source_id.name} missing from a listing", check=check)
+        return replace(
+            plan, hold=Hold.SOURCE_MISSING, wait=f"{candidate.source_id.name} missing from a listing", check=check
+        )
     if not candidate.source_ready:
         percent = f" ({candidate.source_percent:.1f}%)" if candidate.source_percent is not None else ""
-        return replace(plan, wait=f"waiting for the source {candidate.source_id.name}{percent}", check=check)
+        return replace(
+            plan,
+            hold=Hold.SOURCE_NOT_READY,
+            wait=f"waiting for the source {candidate.source_id.name}{percent}",
+            check=check,
+        )
     if candidate.not_before is not None and candidate.not_before > now:
-        return replace(plan, wait=f"retrying after {candidate.not_before.isoformat()}")
+        return replace(plan, hold=Hold.BACKOFF, wait=f"retrying after {candidate.not_before.isoformat()}")
     return replace(plan, start=candidate)
 
 
@@ -312,54 +333,27 @@ def overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime) -> 
     ]
 
 
-# --- starting a copy that ARM refused -----------------------------------------------------
+# --- which copy is ours ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StartRefusal:
-    """How an ARM refusal of a CopyStart PUT is treated (see `refusal` and `after_refusal`)."""
-
-    error: CopyError
-    retryable: bool
-    source_missing: bool = False
+def made_from(target: Snapshot, job: Job) -> bool:
+    """Whether a copy ARM shows under the job's target name may be the job's copy: nothing
+    says it was made from another snapshot (a start, or a re-drive, takes it as landed)."""
+    return not (job.source_unique_id and target.source_unique_id and target.source_unique_id != job.source_unique_id)
 
 
-def refusal(error: CopyError, status: int | None, passing: bool) -> StartRefusal:
-    """Classify ARM's answer to a CopyStart PUT. `passing`: the edge's verdict that the
-    status passes with time (throttling, 5xx, no answer). A 404 says the source is gone
-    (the shell confirms it with a GET); 409 OperationNotAllowed is another copy of the
-    family in flight (perhaps not ours) or the region at its cap: both pass with time."""
-    if status == 404:
-        return StartRefusal(error, retryable=False, source_missing=True)
-    return StartRefusal(error, retryable=passing or (status == 409 and error.code == "OperationNotAllowed"))
+def ours_to_replace(target: Snapshot, job: Job) -> bool:
+    """Whether a target may be deleted to copy the job again: a CopyStart copy carrying our
+    tag for this source, made from this very snapshot (uniqueId). Stricter than `made_from`:
+    a delete needs proof, a start only the absence of a contradiction."""
+    tagged = {key.lower(): value for key, value in target.tags.items()}.get(SOURCE_TAG, "")
+    same_source = bool(job.source_unique_id) and target.source_unique_id == job.source_unique_id
+    return target.is_copy and tagged.lower() == str(job.source_id).lower() and same_source
 
 
-def after_refusal(job: Job, refusal: StartRefusal, now: datetime, max_attempts: int) -> Job:
-    """The job's next state after ARM refused to start it.
-
-    The rule: a source that vanished is skipped; a passing refusal (throttling, a copy of
-    the family started by someone else, a 5xx) is retried with growing backoff; after
-    `max_attempts` or on a permanent refusal the job fails with ARM's code and the chain
-    moves on to its next snapshot, so one bad snapshot never blocks a disk for ever.
-    """
-    attempts = job.attempts + 1
-    if refusal.source_missing:
-        return replace(
-            job,
-            state=CopyState.SKIPPED,
-            attempts=attempts,
-            finished_at=now,
-            error=refusal.error,
-            reason="source snapshot no longer exists (deleted before its copy started)",
-        )
-    if refusal.retryable and attempts < max_attempts:
-        backoff = min(START_BACKOFF_BASE * (2 ** (attempts - 1)), START_BACKOFF_MAX)
-        return replace(job, attempts=attempts, not_before=now + backoff, error=refusal.error)
-    return replace(
-        job,
-        state=CopyState.FAILED,
-        attempts=attempts,
-        finished_at=now,
-        error=refusal.error,
-        reason=f"ARM refused the copy {attempts} time(s); the chain moved on to its next snapshot",
+def name_taken(job: Job) -> CopyError:
+    return CopyError(
+        "TargetNameTaken",
+        f"{job.target_id.name} already holds a copy of an earlier snapshot that had the same name; "
+        "delete or rename it, then retry",
     )

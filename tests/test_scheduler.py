@@ -23,14 +23,13 @@ from shared.progress import (
     next_poll_time,
     stuck_since,
 )
+from shared.refusals import StartRefusal, after_refusal
 from shared.scheduler import (
     SOURCE_CHECK_MAX,
     SOURCE_CHECK_MIN,
     CopyTo,
     Ignore,
     NotYet,
-    StartRefusal,
-    after_refusal,
     arrival,
     eligibility,
     next_source_check,

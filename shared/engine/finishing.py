@@ -123,8 +123,7 @@ class Finisher(Part):
                 self.store.clear_waiting(drop)
             return wait is not None
 
-        more: bool = retrying(release)
-        return more
+        return retrying(release)
 
     def _queued(self, chain: ChainKey, low: str) -> tuple[str | None, list[Job]]:
         """The chain's watermark and queued jobs (those from the watermark on), read now."""

@@ -19,11 +19,12 @@ from shared.engine.finishing import Finisher
 from shared.engine.listings import Run
 from shared.engine.parts import Deps, Part, group_of
 from shared.engine.reports import TickReport
-from shared.engine.starting import Starter, made_from, name_taken
+from shared.engine.starting import Starter
 from shared.ids import ResourceGroupId
 from shared.model import CopyState, InFlight, Phase, RegionKey, RegionLoad, Snapshot
 from shared.progress import Completed, Failed, Progress, Restart, assess_copy, stuck_since
-from shared.scheduler import StartRefusal, release_order
+from shared.refusals import StartRefusal
+from shared.scheduler import made_from, name_taken, release_order
 from shared.store import Conflict
 
 log = logging.getLogger("snapcopy")

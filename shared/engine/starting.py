@@ -35,15 +35,8 @@ from shared.model import (
     Snapshot,
     Waiting,
 )
-from shared.scheduler import (
-    ChainPlan,
-    StartRefusal,
-    after_refusal,
-    observed_source,
-    overtaken,
-    plan_chain,
-    refusal,
-)
+from shared.refusals import StartRefusal, after_refusal, refusal
+from shared.scheduler import ChainPlan, Hold, made_from, name_taken, observed_source, overtaken, plan_chain
 from shared.store import CapacityExhausted, Conflict, IndexEntry, retrying
 
 log = logging.getLogger("snapcopy")
@@ -132,7 +125,7 @@ class Starter(Part):
         if checked:
             plan, pending = self._check_source(head, pending, plan, now)
         if plan.start is None:
-            if plan.wait == "nothing queued" and waiting is not None:
+            if plan.hold == Hold.NOTHING_QUEUED and waiting is not None:
                 self.store.clear_waiting(waiting)
             log.debug("%s waits: %s", chain.partition, plan.wait)
             return False, load
@@ -232,8 +225,7 @@ class Starter(Part):
                 return fresh
             return self.store.save_head(replace(fresh, listed_through=listed_through))
 
-        result: ChainHead = retrying(save)
-        return result
+        return retrying(save)
 
     def _drive(self, job: Job, flight: InFlight, known: Known | None = None) -> bool:
         """PUT the copy for a slot this run holds. True while the slot stays taken.
@@ -390,16 +382,3 @@ class Starter(Part):
             return  # another run took it over first
         log.warning("re-driving an unconfirmed start: %s → %s", flight.source_id, flight.target_id)
         self._drive(job, taken)
-
-
-def made_from(target: Snapshot, job: Job) -> bool:
-    """Whether a copy ARM shows under the job's target name was made from the job's source."""
-    return not (job.source_unique_id and target.source_unique_id and target.source_unique_id != job.source_unique_id)
-
-
-def name_taken(job: Job) -> CopyError:
-    return CopyError(
-        "TargetNameTaken",
-        f"{job.target_id.name} already holds a copy of an earlier snapshot that had the same name; "
-        "delete or rename it, then retry",
-    )

@@ -180,7 +180,8 @@ def size(value: Any) -> int | None:
 def job_from(chain: ChainKey, entity: Any) -> Job:
     code = entity.get("ErrorCode") or ""
     source_time = moment(entity.get("SourceTime"))
-    assert source_time is not None
+    if source_time is None:
+        raise ValueError(f"job row {entity.get('RowKey')!r} has no SourceTime")
     return Job(
         chain=chain,
         source_id=ResourceId.parse(entity["SourceId"]),
@@ -258,7 +259,8 @@ def flight_entity(flight: InFlight) -> Entity:
 
 def flight_from(region: RegionKey, entity: Any) -> InFlight:
     started = moment(entity.get("StartedAt"))
-    assert started is not None
+    if started is None:
+        raise ValueError(f"flight row {entity.get('RowKey')!r} has no StartedAt")
     return InFlight(
         region=region,
         chain=ChainKey(entity["FamilyId"], region.region),

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
@@ -19,6 +19,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from shared.tables.codec import Entity, conditional
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_LIMIT = 100  # operations in one Table transaction (Azure's limit)
 CONFLICT_PAUSE = 0.02  # seconds: the first pause after a lost ETag race (then doubling, jittered)
@@ -143,7 +144,7 @@ class TableGateway:
         return [dict(row) for row in rows]
 
 
-def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
+def retrying(action: Callable[[], T], attempts: int = 5) -> T:
     """Run a read-decide-write step again when it loses an ETag race, after a short
     random pause that doubles each time (full jitter): racers on a hot row (a region's
     counter) spread out instead of colliding again in lockstep."""
@@ -155,4 +156,4 @@ def retrying(action: Callable[[], Any], attempts: int = 5) -> Any:
                 raise
             log.debug("conflict, retrying (%d)", attempt + 1)
             time.sleep(random.uniform(0.0, min(CONFLICT_PAUSE_MAX, CONFLICT_PAUSE * 2**attempt)))
-    return None
+    raise ValueError("attempts must be at least 1")

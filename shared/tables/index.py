@@ -58,5 +58,4 @@ class IndexRows(TableGateway):
                 self._update(entity, etag_of(row), f"poison {key}")
             return attempts
 
-        result: int = retrying(count)
-        return result
+        return retrying(count)
