@@ -24,9 +24,8 @@ from shared import runtime, tokens
 from shared.cursors import Cursor, names_a_job
 from shared.errors import Refusal, Refused, invalid
 from shared.ids import REGION_RE, InvalidResourceId, ResourceId
-from shared.model import ChainHead, ChainKey, CopyState, Job
-from shared.ondemand import DEFAULT_PAGE, MAX_PAGE, Accepted, OnDemand
-from shared.store import StateStore
+from shared.model import ChainKey, CopyState, Job
+from shared.ondemand import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, OnDemand
 
 log = logging.getLogger("snapcopy")
 
@@ -104,29 +103,26 @@ def job_view(job: Job) -> dict[str, Any]:
     }
 
 
-def live_view(store: StateStore, job: Job) -> dict[str, Any]:
+def live_view(copy: LiveCopy) -> dict[str, Any]:
     """A copy with its live percent (kept on the region's flight row while it copies)."""
-    view = job_view(job)
-    if job.state == CopyState.COPYING:
-        flight = store.load_flight(job.region, job.chain)
-        if flight is not None and flight.job_key == job.key:
-            view["percent"] = flight.percent
-            view["stuck"] = flight.stuck_since is not None
-            view["lastProgressAt"] = _iso(flight.progressed_at)
+    view = job_view(copy.job)
+    if copy.flight is not None:
+        view["percent"] = copy.flight.percent
+        view["stuck"] = copy.flight.stuck_since is not None
+        view["lastProgressAt"] = _iso(copy.flight.progressed_at)
     return view
 
 
-def chain_view(store: StateStore, head: ChainHead, now: datetime) -> dict[str, Any]:
+def chain_view(status: ChainStatus, now: datetime) -> dict[str, Any]:
     """One chain: what copies, how many wait, the last completed copy and its age (RPO)."""
-    pending = store.load_pending(head)
-    copying = next((job for job in pending if job.state == CopyState.COPYING), None)
+    head = status.head
     age = (now - head.last_completed_at).total_seconds() if head.last_completed_at else None
     return {
         "familyId": head.key.family_id,
         "sourceDiskId": head.disk_id or None,
         "targetRegion": head.key.region,
-        "copying": live_view(store, copying) if copying else None,
-        "queued": sum(1 for job in pending if job.state == CopyState.QUEUED),
+        "copying": live_view(status.copying) if status.copying else None,
+        "queued": status.queued,
         "lastCompletedSnapshotId": head.last_completed_source or None,
         "lastCompletedAt": _iso(head.last_completed_at),
         "lastCompletedAgeSeconds": age,
@@ -236,8 +232,8 @@ def _regions(data: Mapping[str, Any]) -> list[str] | None:
     return [parse_region(item, "targetRegions") for item in value]
 
 
-def _accepted(store: StateStore, result: Accepted, location: str) -> func.HttpResponse:
-    copies = [{**live_view(store, job), "created": created} for job, created in result.copies]
+def _accepted(ondemand: OnDemand, result: Accepted, location: str) -> func.HttpResponse:
+    copies = [{**live_view(ondemand.live(job)), "created": created} for job, created in result.copies]
     body = {
         "copies": copies,
         "ignored": [{"sourceSnapshotId": snap, "reason": reason} for snap, reason in result.ignored],
@@ -276,7 +272,7 @@ def request_copies(req: func.HttpRequest) -> func.HttpResponse:
         disk = parse_id(data[field], "disks", field)
         result = ondemand.backfill(disk, regions)
         location = "/api/copies?" + urlencode({"sourceDiskId": str(disk)})
-    return _accepted(ondemand.store, result, location)
+    return _accepted(ondemand, result, location)
 
 
 @blueprint.function_name("list_copies")
@@ -300,7 +296,7 @@ def list_copies(req: func.HttpRequest) -> func.HttpResponse:
     cursor = Cursor.decode(params["continuationToken"]) if params.get("continuationToken") else None
     ondemand = OnDemand(runtime.replicator())
     page = ondemand.list_copies(disk_id=disk, region=region, state=state, top=top, cursor=cursor)
-    body: dict[str, Any] = {"value": [live_view(ondemand.store, job) for job in page.jobs]}
+    body: dict[str, Any] = {"value": [live_view(ondemand.live(job)) for job in page.jobs]}
     if page.continuation:
         query = {name: value for name, value in params.items() if name not in ("code", "continuationToken")}
         body["continuationToken"] = page.continuation
@@ -315,7 +311,7 @@ def get_copy(req: func.HttpRequest) -> func.HttpResponse:
     """State, percent, timestamps, target and error of one copy."""
     chain, key = _route_copy(req)
     ondemand = OnDemand(runtime.replicator())
-    return _json(live_view(ondemand.store, ondemand.job(chain, key)))
+    return _json(live_view(ondemand.live(ondemand.job(chain, key))))
 
 
 @blueprint.function_name("retry_copy")
@@ -326,7 +322,7 @@ def retry_copy(req: func.HttpRequest) -> func.HttpResponse:
     chain, key = _route_copy(req)
     ondemand = OnDemand(runtime.replicator())
     job = ondemand.retry(chain, key)
-    return _json(live_view(ondemand.store, job), 202, {"Location": f"/api/copies/{copy_id(chain, key)}"})
+    return _json(live_view(ondemand.live(job)), 202, {"Location": f"/api/copies/{copy_id(chain, key)}"})
 
 
 @blueprint.function_name("cancel_copy")
@@ -336,7 +332,7 @@ def cancel_copy(req: func.HttpRequest) -> func.HttpResponse:
     """Cancel a queued copy; a copy in flight cannot be stopped (the answer says so)."""
     chain, key = _route_copy(req)
     ondemand = OnDemand(runtime.replicator())
-    return _json(live_view(ondemand.store, ondemand.cancel(chain, key)))
+    return _json(live_view(ondemand.live(ondemand.cancel(chain, key))))
 
 
 @blueprint.function_name("list_chains")
@@ -344,9 +340,9 @@ def cancel_copy(req: func.HttpRequest) -> func.HttpResponse:
 @answers_problems
 def list_chains(req: func.HttpRequest) -> func.HttpResponse:
     """Every chain (source disk × target region) with its queue and RPO."""
-    replicator = runtime.replicator()
-    now = replicator.clock()
-    chains = [chain_view(replicator.store, head, now) for head in replicator.store.list_heads()]
+    ondemand = OnDemand(runtime.replicator())
+    now = ondemand.replicator.clock()
+    chains = [chain_view(status, now) for status in ondemand.chains()]
     return _json({"value": chains})
 
 

@@ -19,7 +19,7 @@ from shared.arm import ArmError
 from shared.cursors import Cursor
 from shared.errors import Refusal, Refused, conflict, unprocessable
 from shared.ids import ResourceId
-from shared.model import ChainHead, ChainKey, CopyState, Job, Snapshot
+from shared.model import ChainHead, ChainKey, CopyState, InFlight, Job, Snapshot
 from shared.scheduler import CopyTo, NotYet, eligibility, ours_to_replace
 from shared.service import Replicator
 from shared.store import Conflict
@@ -74,6 +74,23 @@ class Accepted:
 class Page:
     jobs: list[Job]
     continuation: str | None
+
+
+@dataclass(frozen=True)
+class LiveCopy:
+    """A copy as it stands: its job, and while it copies its flight row (live percent, stuck)."""
+
+    job: Job
+    flight: InFlight | None = None
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """One chain as operators watch it: what copies now, how many wait, its last completed copy."""
+
+    head: ChainHead
+    copying: LiveCopy | None
+    queued: int
 
 
 class OnDemand:
@@ -163,6 +180,23 @@ class OnDemand:
             raise unprocessable(f"{resource} is outside COPY_SOURCE_SCOPES; snapcopy does not copy from there")
 
     # --- requests about one copy -----------------------------------------------------
+
+    def live(self, job: Job) -> LiveCopy:
+        """The job with its live flight row, read only while it copies."""
+        if job.state != CopyState.COPYING:
+            return LiveCopy(job)
+        flight = self.store.load_flight(job.region, job.chain)
+        return LiveCopy(job, flight if flight is not None and flight.job_key == job.key else None)
+
+    def chains(self) -> list[ChainStatus]:
+        """Every chain with its queue: the heads in one query, then each chain's queue."""
+        statuses = []
+        for head in self.store.list_heads():
+            pending = self.store.load_pending(head)
+            copying = next((job for job in pending if job.state == CopyState.COPYING), None)
+            queued = sum(1 for job in pending if job.state == CopyState.QUEUED)
+            statuses.append(ChainStatus(head, self.live(copying) if copying else None, queued))
+        return statuses
 
     def job(self, chain: ChainKey, key: str) -> Job:
         job = self.store.load_job(chain, key)
