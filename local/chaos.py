@@ -56,6 +56,7 @@ from azure.functions.eventgrid import EventGridEventInConverter
 
 from local.emulator.clock import VirtualClock
 from local.emulator.config import EmulatorConfig
+from local.emulator.credential import EmulatorCredential
 from local.emulator.errors import ArmError as EmulatorArmError
 from local.emulator.events import RequestInfo
 from local.emulator.faults import Answer, Fault
@@ -611,7 +612,6 @@ class ChaosRun:
                 "STATE_CONNECTION_STRING": backend.connection_string,
                 "STATE_TABLE_NAME": self.table,
                 "ARM_ENDPOINT": backend.arm_url,
-                "ARM_CREDENTIAL": "emulator",
                 "ARM_CA_BUNDLE": backend.ca_path,
                 "MAX_COPIES_PER_REGION": str(scenario.cap),
                 "EVENT_MAX_ATTEMPTS": str(scenario.max_event_attempts),
@@ -640,7 +640,9 @@ class ChaosRun:
 
     def _build(self) -> _Instance:
         policy = VirtualSleepRetry(self.clock, **RETRY_SETTINGS)
-        replicator = runtime.build(self.settings, clock=self.clock.now, arm_retry={"retry_policy": policy})
+        replicator = runtime.build(
+            self.settings, clock=self.clock.now, arm_retry={"retry_policy": policy}, credential=EmulatorCredential()
+        )
         self.injector.instrument(replicator)
         self.result.instances += 1
         return _Instance(replicator)

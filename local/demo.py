@@ -99,7 +99,6 @@ def configure_app(connection_string: str, emulator: Emulator) -> None:
             "STATE_CONNECTION_STRING": connection_string,
             "STATE_TABLE_NAME": "snapcopydemo",
             "ARM_ENDPOINT": emulator.url,
-            "ARM_CREDENTIAL": "emulator",
             "ARM_CA_BUNDLE": emulator.ca_path,
             "POLL_SCHEDULE": "*/1 * * * * *",
         }
@@ -195,8 +194,12 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
     with Azurite.start() as azurite, emulator_process(copy_seconds) as emulator:
         configure_app(azurite.connection_string, emulator)
         host = FunctionHost()
+        from local.emulator.credential import EmulatorCredential
         from shared import runtime
+        from shared.config import load_settings
 
+        # the app as deployed, but for its identity: the emulator's token, handed in
+        runtime.install(runtime.build(load_settings(os.environ), credential=EmulatorCredential()))
         store = runtime.replicator().store
         fleet = Fleet(emulator.url, emulator.ca_path, SUBSCRIPTION)
         chains = take_snapshots(fleet)

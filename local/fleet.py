@@ -3,19 +3,10 @@ real azure-mgmt-compute SDK against the ARM emulator (as a backup job would in A
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
-from azure.core.credentials import AccessToken
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import CreationData, Disk, DiskProperties, DiskSku, Snapshot, SnapshotProperties
 
-
-class LocalToken:
-    """A bearer token the emulator accepts (it checks presence, not signatures)."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("fleet-local", int(datetime.now(UTC).timestamp()) + 3600)
+from local.emulator.credential import EmulatorCredential
 
 
 class Fleet:
@@ -24,7 +15,7 @@ class Fleet:
     def __init__(self, url: str, ca_path: str, subscription: str) -> None:
         self.subscription = subscription
         self.client = ComputeManagementClient(
-            LocalToken(),  # type: ignore[arg-type]
+            EmulatorCredential("fleet-local"),  # type: ignore[arg-type]
             subscription,
             base_url=url,
             connection_verify=ca_path,

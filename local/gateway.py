@@ -52,7 +52,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from local.emulator.credential import EmulatorCredential
 from local.host import FunctionHost
+from shared import runtime
+from shared.config import load_settings
 
 log = logging.getLogger("snapcopy.gateway")
 
@@ -277,7 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "STATE_CONNECTION_STRING": azurite.connection_string,
                 "STATE_TABLE_NAME": "snapcopylocal",
                 "ARM_ENDPOINT": emulator.url,
-                "ARM_CREDENTIAL": "emulator",
                 "ARM_CA_BUNDLE": str(emulator.ca_path),
             }
         )
@@ -290,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         fleet.close()
         world.events(drain=True)  # taken before snapcopy was deployed: copy them with the CLI
+        # the app as deployed, but for its identity: the emulator's token, handed in
+        runtime.install(runtime.build(load_settings(os.environ), credential=EmulatorCredential()))
         host = FunctionHost()
         pump = threading.Thread(target=_pump, args=(host, world.events, args.tick, stopping), daemon=True)
         with serve(gateway(host, {key}), port=args.port) as url:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     DecodeError,
     DeserializationError,
@@ -98,13 +98,6 @@ class ArmRetryPolicy(RetryPolicy[Any, Any]):
     def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
         value = super().get_retry_after(response)
         return None if value is None else min(value, RETRY_AFTER_CAP)
-
-
-class EmulatorCredential:
-    """A fixed bearer token for the local ARM emulator (config allows it on loopback only)."""
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("snapcopy-local-emulator", int(datetime.now(UTC).timestamp()) + 3600)
 
 
 class ComputeApi(Protocol):

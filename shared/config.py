@@ -6,7 +6,6 @@ misconfigured deployment says what to fix in the first log line it writes.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ DEFAULT_POLL_SCHEDULE = "0 */1 * * * *"
 DEFAULT_SWEEP_SCHEDULE = "0 17 * * * *"  # hourly, off the top of the hour
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 AZURE_COPY_CAP = 100  # Azure's limit: copies in flight per subscription per target region
-CREDENTIAL_KINDS = ("default", "managed-identity", "emulator")
+CREDENTIAL_KINDS = ("default", "managed-identity")
 
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _NCRONTAB_FIELD_RE = re.compile(r"^[0-9*/,\-A-Za-z]+$")
@@ -163,15 +162,6 @@ def _scopes(env: Mapping[str, str]) -> tuple[Scope, ...]:
     return tuple(scopes)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate every setting in `env` (the app settings, as the composition root read them);
     raise ConfigError naming the first bad one. Pure: reads nothing else."""
@@ -199,8 +189,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     credential = (_get(env, "ARM_CREDENTIAL") or "default").lower()
     if credential not in CREDENTIAL_KINDS:
         raise ConfigError("ARM_CREDENTIAL", credential, "one of " + ", ".join(CREDENTIAL_KINDS))
-    if credential == "emulator" and not _is_loopback(parsed.hostname):
-        raise ConfigError("ARM_CREDENTIAL", credential, "'emulator' only with a loopback ARM_ENDPOINT")
 
     ca_bundle = _get(env, "ARM_CA_BUNDLE")  # that the file exists is checked where files are read (runtime)
 

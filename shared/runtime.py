@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from shared import config
-from shared.arm import RETRY_SETTINGS, ArmCompute, EmulatorCredential
+from shared.arm import RETRY_SETTINGS, ArmCompute
 from shared.config import ConfigError, Settings, load_settings
 from shared.service import Clock, Replicator, utc_now
 from shared.store import StateStore
@@ -26,8 +26,6 @@ _process: dict[str, Replicator] = {}  # the one Replicator of this worker proces
 
 def credential_for(settings: Settings) -> Any:
     """The identity snapcopy uses for ARM (and for Tables when no connection string is set)."""
-    if settings.arm_credential == "emulator":
-        return EmulatorCredential()
     if settings.arm_credential == "managed-identity":
         from azure.identity import ManagedIdentityCredential
 
@@ -43,12 +41,14 @@ def build(
     clock: Clock = utc_now,
     arm_retry: dict[str, Any] | None = None,
     client_options: dict[str, Any] | None = None,
+    credential: Any = None,
 ) -> Replicator:
     """Wire a Replicator from settings (tests pass their own clock and shorter ARM backoff;
-    `client_options` go to both SDK clients: the benchmark turns off proxy lookups)."""
+    `client_options` go to both SDK clients: the benchmark turns off proxy lookups;
+    `credential`: the offline world hands in the emulator's, which the settings cannot name)."""
     if settings.arm_ca_bundle is not None and not os.path.isfile(settings.arm_ca_bundle):
         raise ConfigError("ARM_CA_BUNDLE", settings.arm_ca_bundle, "the path of a PEM file that exists")
-    credential = credential_for(settings)
+    credential = credential or credential_for(settings)
     options = client_options or {}
     if settings.connection_string:
         store = StateStore.from_connection_string(settings.connection_string, settings.table_name, **options)

@@ -14,6 +14,7 @@ import pytest
 from local.azurite import Azurite
 from local.emulator.clock import VirtualClock
 from local.emulator.config import EmulatorConfig
+from local.emulator.credential import EmulatorCredential
 from local.emulator.server import EmulatorServer
 from local.emulator.world import World
 from local.fleet import Fleet
@@ -118,7 +119,6 @@ def app_settings(emulator: EmulatorServer, storage_connection_string: str, table
         "STATE_CONNECTION_STRING": storage_connection_string,
         "STATE_TABLE_NAME": table_name,
         "ARM_ENDPOINT": emulator.url,
-        "ARM_CREDENTIAL": "emulator",
         "ARM_CA_BUNDLE": str(emulator.ca_path),
     }
 
@@ -129,7 +129,9 @@ def deployment(
 ) -> Iterator[Deployment]:
     for name, value in app_settings.items():
         monkeypatch.setenv(name, value)
-    replicator = runtime.build(load_settings(os.environ), clock=world.clock.now, arm_retry=FAST_ARM_RETRY)
+    replicator = runtime.build(
+        load_settings(os.environ), clock=world.clock.now, arm_retry=FAST_ARM_RETRY, credential=EmulatorCredential()
+    )
     runtime.install(replicator)
     fleet = Fleet(emulator.url, str(emulator.ca_path), SUB)
     try:

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from local.emulator.credential import EmulatorCredential
 from local.emulator.faults import Fault
 from local.emulator.server import EmulatorServer
 from local.emulator.world import World
 from local.fleet import Fleet
-from shared.arm import API_VERSION, ArmCompute, ArmError, EmulatorCredential, snapshot_from_arm
+from shared.arm import API_VERSION, ArmCompute, ArmError, snapshot_from_arm
 from shared.ids import ResourceGroupId, ResourceId
 from shared.model import CopyError
 from tests.builders import SUB

@@ -130,9 +130,12 @@ def test_settings_are_parsed_from_what_they_are_given_never_from_the_environment
     assert poll_schedule({}) == "0 */1 * * * *" and runtime.poll_schedule() == "0 */5 * * * *"
 
 
-def test_emulator_credential_is_allowed_on_loopback_only():
-    settings = load_settings({**BASE_ENV, "ARM_ENDPOINT": "https://127.0.0.1:8443", "ARM_CREDENTIAL": "emulator"})
-    assert settings.arm_credential == "emulator"
+def test_no_setting_can_choose_the_emulators_fixed_token_even_on_loopback():
+    """The offline world hands its credential to runtime.build; the app's settings name only
+    real identities, so a deployed app can never be talked into a fixed token."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE_ENV, "ARM_ENDPOINT": "https://127.0.0.1:8443", "ARM_CREDENTIAL": "emulator"})
+    assert caught.value.setting == "ARM_CREDENTIAL" and "default, managed-identity" in str(caught.value)
 
 
 def test_target_resource_group_may_be_a_name_or_a_full_id():

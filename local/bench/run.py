@@ -25,12 +25,13 @@ from local.bench.naive import NaiveReplicator
 from local.bench.workload import Workload, at
 from local.chaos import Backend, VirtualSleepRetry
 from local.emulator.clock import VirtualClock
+from local.emulator.credential import EmulatorCredential
 from local.emulator.events import RequestInfo
 from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
 from local.host import FunctionHost
 from shared import runtime
-from shared.arm import RETRY_SETTINGS, ArmCompute, EmulatorCredential
+from shared.arm import RETRY_SETTINGS, ArmCompute
 from shared.config import load_settings
 from shared.service import Replicator
 from shared.store import StateStore
@@ -83,14 +84,17 @@ class Snapcopy:
                 "STATE_CONNECTION_STRING": backend.connection_string,
                 "STATE_TABLE_NAME": table,
                 "ARM_ENDPOINT": backend.arm_url,
-                "ARM_CREDENTIAL": "emulator",
                 "ARM_CA_BUNDLE": backend.ca_path,
                 "MAX_COPIES_PER_REGION": str(cap),
             }
         )
         policy = VirtualSleepRetry(backend.clock, **RETRY_SETTINGS)
         self.replicator: Replicator = runtime.build(
-            settings, clock=backend.clock.now, arm_retry={"retry_policy": policy}, client_options=CLIENT_OPTIONS
+            settings,
+            clock=backend.clock.now,
+            arm_retry={"retry_policy": policy},
+            client_options=CLIENT_OPTIONS,
+            credential=EmulatorCredential(),
         )
         # a second view of the table for the harness's own reads (not counted against snapcopy)
         self.checker = StateStore.from_connection_string(backend.connection_string, table)
