@@ -1,6 +1,8 @@
-"""The replication triggers: an Event Grid subscription and a polling timer.
+"""The replication triggers: the Event Grid subscription, the polling timer and the sweep timer.
 
-Thin on purpose: each trigger hands its input to the Replicator and logs the outcome.
+Thin on purpose: each trigger hands its input to the shell (shared/service.py, and the
+sweep's Reconciler over it), logs the outcome, and ends the invocation failed when part
+of the work failed (after doing the rest), so the platform counts it.
 """
 
 from __future__ import annotations
