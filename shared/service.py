@@ -26,7 +26,7 @@ from shared.engine.finishing import Finisher
 from shared.engine.hints import Hints
 from shared.engine.intake import Intake
 from shared.engine.listings import Listings
-from shared.engine.parts import Clock, Deps, utc_now
+from shared.engine.parts import Clock, Deps, Part, utc_now
 from shared.engine.polling import Poller
 from shared.engine.reports import TickReport
 from shared.engine.starting import Starter
@@ -37,43 +37,18 @@ from shared.store import StateStore
 __all__ = ["Clock", "Replicator", "utc_now"]
 
 
-class Replicator:
-    """Runs the triggers over one process's parts. Created once per process."""
+class Replicator(Part):
+    """Runs the triggers over one process's parts. Created once per process; its
+    dependencies (settings, store, arm, clock, listings) are the parts' own."""
 
     def __init__(self, settings: Settings, store: StateStore, arm: ComputeApi, clock: Clock = utc_now) -> None:
         guarded = arm if isinstance(arm, GuardedArm) else GuardedArm(arm, clock)
         # listings go through the gate: a paused subscription is not listed either
-        self.deps = Deps(settings, store, guarded, clock, Hints(clock), Listings(guarded, clock))
+        super().__init__(Deps(settings, store, guarded, clock, Hints(clock), Listings(guarded, clock)))
         self.finishing = Finisher(self.deps)
         self.starting = Starter(self.deps, self.finishing)
         self.polling = Poller(self.deps, self.starting, self.finishing)
         self.intake = Intake(self.deps, self.starting)
-
-    # --- the dependencies, as the sweep and the operator requests read them ---------------
-
-    @property
-    def settings(self) -> Settings:
-        return self.deps.settings
-
-    @settings.setter
-    def settings(self, settings: Settings) -> None:
-        self.deps.settings = settings
-
-    @property
-    def store(self) -> StateStore:
-        return self.deps.store
-
-    @property
-    def arm(self) -> GuardedArm:
-        return self.deps.arm
-
-    @property
-    def clock(self) -> Clock:
-        return self.deps.clock
-
-    @property
-    def listings(self) -> Listings:
-        return self.deps.listings
 
     # --- the entry points ----------------------------------------------------------------
 

@@ -51,6 +51,11 @@ class Part:
     def settings(self) -> Settings:
         return self.deps.settings
 
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """New settings for every part at once (tests change a running process's)."""
+        self.deps.settings = settings
+
     @property
     def store(self) -> StateStore:
         return self.deps.store
