@@ -5,6 +5,8 @@ Routes use function-level keys. Bodies and answers are JSON; errors are
 traces, connection strings) is ever returned. Copy ids are opaque to callers: base64url of
 `<family>|<region>|<job key>`, decoded and validated strictly before any Table read.
 Handlers only parse and shape; `shared.ondemand` decides.
+
+It must not read the store or ARM, nor decide: `shared.ondemand` reads and decides.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The Functions host reuses a worker process across invocations, so the ARM clients, the
 Table client and their connection pools are created on first use and kept (the Azure SDK
 guidance: one long-lived client per service).
+
+It is the only module that reads the environment and builds clients.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ ARM, clock) and hands each call to the part that owns it:
 
 Every decision comes from `shared.scheduler`; the parts read what a decision needs, ask,
 and carry out the answer in a crash-safe order (each protocol's module says which).
+
+It must not decide anything itself, nor touch a row or ARM: it hands each call on.
 """
 
 from __future__ import annotations

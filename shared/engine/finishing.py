@@ -5,6 +5,8 @@
    batch set the chain's wait marker (more queued) or drop it (nothing left)
 
 A crash between the two leaves a flight row the next tick finishes again.
+
+It must not start the next copy: it only keeps the chain in line for the tick.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Events and requests in: a snapshot reported (an Event Grid event, an operator's request,
 the sweep's listing) becomes a job row in each of its chains, deduplicated, and starts at
 once when every rule allows.
+
+It must not start a copy itself (the Starter does) nor read a clock but the injected one.
 """
 
 from __future__ import annotations

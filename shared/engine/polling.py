@@ -3,6 +3,8 @@ free slots to waiting chains in release order.
 
 Each region, flight and chain is isolated (an error is recorded and the run goes on), and
 the run stops taking on work after TICK_BUDGET, leaving the rest for the next one.
+
+It must not judge a copy (shared/progress.py does) nor start one by itself (the Starter does).
 """
 
 from __future__ import annotations

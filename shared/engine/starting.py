@@ -7,6 +7,8 @@
 
 A crash between any two steps leaves a `starting` flight row that the next tick confirms
 (the PUT landed) or re-drives after START_GRACE (PUT again).
+
+It must not decide what starts (the scheduler does) nor finish a copy (the Finisher does).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The Table service keeps what it is given; these decide what it is given, and read it
 back as snapcopy's models (shared/model.py). A missing column reads as the model's
 neutral value, never as a guess that could change a decision.
+
+It must not do I/O: plain dicts in and out.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ writes and atomic same-partition batches, with the SDK's errors turned into `Con
 
 Every change is an ETag-conditional write or a same-partition batch, so concurrent
 handlers never lose an update: the loser gets `Conflict` and re-reads (`retrying`).
+
+It must not know what a row means: the repositories and the codec do.
 """
 
 from __future__ import annotations
