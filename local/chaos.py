@@ -66,7 +66,6 @@ from local.host import FunctionHost
 from shared import runtime
 from shared.arm import RETRY_SETTINGS, ArmError, ArmRetryPolicy
 from shared.config import load_settings
-from shared.reconcile import Reconciler
 from shared.service import Replicator
 from shared.store import StateStore
 
@@ -102,7 +101,7 @@ Layer = Literal["store", "arm"]
 TRIGGERS: tuple[Trigger, ...] = ("event", "tick", "sweep")
 
 # Where a crash point may sit, per trigger: around every write of the store and every ARM
-# call that trigger makes (service.py and reconcile.py document their steps).
+# call that trigger makes (shared/engine/starting.py, finishing.py and sweep.py document their steps).
 CRASH_SITES: dict[Trigger, tuple[tuple[Layer, str], ...]] = {
     "event": (
         ("arm", "get_snapshot"),
@@ -781,7 +780,7 @@ class ChaosRun:
             if via_host:
                 self.host.run_timer(function="sweep_sources")
             else:
-                Reconciler(instance.replicator).sweep()
+                instance.replicator.sweep()
 
         return sweep
 

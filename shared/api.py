@@ -4,9 +4,9 @@ Routes use function-level keys. Bodies and answers are JSON; errors are
 `application/problem+json` (RFC 9457) with a precise `detail`, and nothing internal (stack
 traces, connection strings) is ever returned. Copy ids are opaque to callers: base64url of
 `<family>|<region>|<job key>`, decoded and validated strictly before any Table read.
-Handlers only parse and shape; `shared.ondemand` decides.
+Handlers only parse and shape; `shared/engine/operator.py` decides.
 
-It must not read the store or ARM, nor decide: `shared.ondemand` reads and decides.
+It must not read the store or ARM, nor decide: `shared/engine/operator.py` reads and decides.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import azure.functions as func
 
 from shared import runtime, tokens
 from shared.cursors import Cursor, names_a_job
+from shared.engine.operator import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
 from shared.errors import Refusal, Refused, invalid
 from shared.ids import REGION_RE, InvalidResourceId, ResourceId
 from shared.model import ChainKey, CopyState, Job
-from shared.ondemand import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, OnDemand
 
 log = logging.getLogger("snapcopy")
 
@@ -234,7 +234,7 @@ def _regions(data: Mapping[str, Any]) -> list[str] | None:
     return [parse_region(item, "targetRegions") for item in value]
 
 
-def _accepted(ondemand: OnDemand, result: Accepted, location: str) -> func.HttpResponse:
+def _accepted(ondemand: Operator, result: Accepted, location: str) -> func.HttpResponse:
     copies = [{**live_view(ondemand.live(job)), "created": created} for job, created in result.copies]
     body = {
         "copies": copies,
@@ -265,7 +265,7 @@ def request_copies(req: func.HttpRequest) -> func.HttpResponse:
     if not isinstance(data[field], str):
         raise invalid(f"{field} must be a string ARM id, not {_shown(data[field])}")
     regions = _regions(data)
-    ondemand = OnDemand(runtime.replicator())
+    ondemand = runtime.replicator().operator
     if field == "sourceSnapshotId":
         result = ondemand.copy_snapshot(parse_id(data[field], "snapshots", field), regions)
         first = result.copies[0][0]
@@ -296,7 +296,7 @@ def list_copies(req: func.HttpRequest) -> func.HttpResponse:
             raise invalid(f"top must be a whole number from 1 to {MAX_PAGE}, not {_shown(params['top'])}")
         top = int(text)
     cursor = Cursor.decode(params["continuationToken"]) if params.get("continuationToken") else None
-    ondemand = OnDemand(runtime.replicator())
+    ondemand = runtime.replicator().operator
     page = ondemand.list_copies(disk_id=disk, region=region, state=state, top=top, cursor=cursor)
     body: dict[str, Any] = {"value": [live_view(ondemand.live(job)) for job in page.jobs]}
     if page.continuation:
@@ -312,7 +312,7 @@ def list_copies(req: func.HttpRequest) -> func.HttpResponse:
 def get_copy(req: func.HttpRequest) -> func.HttpResponse:
     """State, percent, timestamps, target and error of one copy."""
     chain, key = _route_copy(req)
-    ondemand = OnDemand(runtime.replicator())
+    ondemand = runtime.replicator().operator
     return _json(live_view(ondemand.live(ondemand.job(chain, key))))
 
 
@@ -322,7 +322,7 @@ def get_copy(req: func.HttpRequest) -> func.HttpResponse:
 def retry_copy(req: func.HttpRequest) -> func.HttpResponse:
     """Queue a failed or cancelled copy again (if Azure's copy order still allows it)."""
     chain, key = _route_copy(req)
-    ondemand = OnDemand(runtime.replicator())
+    ondemand = runtime.replicator().operator
     job = ondemand.retry(chain, key)
     return _json(live_view(ondemand.live(job)), 202, {"Location": f"/api/copies/{copy_id(chain, key)}"})
 
@@ -333,7 +333,7 @@ def retry_copy(req: func.HttpRequest) -> func.HttpResponse:
 def cancel_copy(req: func.HttpRequest) -> func.HttpResponse:
     """Cancel a queued copy; a copy in flight cannot be stopped (the answer says so)."""
     chain, key = _route_copy(req)
-    ondemand = OnDemand(runtime.replicator())
+    ondemand = runtime.replicator().operator
     return _json(live_view(ondemand.live(ondemand.cancel(chain, key))))
 
 
@@ -342,8 +342,8 @@ def cancel_copy(req: func.HttpRequest) -> func.HttpResponse:
 @answers_problems
 def list_chains(req: func.HttpRequest) -> func.HttpResponse:
     """Every chain (source disk × target region) with its queue and RPO."""
-    ondemand = OnDemand(runtime.replicator())
-    now = ondemand.replicator.clock()
+    ondemand = runtime.replicator().operator
+    now = ondemand.clock()
     chains = [chain_view(status, now) for status in ondemand.chains()]
     return _json({"value": chains})
 

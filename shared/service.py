@@ -9,6 +9,8 @@ ARM, clock) and hands each call to the part that owns it:
 | starting | `engine/starting.py` | the start protocol: reserve, PUT, commit, mark |
 | finishing | `engine/finishing.py` | the finish protocol: commit, give the slot back, keep the chain in line |
 | polling | `engine/polling.py` | one timer run, region by region |
+| sweeper | `engine/sweep.py` | the hourly reconciliation: lost events, stranded work, orphans |
+| operator | `engine/operator.py` | operators' requests (copy, backfill, retry, cancel, status) |
 
 Every decision comes from `shared.scheduler`; the parts read what a decision needs, ask,
 and carry out the answer in a crash-safe order (each protocol's module says which).
@@ -28,10 +30,12 @@ from shared.engine.finishing import Finisher
 from shared.engine.hints import Hints
 from shared.engine.intake import Intake
 from shared.engine.listings import Listings
+from shared.engine.operator import Operator
 from shared.engine.parts import Clock, Deps, Part, utc_now
 from shared.engine.polling import Poller
 from shared.engine.reports import TickReport
 from shared.engine.starting import Starter
+from shared.engine.sweep import Reconciler, SweepReport
 from shared.ids import ResourceId
 from shared.model import ChainKey, CopyError, CopyState, InFlight, Job, RegionKey, Snapshot
 from shared.store import StateStore
@@ -51,6 +55,8 @@ class Replicator(Part):
         self.starting = Starter(self.deps, self.finishing)
         self.polling = Poller(self.deps, self.starting, self.finishing)
         self.intake = Intake(self.deps, self.starting)
+        self.operator = Operator(self.deps, self.intake)  # operators' requests (the HTTP API)
+        self.sweeper = Reconciler(self.deps, self.intake, self.finishing)
 
     # --- the entry points ----------------------------------------------------------------
 
@@ -76,6 +82,10 @@ class Replicator(Part):
     def tick(self) -> TickReport:
         """One timer run (see Poller.tick)."""
         return self.polling.tick()
+
+    def sweep(self) -> SweepReport:
+        """One reconciliation sweep (see Reconciler.sweep)."""
+        return self.sweeper.sweep()
 
     @property
     def last_tick(self) -> TickReport:

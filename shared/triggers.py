@@ -1,7 +1,7 @@
 """The replication triggers: the Event Grid subscription, the polling timer and the sweep timer.
 
 Thin on purpose: each trigger hands its input to the shell (shared/service.py, and the
-sweep's Reconciler over it), logs the outcome, and ends the invocation failed when part
+the sweep too), logs the outcome, and ends the invocation failed when part
 of the work failed (after doing the rest), so the platform counts it.
 """
 
@@ -12,7 +12,6 @@ import logging
 import azure.functions as func
 
 from shared import runtime
-from shared.reconcile import Reconciler
 
 log = logging.getLogger("snapcopy")
 
@@ -56,4 +55,4 @@ def poll_copies(timer: func.TimerRequest) -> None:
 @blueprint.timer_trigger(arg_name="timer", schedule=runtime.sweep_schedule(), run_on_startup=False, use_monitor=True)
 def sweep_sources(timer: func.TimerRequest) -> None:
     """Find snapshots no event reported and repair state that disagrees with ARM."""
-    _finish("sweep_sources", Reconciler(runtime.replicator()).sweep().errors)
+    _finish("sweep_sources", runtime.replicator().sweep().errors)

@@ -499,12 +499,12 @@ def test_a_retry_of_a_copy_whose_source_is_gone_is_refused_and_keeps_the_failed_
 def test_an_unexpected_failure_is_a_bare_500_and_the_log_never_holds_the_key(
     deployment: Deployment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
-    from shared.ondemand import OnDemand
+    from shared.engine.operator import Operator
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("AccountKey=c2VjcmV0 leaked from somewhere")
 
-    monkeypatch.setattr(OnDemand, "list_copies", broken)
+    monkeypatch.setattr(Operator, "list_copies", broken)
     response = deployment.host.call_http(
         "list_copies", "GET", "https://snapcopy.example/api/copies?code=SECRET-KEY", params={"code": "SECRET-KEY"}
     )

@@ -10,7 +10,6 @@ import pytest
 
 from local.emulator.faults import Fault
 from shared.arm import ArmError
-from shared.reconcile import Reconciler
 from tests.conftest import Deployment
 from tests.test_functions import copies, disk_with_snapshots, jobs, run_until_done, snapshot_events
 
@@ -62,6 +61,6 @@ def test_an_event_that_keeps_failing_is_recorded_and_dropped_after_the_bound(dep
     assert "ServiceUnavailable" in row["LastError"] or "503" in row["LastError"]
     # the snapshot is not lost: the sweep lists the source and queues it
     deployment.world.clear_faults()
-    assert Reconciler(deployment.replicator).sweep().found == 1
+    assert deployment.replicator.sweep().found == 1
     run_until_done(deployment)
     assert sorted(row["State"] for row in jobs(deployment.store)) == ["succeeded", "succeeded"]

@@ -14,7 +14,6 @@ import pytest
 
 from shared.model import CopyState, Waiting
 from shared.progress import TARGET_APPEAR_GRACE
-from shared.reconcile import Reconciler
 from shared.store import WAIT_PREFIX
 from tests.conftest import Deployment
 from tests.test_functions import copies, disk_with_snapshots, jobs, run_until_done, snapshot_events
@@ -45,7 +44,7 @@ def test_a_queued_job_with_no_wait_marker_is_queued_again_by_the_sweep(deploymen
     )
     deployment.world.clock.advance(300)  # type: ignore[attr-defined]
     assert deployment.tick().started == 0  # nothing would ever start it
-    report = Reconciler(deployment.replicator).sweep()
+    report = deployment.replicator.sweep()
     assert report.stranded == 1 and "stranded=1" in report.summary()
     run_until_done(deployment)
     assert [row["State"] for row in jobs(deployment.store)] == ["succeeded", "succeeded"]
@@ -59,7 +58,7 @@ def test_a_head_pointing_at_a_copy_arm_does_not_have_is_settled_and_the_chain_mo
     (flight,) = load.in_flight
     deployment.fleet.delete_snapshot(str(flight.target_id))  # the copy ARM had is gone
     deployment.store.release_slot(load, flight)  # and nothing polls it any more
-    report = Reconciler(deployment.replicator).sweep()
+    report = deployment.replicator.sweep()
     assert report.orphans == 1
     deployment.tick(advance=TARGET_APPEAR_GRACE.total_seconds() + 60)
     first = deployment.store.load_job(flight.chain, flight.job_key)
@@ -110,7 +109,7 @@ def test_queued_jobs_left_below_the_watermark_are_skipped_with_the_reason_by_the
     assert head is not None and newer.state == CopyState.SUCCEEDED
     # a start's last batch of overtaken jobs never landed: a queued job below the watermark
     deployment.store.save_job(replace(older, state=CopyState.QUEUED, finished_at=None))
-    report = Reconciler(deployment.replicator).sweep()
+    report = deployment.replicator.sweep()
     assert report.stranded == 1
     again = deployment.store.load_job(chain, older.key)
     assert again is not None and again.state == CopyState.SKIPPED and "creation order" in again.reason

@@ -8,7 +8,6 @@ import pytest
 
 from shared.ids import ResourceGroupId, Scope
 from shared.model import CopyState
-from shared.reconcile import Reconciler
 from tests.builders import SUB
 from tests.conftest import Deployment
 from tests.test_functions import RG, copies, disk_with_snapshots, jobs, run_until_done, snapshot_events
@@ -36,10 +35,10 @@ def test_a_second_sweep_finds_nothing_and_writes_no_job(deployment: Deployment):
     disk_with_snapshots(deployment, "vm0-data0", 2)
     deployment.drain_events()
     scoped(deployment, f"/subscriptions/{SUB}/resourceGroups/{RG}")
-    first = Reconciler(deployment.replicator).sweep()
+    first = deployment.replicator.sweep()
     assert (first.scopes, first.listed, first.found) == (1, 2, 2)
     rows = jobs(deployment.store)
-    again = Reconciler(deployment.replicator).sweep()
+    again = deployment.replicator.sweep()
     assert (again.listed, again.found, again.errors) == (2, 0, [])
     assert jobs(deployment.store) == rows
 
@@ -49,7 +48,7 @@ def test_without_scopes_the_sweep_covers_the_subscriptions_chains_have_seen(depl
     deployment.deliver(snapshot_events(deployment))  # one disk heard of: its subscription is known
     disk_with_snapshots(deployment, "vm1-data0", 2)
     deployment.drain_events()  # a second disk in the same subscription, never heard of
-    report = Reconciler(deployment.replicator).sweep()
+    report = deployment.replicator.sweep()
     assert report.scopes == 1 and report.found == 2
     run_until_done(deployment)
     assert sorted(c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)) == [
@@ -67,7 +66,7 @@ def test_a_drifted_slot_counter_is_corrected(deployment: Deployment):
     assert load.in_flight_count == 1
     deployment.store.correct_counter(replace(load, in_flight=load.in_flight * 7))  # drift: 7 counted, 1 real
     assert deployment.store.load_region(region).in_flight_count == 7
-    report = Reconciler(deployment.replicator).sweep()
+    report = deployment.replicator.sweep()
     assert report.counters_fixed == 1 and deployment.store.load_region(region).in_flight_count == 1
 
 
@@ -80,7 +79,7 @@ def test_a_copy_nothing_polls_any_more_is_adopted_then_finished(deployment: Depl
     (flight,) = load.in_flight
     deployment.store.release_slot(load, flight)  # lost: the timer no longer sees the copy
     assert deployment.tick(advance=200).polled == 0
-    report = Reconciler(deployment.replicator).sweep()  # ARM says the copy finished meanwhile
+    report = deployment.replicator.sweep()  # ARM says the copy finished meanwhile
     assert report.orphans == 1
     run_until_done(deployment)
     assert [row["State"] for row in jobs(deployment.store)] == ["succeeded", "succeeded"]
@@ -93,7 +92,7 @@ def test_an_orphan_still_copying_gets_its_flight_back(deployment: Deployment):
     (region,) = deployment.store.list_regions()
     load = deployment.store.load_region(region)
     deployment.store.release_slot(load, load.in_flight[0])
-    assert Reconciler(deployment.replicator).sweep().orphans == 1
+    assert deployment.replicator.sweep().orphans == 1
     load = deployment.store.load_region(region)
     assert load.in_flight_count == 1 and load.in_flight[0].attempt == "sweep"
     run_until_done(deployment)
@@ -108,7 +107,7 @@ def test_starts_after_a_sweep_reuse_its_listing_instead_of_listing_groups_again(
     snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
     deployment.drain_events()  # every event lost: only the sweep knows these snapshots
     scoped(deployment, f"/subscriptions/{SUB}")
-    Reconciler(deployment.replicator).sweep()
+    deployment.replicator.sweep()
     listed, put = deployment.requests("LIST snapshots"), deployment.requests("PUT snapshot")
     deployment.tick(advance=60)
     assert deployment.requests("PUT snapshot") == put + 1  # the oldest started, from the sweep's listing

@@ -2,7 +2,7 @@
 
 Every request is validated completely (ids, regions, scopes, what ARM says about the
 source) before anything is written, then goes through the same engine as an event
-(`Replicator.enqueue`): the same chains, copy order and region cap. Refusals are raised
+(`Intake.enqueue`): the same chains, copy order and region cap. Refusals are raised
 as `Refused` (shared/errors.py) with a kind and a precise detail; the API answers each
 kind with its HTTP status, as a problem document.
 """
@@ -17,11 +17,12 @@ from datetime import timedelta
 
 from shared.arm import ArmError
 from shared.cursors import Cursor
+from shared.engine.intake import Intake
+from shared.engine.parts import Deps, Part
 from shared.errors import Refusal, Refused, conflict, unprocessable
 from shared.ids import ResourceId
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Job, Snapshot
 from shared.scheduler import CopyTo, NotYet, eligibility, ours_to_replace
-from shared.service import Replicator
 from shared.store import Conflict
 
 log = logging.getLogger("snapcopy")
@@ -93,14 +94,12 @@ class ChainStatus:
     queued: int
 
 
-class OnDemand:
-    """The operator's side of the engine; one per request, over the process's Replicator."""
+class Operator(Part):
+    """The operator's side of the engine: what the HTTP API asks, queued through the Intake."""
 
-    def __init__(self, replicator: Replicator) -> None:
-        self.replicator = replicator
-        self.settings = replicator.settings
-        self.store = replicator.store
-        self.arm = replicator.arm
+    def __init__(self, deps: Deps, intake: Intake) -> None:
+        super().__init__(deps)
+        self.intake = intake
 
     # --- requests that create copies -------------------------------------------------
 
@@ -135,7 +134,7 @@ class OnDemand:
         same = [region for region in regions if region not in decision.regions]
         if same and requested is not None:  # named by the caller; by default, the others are copied
             raise unprocessable(f"targetRegions: {snapshot_id} is already in {same[0]}; copy it to another region")
-        return Accepted(self.replicator.enqueue([snapshot], decision.regions), [])
+        return Accepted(self.intake.enqueue([snapshot], decision.regions), [])
 
     def backfill(self, disk_id: ResourceId, requested: Sequence[str] | None) -> Accepted:
         """Every existing incremental snapshot of a disk, queued oldest first.
@@ -172,7 +171,7 @@ class OnDemand:
             raise unprocessable(
                 f"sourceDiskId: none of the {len(mine)} snapshots of {disk_id} can be copied: {reasons}"
             )
-        copies = [pair for targets, snaps in copyable.items() for pair in self.replicator.enqueue(snaps, targets)]
+        copies = [pair for targets, snaps in copyable.items() for pair in self.intake.enqueue(snaps, targets)]
         return Accepted(copies, ignored)
 
     def _check_scope(self, resource: ResourceId) -> None:
@@ -219,9 +218,7 @@ class OnDemand:
         head = self._head(chain)
         if self._being_started(head, key):
             raise conflict(_SENDING)
-        cancelled = replace(
-            job, state=CopyState.CANCELLED, finished_at=self.replicator.clock(), reason="cancelled on request"
-        )
+        cancelled = replace(job, state=CopyState.CANCELLED, finished_at=self.clock(), reason="cancelled on request")
         try:
             self.store.save_chain(head, [cancelled])  # conditional on head and job
         except Conflict:
@@ -263,7 +260,7 @@ class OnDemand:
         stale = target is not None and (target.copy_error is not None or target.provisioning_state.lower() == "failed")
         if target is not None and not ours_to_replace(target, job):
             raise conflict(f"{job.target_id} exists and is not snapcopy's copy of {job.source_id}; rename or delete it")
-        now = self.replicator.clock()
+        now = self.clock()
         was = job.state.value + (f": {job.error.code}" if job.error else "")
         queued = replace(
             job,
@@ -285,7 +282,7 @@ class OnDemand:
             self._clear_failed_target(job)
         self.store.mark_waiting(head.region, chain, now, next_bytes=source.size_bytes or job.size_bytes)
         try:
-            self.replicator.start_waiting(chain, head.region)
+            self.intake.start_waiting(chain, head.region)
         except (ArmError, Conflict) as error:
             log.warning("%s re-queued; starting it failed for now (%s): the timer retries", chain.partition, error)
         log.info("copy re-queued on request: %s → %s", job.source_id, chain.region)

@@ -17,13 +17,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared.arm import ArmError
+from shared.engine.finishing import Finisher
+from shared.engine.intake import Intake
+from shared.engine.parts import Deps, Part
 from shared.engine.polling import rotated
 from shared.engine.reports import summary_line
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
 from shared.progress import Completed, Failed, assess_copy
 from shared.scheduler import CopyTo, arrival, eligibility
-from shared.service import Replicator
 from shared.store import Conflict, IndexEntry
 
 log = logging.getLogger("snapcopy")
@@ -52,27 +54,27 @@ class SweepReport:
         return summary_line(self)
 
 
-class Reconciler:
-    """Runs one sweep over the process's Replicator."""
+class Reconciler(Part):
+    """Runs the sweep: queues through the Intake what no event reported, finishes orphans
+    through the Finisher."""
 
-    def __init__(self, replicator: Replicator) -> None:
-        self.replicator = replicator
-        self.store = replicator.store
-        self.arm = replicator.arm
-        self.settings = replicator.settings
+    def __init__(self, deps: Deps, intake: Intake, finishing: Finisher) -> None:
+        super().__init__(deps)
+        self.intake = intake
+        self.finishing = finishing
 
     def sweep(self) -> SweepReport:
         """List the scopes and queue what no event reported, then repair state. Scopes
         past SWEEP_BUDGET are left for the next sweep; the repairs always run."""
         report = SweepReport()
-        began = self.replicator.clock()
+        began = self.clock()
         deadline = began + SWEEP_BUDGET
         for scope in rotated(self.scopes(), int(began.timestamp() // 3600)):
             report.scopes += 1
-            if self.replicator.clock() >= deadline:
+            if self.clock() >= deadline:
                 report.deferred += 1
                 continue
-            listed_at = self.replicator.clock()
+            listed_at = self.clock()
             try:
                 listed = self._list(scope)
             except ArmError as error:
@@ -80,7 +82,7 @@ class Reconciler:
                 log.error("sweep: cannot list %s: %s (the next sweep retries)", scope, error)
                 continue
             report.listed += len(listed)
-            self.replicator.listings.keep(scope, listed, listed_at)  # starts reuse it
+            self.listings.keep(scope, listed, listed_at)  # starts reuse it
             self._enqueue_missing(listed, report)
         self._repair_heads(report, self._repair_regions(report))
         if report.deferred:
@@ -130,7 +132,7 @@ class Reconciler:
                 if snapshot.order_key in known:
                     continue
                 try:
-                    job, created = self.replicator.arrive(snapshot, chain.region)
+                    job, created = self.intake.arrive(snapshot, chain.region)
                 except Conflict as error:
                     report.errors.append(f"{chain.partition}: {error}")
                     continue
@@ -223,7 +225,7 @@ class Reconciler:
         ]
         for job in stale:
             try:
-                self.store.save_job(arrival(replace(job, queued_at=self.replicator.clock()), current))
+                self.store.save_job(arrival(replace(job, queued_at=self.clock()), current))
             except Conflict:
                 continue
         if stale:
@@ -240,7 +242,7 @@ class Reconciler:
             return False
         if self.store.load_flight(head.region, head.key) is not None:
             return False
-        since = min(job.queued_at or self.replicator.clock() for job in queued)
+        since = min(job.queued_at or self.clock() for job in queued)
         self.store.mark_waiting(
             head.region, head.key, since, from_key=head.last_started_key, next_bytes=queued[0].size_bytes
         )
@@ -264,17 +266,17 @@ class Reconciler:
             source_id=job.source_id,
             target_id=job.target_id,
             phase=Phase.COPYING,
-            started_at=job.started_at or self.replicator.clock(),
+            started_at=job.started_at or self.clock(),
             attempt="sweep",
             percent=job.percent,
         )
         target = self.arm.get_snapshot(job.target_id)
-        outcome = assess_copy(flight, target, self.replicator.clock())
+        outcome = assess_copy(flight, target, self.clock())
         log.error("sweep: %s → %s was copying with nothing polling it: %s", job.source_id, job.target_id, outcome)
         if isinstance(outcome, Completed):
-            self.replicator.finish(flight, CopyState.SUCCEEDED, None)
+            self.finishing.finish(flight, CopyState.SUCCEEDED, None)
         elif isinstance(outcome, Failed):
-            self.replicator.finish(flight, CopyState.FAILED, outcome.error)
+            self.finishing.finish(flight, CopyState.FAILED, outcome.error)
         else:  # still copying (or just started and not listed yet): poll it again
             self.store.reserve_slot(self.store.load_region(head.region), flight, _UNLIMITED)
         return True
