@@ -237,6 +237,19 @@ class RegionLoad:
         return frozenset(flight.chain.family_id.lower() for flight in self.in_flight)
 
 
+@dataclass(frozen=True)
+class IndexEntry:
+    """What snapcopy decided about one snapshot id the first time it saw it."""
+
+    snapshot_id: ResourceId
+    kind: str  # "source" | "copy" | "ignored"
+    reason: str = ""
+    family_id: str = ""
+    regions: str = ""
+    unique_id: str = ""  # ARM's uniqueId: tells a recreated snapshot of the same name apart
+    recorded_at: datetime | None = None
+
+
 def target_snapshot_id(source: ResourceId, region: str, group: ResourceGroupId) -> ResourceId:
     """The copy's deterministic id: the same source and region always give the same name.
 

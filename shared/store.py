@@ -8,8 +8,9 @@ model mapping `tables/codec.py`: nothing outside `shared/tables/` sees a Partiti
 
 from __future__ import annotations
 
+from shared.model import IndexEntry
 from shared.tables.chains import ChainRows
-from shared.tables.codec import IndexEntry, MissingETag, chain_entity, head_entity, index_entity, job_entity
+from shared.tables.codec import MissingETag, chain_entity, head_entity, index_entity, job_entity
 from shared.tables.gateway import (
     CONFLICT_PAUSE,
     CONFLICT_PAUSE_MAX,

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.config import TargetResourceGroup
+from shared.dedupe import DEDUPE_WINDOW, handled_for, same_snapshot, seen_recently, started_recently
 from shared.ids import Scope
-from shared.model import CopyError, CopyState, Phase, RegionKey, Waiting
+from shared.model import CopyError, CopyState, IndexEntry, Phase, RegionKey, Waiting
 from shared.progress import (
     MAX_POLL_GAP,
     START_GRACE,
@@ -439,3 +440,20 @@ def test_a_copy_is_stuck_after_a_quiet_spell_and_free_again_on_progress():
     assert stuck_since(later, True, T0 + timedelta(hours=9), after) is None
     moved = replace(flight, progressed_at=T0 + timedelta(minutes=100))
     assert stuck_since(moved, False, T0 + timedelta(minutes=200), after) is None  # quiet since 100, not 0
+
+
+# --- dedupe -------------------------------------------------------------------------------------
+
+
+def test_a_report_seen_within_event_grids_retry_window_is_a_duplicate_and_a_reused_name_is_not():
+    (snap,) = family_snapshots(1)
+    entry = IndexEntry(snap.id, "source", unique_id="u1", recorded_at=T0, regions="westus3")
+    assert seen_recently(entry, T0 + DEDUPE_WINDOW - minutes(1)) and not seen_recently(entry, T0 + DEDUPE_WINDOW)
+    assert seen_recently(replace(entry, recorded_at=None), T0 + timedelta(days=30))  # rows from before times
+    assert same_snapshot(entry, replace(snap, unique_id="u1")) and not same_snapshot(
+        entry, replace(snap, unique_id="u2")
+    )
+    assert handled_for(entry, replace(snap, unique_id="u1"), "westus3")
+    assert not handled_for(entry, replace(snap, unique_id="u2"), "westus3")  # a new snapshot under the old name
+    assert not handled_for(entry, snap, "centralus")
+    assert started_recently(T0, T0 + minutes(5)) and not started_recently(None, T0)

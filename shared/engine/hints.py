@@ -11,11 +11,10 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from shared.dedupe import DEDUPE_WINDOW
 from shared.ids import ResourceGroupId, ResourceId
 from shared.model import RegionKey, RegionLoad
 
-# Event Grid retries a delivery for up to 24 hours: within that, a known id is a duplicate.
-DEDUPE_WINDOW = timedelta(hours=25)
 # Copies a process remembers starting (their write events then cost no Table read).
 STARTED_KEPT = 10_000
 # After this process saw a region at its cap, an arrival there is queued without trying

@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from shared.arm import ArmError
-from shared.engine.hints import DEDUPE_WINDOW
+from shared.dedupe import same_snapshot, seen_recently, started_recently
 from shared.engine.listings import Run
 from shared.engine.parts import Deps, Part
 from shared.engine.starting import Starter
@@ -83,11 +83,10 @@ class Intake(Part):
         if not self.settings.in_scope(snapshot_id):
             return "ignored: outside COPY_SOURCE_SCOPES"
         now = self.clock()
-        started = self.hints.started_at(snapshot_id)
-        if started is not None and now - started < DEDUPE_WINDOW:
+        if started_recently(self.hints.started_at(snapshot_id), now):
             return "already handled as copy"  # one of ours: the seen-index says the same
         known = self.store.get_index(snapshot_id)
-        if known is not None and (known.recorded_at is None or now - known.recorded_at < DEDUPE_WINDOW):
+        if known is not None and seen_recently(known, now):
             return f"already handled as {known.kind}"
         try:
             snapshot = self.arm.get_snapshot(snapshot_id)
@@ -99,7 +98,7 @@ class Intake(Part):
             return f"dropped: {error.code}"
         if snapshot is None:
             return "ignored: the snapshot no longer exists"
-        if known is not None and known.unique_id and known.unique_id == snapshot.unique_id:
+        if known is not None and same_snapshot(known, snapshot):
             self.store.put_index(replace(known, recorded_at=now))  # the same snapshot, written again
             return f"already handled as {known.kind}"
         return self.record(snapshot)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared.arm import ArmError
+from shared.dedupe import handled_for
 from shared.engine.finishing import Finisher
 from shared.engine.intake import Intake
 from shared.engine.parts import Deps, Part
@@ -122,7 +123,7 @@ class Reconciler(Part):
                 indexes[group] = self.store.index_of_group(group)
             entry = indexes[group].get(snapshot.id.name.lower())
             for region in decision.regions:
-                if _handled(entry, snapshot, region):
+                if handled_for(entry, snapshot, region):
                     continue
                 by_chain.setdefault(ChainKey(snapshot.family_id.lower(), region), []).append(snapshot)
         for chain, snapshots in sorted(by_chain.items(), key=lambda item: item[0].partition):
@@ -280,11 +281,3 @@ class Reconciler(Part):
         else:  # still copying (or just started and not listed yet): poll it again
             self.store.reserve_slot(self.store.load_region(head.region), flight, _UNLIMITED)
         return True
-
-
-def _handled(entry: IndexEntry | None, snapshot: Snapshot, region: str) -> bool:
-    """Whether the seen-index shows this very snapshot (same unique id) recorded as a
-    source for `region`: its event queued it there, so its chain has a job for it."""
-    if entry is None or entry.kind != "source" or region not in entry.regions.split(","):
-        return False
-    return not (entry.unique_id and snapshot.unique_id and entry.unique_id != snapshot.unique_id)

@@ -9,7 +9,6 @@ It must not do I/O: plain dicts in and out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,24 +16,11 @@ from azure.core import MatchConditions
 from azure.data.tables import UpdateMode
 
 from shared.ids import ResourceId, parse_resource_group
-from shared.model import ChainHead, ChainKey, CopyError, CopyState, InFlight, Job, Phase, RegionKey, Waiting
+from shared.model import ChainHead, ChainKey, CopyError, CopyState, IndexEntry, InFlight, Job, Phase, RegionKey, Waiting
 from shared.tables.keys import CHAINS, COUNTER, FLIGHT_PREFIX, HEAD, JOB_PREFIX, WAIT_PREFIX, index_partition
 
 Entity = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """What snapcopy decided about one snapshot id the first time it saw it."""
-
-    snapshot_id: ResourceId
-    kind: str  # "source" | "copy" | "ignored"
-    reason: str = ""
-    family_id: str = ""
-    regions: str = ""
-    unique_id: str = ""  # ARM's uniqueId: tells a recreated snapshot of the same name apart
-    recorded_at: datetime | None = None
 
 
 class MissingETag(ValueError):

@@ -8,7 +8,8 @@ from datetime import datetime
 from azure.data.tables import UpdateMode
 
 from shared.ids import ResourceGroupId, ResourceId
-from shared.tables.codec import IndexEntry, etag_of, index_entity, index_from
+from shared.model import IndexEntry
+from shared.tables.codec import etag_of, index_entity, index_from
 from shared.tables.gateway import TableGateway, retrying
 from shared.tables.keys import POISON, SAFE_KEY_RE, index_partition
 
