@@ -84,6 +84,25 @@ class Part:
         """A region as just read; the hints remember whether it was at the cap."""
         return self.hints.note_load(load, self.cap)
 
+    def heal_counter(self, load: RegionLoad, who: str) -> bool:
+        """Set a region's slot counter to the flight rows it counts, when they disagree (a
+        crash between two batches, a hand edit); True when it was corrected. A counter that
+        moved meanwhile is left alone: a live trigger is at work, and the next run looks again."""
+        if load.in_flight_count == len(load.in_flight):
+            return False
+        try:
+            self.store.correct_counter(load)
+        except Conflict:
+            return False
+        log.error(
+            "%s: %s counted %d copies in flight but tracks %d; corrected",
+            who,
+            load.key.partition,
+            load.in_flight_count,
+            len(load.in_flight),
+        )
+        return True
+
     def save_quietly(self, job: Job) -> None:
         """Write a job we read; if someone changed it meanwhile, theirs stands."""
         try:

@@ -132,19 +132,9 @@ class Poller(Part):
     def _healed(self, load: RegionLoad, report: TickReport) -> RegionLoad:
         """A slot counter that disagrees with the flight rows it counts (a crash between
         two batches, a hand edit) is set right before the tick relies on it."""
-        if load.in_flight_count == len(load.in_flight):
+        if not self.heal_counter(load, "tick"):
             return load
-        try:
-            self.store.correct_counter(load)
-        except Conflict:
-            return load  # it moved: a live trigger is at work; the next tick looks again
         report.healed += 1
-        log.error(
-            "tick: %s counted %d copies in flight but tracks %d; corrected",
-            load.key.partition,
-            load.in_flight_count,
-            len(load.in_flight),
-        )
         return self.store.load_flights(load.key)
 
     def _read_targets(self, group: ResourceGroupId, flights: list[InFlight]) -> dict[str, Snapshot | None]:

@@ -155,19 +155,7 @@ class Reconciler(Part):
         loads: dict[str, RegionLoad] = {}
         for region in self.store.list_regions():
             load = loads[region.partition] = self.store.load_region(region)
-            if load.in_flight_count == len(load.in_flight):
-                continue
-            try:
-                self.store.correct_counter(load)
-            except Conflict:
-                continue  # it moved: a live trigger is at work; the next sweep looks again
-            report.counters_fixed += 1
-            log.error(
-                "sweep: %s counted %d copies in flight but tracks %d; corrected",
-                region.partition,
-                load.in_flight_count,
-                len(load.in_flight),
-            )
+            report.counters_fixed += int(self.heal_counter(load, "sweep"))
         return loads
 
     def _repair_heads(self, report: SweepReport, loads: dict[str, RegionLoad]) -> None:
