@@ -166,7 +166,7 @@ class ArmCompute:
 
     def get_snapshot(self, snapshot_id: ResourceId) -> Snapshot | None:
         """The snapshot, or None if ARM says it does not exist."""
-        group = ResourceGroupId(snapshot_id.subscription, snapshot_id.resource_group)
+        group = snapshot_id.group
         try:
             body = self._read(snapshot_id.subscription, _url(f"{group}{_SNAPSHOTS}/{snapshot_id.name}"))
         except ArmError as error:

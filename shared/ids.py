@@ -73,6 +73,11 @@ class ResourceId:
         return hash(self._folded)
 
     @property
+    def group(self) -> ResourceGroupId:
+        """The resource group the resource lives in."""
+        return ResourceGroupId(self.subscription, self.resource_group)
+
+    @property
     def resource_group_key(self) -> str:
         """`sub:rg`, lower-cased: a readable Table key for the resource group."""
         return f"{self.subscription.lower()}:{self.resource_group.lower()}"

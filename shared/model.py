@@ -257,7 +257,7 @@ def target_snapshot_id(source: ResourceId, region: str, group: ResourceGroupId) 
     is added when copies share a resource group, so equal names from different groups
     cannot collide. Names stay within Azure's 80 characters.
     """
-    same_group = group == ResourceGroupId(source.subscription, source.resource_group)
+    same_group = group == source.group
     suffix = f"-{region}" if same_group else f"-{_short_hash(str(source).lower())}-{region}"
     stem = source.name
     if len(stem) + len(suffix) > _MAX_SNAPSHOT_NAME:

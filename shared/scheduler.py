@@ -109,13 +109,13 @@ def new_head(snapshot: Snapshot, region: str, target_group: TargetResourceGroup)
 
 def source_groups_of(snapshot: Snapshot) -> tuple[ResourceGroupId, ...]:
     """Where a family's snapshots are looked for: the snapshot's group and its disk's."""
-    groups = [ResourceGroupId(snapshot.id.subscription, snapshot.id.resource_group)]
+    groups = [snapshot.id.group]
     if snapshot.disk_id:
         try:
             disk = ResourceId.parse(snapshot.disk_id, kind="disks")
         except InvalidResourceId:
             return tuple(groups)
-        disk_group = ResourceGroupId(disk.subscription, disk.resource_group)
+        disk_group = disk.group
         if disk_group not in groups:
             groups.append(disk_group)
     return tuple(groups)

@@ -72,7 +72,7 @@ class Listings:
         if scope.resource_group is not None:
             groups[ResourceGroupId(scope.subscription, scope.resource_group)] = []
         for snapshot in snapshots:
-            groups.setdefault(group_of_snapshot(snapshot), []).append(snapshot)
+            groups.setdefault(snapshot.id.group, []).append(snapshot)
         with self._lock:
             for group, listed in groups.items():
                 current = self._cache.get(group)
@@ -125,7 +125,3 @@ class Run:
 def merge(entries: list[Listing]) -> Listing:
     """Several groups as one listing, as old as its oldest part."""
     return [snap for snapshots, _ in entries for snap in snapshots], min(at for _, at in entries)
-
-
-def group_of_snapshot(snapshot: Snapshot) -> ResourceGroupId:
-    return ResourceGroupId(snapshot.id.subscription, snapshot.id.resource_group)

@@ -16,7 +16,6 @@ from shared.backoff import GuardedArm
 from shared.config import Settings
 from shared.engine.hints import Hints
 from shared.engine.listings import Listings
-from shared.ids import ResourceGroupId, ResourceId
 from shared.model import Job, RegionLoad
 from shared.store import Conflict, StateStore
 
@@ -109,7 +108,3 @@ class Part:
             self.store.save_job(job)
         except Conflict:
             log.info("job %s changed concurrently; keeping the other writer's version", job.key)
-
-
-def group_of(resource: ResourceId) -> ResourceGroupId:
-    return ResourceGroupId(resource.subscription, resource.resource_group)

@@ -19,7 +19,7 @@ from shared.arm import ArmError
 from shared.backoff import BACKED_OFF
 from shared.engine.finishing import Finisher
 from shared.engine.listings import Run
-from shared.engine.parts import Deps, Part, group_of
+from shared.engine.parts import Deps, Part
 from shared.engine.reports import TickReport
 from shared.engine.starting import Starter
 from shared.ids import ResourceGroupId
@@ -90,7 +90,7 @@ class Poller(Part):
         report.stuck += sum(1 for flight in load.in_flight if flight not in due and flight.stuck_since is not None)
         by_group: dict[ResourceGroupId, list[InFlight]] = {}
         for flight in due:
-            by_group.setdefault(group_of(flight.target_id), []).append(flight)
+            by_group.setdefault(flight.target_id.group, []).append(flight)
         targets: dict[ResourceGroupId, dict[str, Snapshot | None]] = {}
         for group, flights in sorted(by_group.items(), key=lambda item: str(item[0])):
             if run.out_of_time(self.clock()):
@@ -109,7 +109,7 @@ class Poller(Part):
                 log.error("tick: cannot read copies in %s: %s (next tick retries)", group, error)
         handoffs: set[str] = set()  # chains whose copy ended with more queued: their next goes first
         for flight in due:
-            group = group_of(flight.target_id)
+            group = flight.target_id.group
             if group not in targets:
                 continue
             report.polled += 1

@@ -22,7 +22,7 @@ from datetime import datetime
 from shared.arm import ArmError
 from shared.engine.finishing import Finisher
 from shared.engine.listings import Run
-from shared.engine.parts import Deps, Part, group_of
+from shared.engine.parts import Deps, Part
 from shared.model import (
     SOURCE_TAG,
     ChainHead,
@@ -92,9 +92,7 @@ class Starter(Part):
         now = self.clock()
         plan = plan_chain(head, pending, now)
         if plan.needs_listing:
-            groups = {*head.source_groups} | {
-                group_of(job.source_id) for job in pending if job.state == CopyState.QUEUED
-            }
+            groups = {*head.source_groups} | {job.source_id.group for job in pending if job.state == CopyState.QUEUED}
             # a kept listing first; a fresh one only when that does not prove enough
             for read in (run.cached, lambda wanted: run.fresh(wanted, now)):
                 listing = read(groups)

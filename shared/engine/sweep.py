@@ -118,7 +118,7 @@ class Reconciler(Part):
             decision = eligibility(snapshot, self.settings.target_regions, self.settings.source_scopes)
             if not isinstance(decision, CopyTo) or snapshot.family_id is None:
                 continue
-            group = ResourceGroupId(snapshot.id.subscription, snapshot.id.resource_group)
+            group = snapshot.id.group
             if group not in indexes:
                 indexes[group] = self.store.index_of_group(group)
             entry = indexes[group].get(snapshot.id.name.lower())
