@@ -121,7 +121,7 @@ class Starter(Part):
                 head = self._note_listing(head, plan.listed_through)
             for job in plan.add:
                 log.info("listing found %s (its event was lost or late): queued for %s", job.source_id, chain.region)
-        checked = plan.check is not None and plan.start is None
+        checked = plan.check is not None  # plan_chain never asks for a check and a start at once
         if checked:
             plan, pending = self._check_source(head, pending, plan, now)
         if plan.start is None:
