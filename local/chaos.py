@@ -63,11 +63,11 @@ from local.emulator.faults import Answer, Fault
 from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
 from local.host import FunctionHost
+from local.tables import TableRows
 from shared import runtime
 from shared.arm import RETRY_SETTINGS, ArmError, ArmRetryPolicy
 from shared.config import load_settings
 from shared.service import Replicator
-from shared.store import StateStore
 
 SUBSCRIPTION = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
 SOURCE_REGION = "eastus2"
@@ -603,7 +603,7 @@ class ChaosRun:
         self.rng = random.Random(scenario.seed * 7919 + 17)
         self.result = ScenarioResult(scenario.seed, scenario.family)
         self.table = f"chaos{scenario.seed}x{uuid.uuid4().hex[:10]}"
-        self.checker = StateStore.from_connection_string(backend.connection_string, self.table)
+        self.checker = TableRows.from_connection_string(backend.connection_string, self.table)
         self.settings = load_settings(
             {
                 "COPY_TARGET_REGIONS": ",".join(scenario.regions),

@@ -33,7 +33,9 @@ from rich.table import Table
 from local.azurite import Azurite
 from local.fleet import Fleet
 from local.host import FunctionHost
+from local.tables import TableRows
 
+TABLE_NAME = "snapcopydemo"
 SUBSCRIPTION = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
 RESOURCE_GROUP = "demo-rg"
 SOURCE_REGION = "eastus2"
@@ -97,7 +99,7 @@ def configure_app(connection_string: str, emulator: Emulator) -> None:
         {
             "COPY_TARGET_REGIONS": TARGET_REGION,
             "STATE_CONNECTION_STRING": connection_string,
-            "STATE_TABLE_NAME": "snapcopydemo",
+            "STATE_TABLE_NAME": TABLE_NAME,
             "ARM_ENDPOINT": emulator.url,
             "ARM_CA_BUNDLE": emulator.ca_path,
             "POLL_SCHEDULE": "*/1 * * * * *",
@@ -200,7 +202,7 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
 
         # the app as deployed, but for its identity: the emulator's token, handed in
         runtime.install(runtime.build(load_settings(os.environ), credential=EmulatorCredential()))
-        store = runtime.replicator().store
+        table = TableRows.from_connection_string(azurite.connection_string, TABLE_NAME)
         fleet = Fleet(emulator.url, emulator.ca_path, SUBSCRIPTION)
         chains = take_snapshots(fleet)
         console.print(f"took {DISKS * SNAPSHOTS_PER_DISK} incremental snapshots of {DISKS} disks in {SOURCE_REGION}")
@@ -224,8 +226,8 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
                 host.run_timer()
                 for event in emulator.admin("GET", "events", params={"drain": "true"}):
                     host.deliver_event(event)  # our own copies' write events: the loop guard drops them
-                rows = store.rows("chain|")
-                done = chain_progress(rows, store.rows("region|"))
+                rows = table.rows("chain|")
+                done = chain_progress(rows, table.rows("region|"))
                 for disk, task in tasks.items():
                     snapshot_disk = next((key for key in done if key.endswith(disk.rsplit("/", 1)[-1])), None)
                     progress.update(task, completed=done.get(snapshot_disk or "", 0.0))
@@ -237,7 +239,7 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
                 if finished >= total:
                     break
                 time.sleep(1.0)
-        rows = store.rows("chain|")
+        rows = table.rows("chain|")
         console.print(summary_table(rows))
         problems = verify(chains, emulator.admin("GET", "copies"), emulator.admin("GET", "counters"))
         counters = emulator.admin("GET", "counters")

@@ -43,20 +43,23 @@ def build(
     clock: Clock = utc_now,
     arm_retry: dict[str, Any] | None = None,
     client_options: dict[str, Any] | None = None,
+    table_options: dict[str, Any] | None = None,
     credential: Any = None,
 ) -> Replicator:
     """Wire a Replicator from settings (tests pass their own clock and shorter ARM backoff;
     `client_options` go to both SDK clients: the benchmark turns off proxy lookups;
+    `table_options` to the Table client only: the harness's operation counter;
     `credential`: the offline world hands in the emulator's, which the settings cannot name)."""
     if settings.arm_ca_bundle is not None and not os.path.isfile(settings.arm_ca_bundle):
         raise ConfigError("ARM_CA_BUNDLE", settings.arm_ca_bundle, "the path of a PEM file that exists")
     credential = credential or credential_for(settings)
     options = client_options or {}
+    table = {**options, **(table_options or {})}
     if settings.connection_string:
-        store = StateStore.from_connection_string(settings.connection_string, settings.table_name, **options)
+        store = StateStore.from_connection_string(settings.connection_string, settings.table_name, **table)
     else:
         assert settings.table_endpoint is not None
-        store = StateStore.from_endpoint(settings.table_endpoint, settings.table_name, credential, **options)
+        store = StateStore.from_endpoint(settings.table_endpoint, settings.table_name, credential, **table)
     arm_options = {**(RETRY_SETTINGS if arm_retry is None else arm_retry), **options}
     arm = ArmCompute(
         credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle, client_options=arm_options

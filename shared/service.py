@@ -87,10 +87,6 @@ class Replicator(Part):
         """One reconciliation sweep (see Reconciler.sweep)."""
         return self.sweeper.sweep()
 
-    @property
-    def last_tick(self) -> TickReport:
-        return self.polling.last_tick
-
     def finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
         """Record a copy's end and free its slot (the sweep finishes orphans this way)."""
         self.finishing.finish(flight, state, error)

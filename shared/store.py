@@ -16,7 +16,6 @@ from shared.tables.gateway import (
     CONFLICT_PAUSE_MAX,
     CapacityExhausted,
     Conflict,
-    OperationCounter,
     retrying,
 )
 from shared.tables.index import IndexRows
@@ -31,7 +30,6 @@ __all__ = [
     "Conflict",
     "IndexEntry",
     "MissingETag",
-    "OperationCounter",
     "StateStore",
     "chain_entity",
     "head_entity",

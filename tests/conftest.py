@@ -19,6 +19,7 @@ from local.emulator.server import EmulatorServer
 from local.emulator.world import World
 from local.fleet import Fleet
 from local.host import FunctionHost
+from local.tables import TableOperations, TableRows
 from shared import runtime
 from shared.config import load_settings
 from shared.engine.reports import TickReport
@@ -44,8 +45,20 @@ def table_name() -> str:
 
 
 @pytest.fixture
-def store(storage_connection_string: str, table_name: str) -> StateStore:
-    return StateStore.from_connection_string(storage_connection_string, table_name)
+def table_operations() -> TableOperations:
+    """Counts the Table requests of the client it is handed to (from outside snapcopy)."""
+    return TableOperations()
+
+
+@pytest.fixture
+def table_rows(storage_connection_string: str, table_name: str) -> TableRows:
+    """The test's own look at the raw rows (a second client, not counted)."""
+    return TableRows.from_connection_string(storage_connection_string, table_name)
+
+
+@pytest.fixture
+def store(storage_connection_string: str, table_name: str, table_operations: TableOperations) -> StateStore:
+    return StateStore.from_connection_string(storage_connection_string, table_name, **table_operations.options())
 
 
 # --- the ARM emulator and a deployed snapcopy ------------------------------------------------
@@ -79,6 +92,9 @@ class Deployment:
     replicator: Replicator
     fleet: Fleet
     world: World
+    operations: TableOperations
+    table: TableRows
+    reports: list[TickReport]
 
     @property
     def store(self) -> StateStore:
@@ -93,6 +109,9 @@ class Deployment:
         for event in events:
             self.host.deliver_event(event)
 
+    def rows(self, partition_prefix: str) -> list[dict[str, Any]]:
+        return self.table.rows(partition_prefix)
+
     def drain_events(self) -> list[dict[str, Any]]:
         return self.world.events(drain=True)
 
@@ -103,7 +122,8 @@ class Deployment:
 
     @property
     def last_report(self) -> TickReport:
-        return self.replicator.last_tick
+        """What the last timer run reported (recorded as the triggers' call returns it)."""
+        return self.reports[-1] if self.reports else TickReport()
 
     def requests(self, key: str) -> int:
         return int(self.world.counters()["requests"].get(key, 0))
@@ -125,18 +145,39 @@ def app_settings(emulator: EmulatorServer, storage_connection_string: str, table
 
 @pytest.fixture
 def deployment(
-    emulator: EmulatorServer, world: World, app_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    emulator: EmulatorServer,
+    world: World,
+    app_settings: dict[str, str],
+    *,
+    table_operations: TableOperations,
+    table_rows: TableRows,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Deployment]:
     for name, value in app_settings.items():
         monkeypatch.setenv(name, value)
     replicator = runtime.build(
-        load_settings(os.environ), clock=world.clock.now, arm_retry=FAST_ARM_RETRY, credential=EmulatorCredential()
+        load_settings(os.environ),
+        clock=world.clock.now,
+        arm_retry=FAST_ARM_RETRY,
+        table_options=table_operations.options(),
+        credential=EmulatorCredential(),
     )
-    runtime.install(replicator)
+    reports: list[TickReport] = []
+    tick = replicator.tick
+
+    def recorded_tick() -> TickReport:
+        report = tick()
+        reports.append(report)
+        return report
+
     fleet = Fleet(emulator.url, str(emulator.ca_path), SUB)
-    try:
-        yield Deployment(FunctionHost(), replicator, fleet, world)
-    finally:
-        runtime.install(None)
-        fleet.close()
-        replicator.arm.close()
+    # a patch of its own, so that a test undoing its monkeypatch keeps the recording
+    with pytest.MonkeyPatch.context() as recording:
+        recording.setattr(replicator, "tick", recorded_tick)
+        runtime.install(replicator)
+        try:
+            yield Deployment(FunctionHost(), replicator, fleet, world, table_operations, table_rows, reports)
+        finally:
+            runtime.install(None)
+            fleet.close()
+            replicator.arm.close()

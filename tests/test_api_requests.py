@@ -61,7 +61,7 @@ def disk_id(name: str) -> str:
 
 def world_state(deployment: Deployment) -> tuple[str, int]:
     """Everything a request could have written: every table row, and ARM's PUT count."""
-    rows = sorted(json.dumps(row, sort_keys=True, default=str) for row in deployment.store.rows(""))
+    rows = sorted(json.dumps(row, sort_keys=True, default=str) for row in deployment.rows(""))
     return "\n".join(rows), deployment.requests("PUT snapshot")
 
 
@@ -77,11 +77,11 @@ def test_a_requested_copy_starts_at_once_and_a_repeat_creates_nothing(deployment
     assert copy["created"] is True and copy["state"] == "copying" and copy["targetRegion"] == "westus3"
     assert headers["Location"] == f"/api/copies/{copy['copyId']}"
     assert body["ignored"] == []
-    rows, puts = len(jobs(deployment.store)), deployment.requests("PUT snapshot")
+    rows, puts = len(jobs(deployment)), deployment.requests("PUT snapshot")
     status, _, again = post(deployment, {"sourceSnapshotId": snap.lower(), "targetRegions": ["WestUS3"]})
     assert status == 202 and [c["created"] for c in again["copies"]] == [False]
     assert again["copies"][0]["copyId"] == copy["copyId"]
-    assert len(jobs(deployment.store)) == rows and deployment.requests("PUT snapshot") == puts
+    assert len(jobs(deployment)) == rows and deployment.requests("PUT snapshot") == puts
     run_until_done(deployment)
     status, _, done = call(deployment, "get_copy", "GET", copy=copy["copyId"])
     assert status == 200 and done["state"] == "succeeded"
@@ -136,7 +136,7 @@ def test_backfill_copies_every_existing_snapshot_in_order_through_the_timer(depl
     status, _, again = post(deployment, {"sourceDiskId": disk_id("vm1-data0"), "targetRegions": ["westus3"]})
     assert status == 200 and not any(c["created"] for c in again["copies"])
     assert {c["state"] for c in again["copies"]} == {"succeeded"}
-    assert len(jobs(deployment.store)) == 5 and deployment.requests("PUT snapshot") == before[1]
+    assert len(jobs(deployment)) == 5 and deployment.requests("PUT snapshot") == before[1]
 
 
 def test_backfill_finds_snapshots_kept_in_other_resource_groups_and_of_deleted_disks(deployment: Deployment):
@@ -204,7 +204,7 @@ def test_a_source_outside_the_scopes_is_refused_before_arm_is_asked(deployment: 
     gets = deployment.requests("GET snapshot")
     status, _, body = post(deployment, {"sourceSnapshotId": snap})
     assert status == 422 and "outside COPY_SOURCE_SCOPES" in body["detail"]
-    assert deployment.requests("GET snapshot") == gets and jobs(deployment.store) == []
+    assert deployment.requests("GET snapshot") == gets and jobs(deployment) == []
 
 
 def test_arm_trouble_is_a_5xx_that_says_nothing_was_recorded(deployment: Deployment):
@@ -218,7 +218,7 @@ def test_arm_trouble_is_a_5xx_that_says_nothing_was_recorded(deployment: Deploym
     deployment.world.add_fault(Fault(method="GET", kind="snapshot", status=403, error_code="AuthorizationFailed"))
     status, _, body = post(deployment, {"sourceSnapshotId": snap})
     assert status == 502 and "AuthorizationFailed" in body["detail"]
-    assert jobs(deployment.store) == []
+    assert jobs(deployment) == []
 
 
 # --- arbitrary input --------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from local.emulator.faults import Fault
 from shared.ids import ResourceId
 from shared.model import CopyState
 from shared.progress import START_GRACE
-from shared.store import StateStore
 from tests.builders import SUB
 from tests.conftest import Deployment
 
@@ -29,8 +28,8 @@ def snapshot_events(deployment: Deployment) -> list[dict[str, Any]]:
     return [e for e in deployment.drain_events() if "/snapshots/" in e["subject"]]
 
 
-def jobs(store: StateStore) -> list[dict[str, Any]]:
-    return [row for row in store.rows("chain|") if row["RowKey"].startswith("job|")]
+def jobs(deployment: Deployment) -> list[dict[str, Any]]:
+    return [row for row in deployment.rows("chain|") if row["RowKey"].startswith("job|")]
 
 
 def copies(deployment: Deployment) -> list[dict[str, Any]]:
@@ -46,7 +45,7 @@ def run_until_done(deployment: Deployment, *, step: float = 30.0, limit: int = 6
     for _ in range(limit):
         deployment.tick(advance=step)
         deployment.deliver(deployment.drain_events())  # our copies' own events come back too
-        rows = jobs(deployment.store)
+        rows = jobs(deployment)
         if rows and all(row["State"] not in ("queued", "copying") for row in rows):
             return
     raise AssertionError("copies did not finish")
@@ -90,9 +89,9 @@ def test_own_copy_write_event_costs_no_table_read_in_the_process_that_started_it
     disk_with_snapshots(deployment, "vm0-data0", 1)
     deployment.deliver(snapshot_events(deployment))
     own = snapshot_events(deployment)
-    operations = deployment.store.operations.total
+    operations = deployment.operations.total
     deployment.deliver(own)
-    assert deployment.store.operations.total == operations
+    assert deployment.operations.total == operations
     assert len(copies(deployment)) == 1
     # other processes know it from the seen-index, written when the copy started
     (copy,) = copies(deployment)
@@ -168,10 +167,10 @@ def test_a_start_records_its_listing_in_the_commit_without_a_write_of_its_own(de
     """The listing a start needed is noted on the head by the start's own commit batch,
     not by a write of its own: the flight's phase is the start's only single update."""
     disk_with_snapshots(deployment, "vm0-data0", 1)
-    updates = deployment.store.operations.by_kind.get("update", 0)
+    updates = deployment.operations.by_kind.get("update", 0)
     deployment.deliver(snapshot_events(deployment))
     assert len(copies(deployment)) == 1
-    assert deployment.store.operations.by_kind.get("update", 0) == updates + 1
+    assert deployment.operations.by_kind.get("update", 0) == updates + 1
     (chain,) = deployment.store.list_chains()
     head = deployment.store.load_head(chain)
     assert head is not None and head.listed_through is not None and head.copying_key
@@ -187,7 +186,7 @@ def test_timer_reads_progress_with_one_list_per_target_group(deployment: Deploym
     assert report.polled == 3
     assert deployment.requests("LIST snapshots") == lists + 1
     assert deployment.requests("GET snapshot") == gets
-    flights = [row for row in deployment.store.rows("region|") if row["RowKey"].startswith("flight|")]
+    flights = [row for row in deployment.rows("region|") if row["RowKey"].startswith("flight|")]
     assert len(flights) == 3 and all(0 < row["Percent"] < 100 for row in flights)
 
 
@@ -237,7 +236,7 @@ def test_a_snapshot_arriving_behind_its_disks_copy_in_flight_reads_no_slot(
     second = deployment.fleet.take_snapshot(disk, "vm0-s1", "eastus2")
     deployment.deliver(snapshot_events(deployment))
     assert reads == []
-    assert [row["State"] for row in sorted(jobs(deployment.store), key=lambda row: row["RowKey"])] == [
+    assert [row["State"] for row in sorted(jobs(deployment), key=lambda row: row["RowKey"])] == [
         "copying",
         "queued",
     ]
@@ -316,7 +315,7 @@ def test_deleted_source_fails_its_copy_with_the_reason_and_the_chain_moves_on(de
     report = deployment.tick(advance=5)
     assert report.failed == 1 and report.started == 1
     run_until_done(deployment)
-    states = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment.store)}
+    states = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment)}
     assert states["vm0-data0-s0"]["State"] == "failed"
     assert states["vm0-data0-s0"]["ErrorCode"] == "CopySourceNotFound"
     assert states["vm0-data0-s1"]["State"] == "succeeded"
@@ -326,7 +325,7 @@ def test_throttled_copystart_is_retried_later_and_then_succeeds(deployment: Depl
     disk_with_snapshots(deployment, "vm0-data0", 1)
     deployment.world.add_fault(Fault(method="PUT", kind="snapshot", status=429, retry_after=0, count=3))
     deployment.deliver(snapshot_events(deployment))
-    (row,) = jobs(deployment.store)
+    (row,) = jobs(deployment)
     assert row["State"] == "queued" and row["Attempts"] == 1 and row["ErrorCode"] == "TooManyRequests"
     assert copies(deployment) == []
     run_until_done(deployment)
@@ -364,7 +363,7 @@ def test_process_dying_after_the_put_does_not_copy_twice(deployment: Deployment,
     assert len(copies(deployment)) == 1
     run_until_done(deployment)
     assert len(copies(deployment)) == 1 and copies(deployment)[0]["state"] == "succeeded"
-    (row,) = jobs(deployment.store)
+    (row,) = jobs(deployment)
     assert row["State"] == CopyState.SUCCEEDED.value
 
 
@@ -386,9 +385,9 @@ def test_in_flight_rows_are_the_only_rows_the_timer_reads(deployment: Deployment
     disk_with_snapshots(deployment, "vm0-data0", 3)
     deployment.deliver(snapshot_events(deployment))
     run_until_done(deployment)
-    before = deployment.store.operations.total
+    before = deployment.operations.total
     deployment.tick(advance=30)
-    idle_cost = deployment.store.operations.total - before
+    idle_cost = deployment.operations.total - before
     assert idle_cost <= 3  # the directory, the region's flights, its waiting chains
     assert SUB  # the subscription every test uses
 
@@ -455,7 +454,7 @@ def test_copystart_404_about_something_else_than_the_source_fails_with_arms_code
     disk_with_snapshots(deployment, "vm0-data0", 2)
     deployment.world.add_fault(Fault(method="PUT", kind="snapshot", status=404, error_code="ResourceGroupNotFound"))
     deployment.deliver(snapshot_events(deployment))
-    first = jobs(deployment.store)[0]
+    first = jobs(deployment)[0]
     assert first["State"] == "failed" and first["ErrorCode"] == "ResourceGroupNotFound"
     run_until_done(deployment)  # the chain moved on to the next snapshot
     assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["vm0-data0-s1"]
@@ -463,10 +462,10 @@ def test_copystart_404_about_something_else_than_the_source_fails_with_arms_code
 
 def table_end_state(deployment: Deployment) -> None:
     """Nothing left half-done: no job pending, no head copying, no slot held or counted."""
-    rows = deployment.store.rows("chain|")
+    rows = deployment.rows("chain|")
     assert [r["RowKey"] for r in rows if r["RowKey"].startswith("job|") and r["State"] in ("queued", "copying")] == []
     assert [r["PartitionKey"] for r in rows if r["RowKey"] == "head" and r["CopyingKey"]] == []
-    region = deployment.store.rows("region|")
+    region = deployment.rows("region|")
     assert [r["RowKey"] for r in region if r["RowKey"].startswith("flight|")] == []
     assert all(r["InFlight"] == 0 for r in region if r["RowKey"] == "counter")
 
@@ -481,7 +480,7 @@ def test_process_dying_after_the_put_is_confirmed_by_the_tick_with_the_watermark
         deployment.deliver(snapshot_events(deployment))
     monkeypatch.undo()
     deployment.tick(advance=5)  # the target exists: the tick commits what the dead run could not
-    head = next(r for r in deployment.store.rows("chain|") if r["RowKey"] == "head")
+    head = next(r for r in deployment.rows("chain|") if r["RowKey"] == "head")
     assert head["LastStartedKey"].endswith("vm0-data0-s0") and head["CopyingKey"] == head["LastStartedKey"]
     run_until_done(deployment)
     assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
@@ -535,7 +534,7 @@ def test_a_tick_finishing_a_copy_before_its_start_is_committed_does_not_undo_any
     real_commit(*late[0])  # the slow handler finally commits, with what it read before
     run_until_done(deployment)
     assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
-    head = next(r for r in deployment.store.rows("chain|") if r["RowKey"] == "head")
+    head = next(r for r in deployment.rows("chain|") if r["RowKey"] == "head")
     assert head["LastStartedKey"].endswith("vm0-data0-s1")
     table_end_state(deployment)
 
@@ -550,7 +549,7 @@ def test_a_recreated_snapshot_with_a_reused_name_is_not_reported_as_copied(deplo
     deployment.fleet.take_snapshot(disk, "vm0-monday", "eastus2")
     deployment.deliver(snapshot_events(deployment))
     run_until_done(deployment)
-    rows = sorted(jobs(deployment.store), key=lambda r: r["RowKey"])
+    rows = sorted(jobs(deployment), key=lambda r: r["RowKey"])
     assert [r["State"] for r in rows] == ["succeeded", "failed"]
     assert rows[1]["ErrorCode"] == "TargetNameTaken"
     assert len(copies(deployment)) == 1
@@ -605,7 +604,7 @@ def test_a_committed_copy_whose_flight_never_said_so_cannot_strand_the_chain(
     assert lost and lost[0].phase.value == "copying"
     deployment.fleet.client.snapshots.begin_delete(RG, "vm0-data0-s0-westus3").result()  # someone deletes the copy
     run_until_done(deployment)
-    states = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment.store)}
+    states = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment)}
     assert states["vm0-data0-s0"]["State"] == "failed" and states["vm0-data0-s0"]["ErrorCode"] == "TargetNotFound"
     assert states["vm0-data0-s1"]["State"] == "succeeded"
     table_end_state(deployment)

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
 
 
 def states(deployment: Deployment) -> list[str]:
-    return [row["State"] for row in jobs(deployment.store)]
+    return [row["State"] for row in jobs(deployment)]
 
 
 def in_order(deployment: Deployment, disk: str) -> list[str]:
@@ -99,7 +99,7 @@ def test_every_answer_arm_may_give_to_a_copystart_is_taken_as_accepted(deploymen
     disk_with_snapshots(deployment, "vm0-data0", 1)
     deployment.world.add_fault(Fault("PUT", "snapshot", answer=answer))
     deployment.deliver(snapshot_events(deployment))  # raises nothing out of the trigger
-    (row,) = jobs(deployment.store)
+    (row,) = jobs(deployment)
     assert row["State"] == "copying" and row["Attempts"] == 0
     run_until_done(deployment)
     assert states(deployment) == ["succeeded"] and len(copies(deployment)) == 1
@@ -152,7 +152,7 @@ def test_a_throttled_subscription_is_left_alone_for_the_rest_of_the_tick(deploym
     assert asked <= 4  # the finished copy's GET, one PUT with the SDK's own retries: then a pause
     report = deployment.last_report
     assert (report.completed, report.started, report.deferred) == (1, 0, 1)
-    tried = [row for row in jobs(deployment.store) if row["Attempts"]]
+    tried = [row for row in jobs(deployment) if row["Attempts"]]
     assert len(tried) == 1  # the other chains spent no attempt on a subscription ARM throttles
     deployment.world.clear_faults()
     deployment.advance(120)  # past the pause
@@ -188,7 +188,7 @@ def test_a_snapshot_arm_shows_without_time_created_is_read_again_never_recorded(
     assert snapshot is not None
     with pytest.raises(SourceNotSettled):  # the event fails: Event Grid delivers it again
         deployment.replicator.record(replace(snapshot, time_created=None))
-    assert deployment.store.get_index(snapshot.id) is None and jobs(deployment.store) == []
+    assert deployment.store.get_index(snapshot.id) is None and jobs(deployment) == []
     deployment.deliver(snapshot_events(deployment))  # the redelivery reads it whole
     run_until_done(deployment)
     assert states(deployment) == ["succeeded"]

@@ -118,4 +118,4 @@ def test_bug_b_a_sweep_dying_after_queueing_does_not_strand_the_job(deployment: 
     deployment.host.run_timer(function="sweep_sources")  # the next sweep
     for _ in range(10):
         deployment.tick(advance=60)
-    assert [row["State"] for row in jobs(deployment.store)] == ["succeeded"]
+    assert [row["State"] for row in jobs(deployment)] == ["succeeded"]

@@ -56,11 +56,11 @@ def test_an_event_that_keeps_failing_is_recorded_and_dropped_after_the_bound(dep
     deployment.deliver(snapshot_events(deployment))  # other events are not held up meanwhile
     assert [c["source_id"].rsplit("/", 1)[-1] for c in copies(deployment)] == ["vm1-data0-s0"]
     assert deployment.host.deliver_event(poison) is None  # third failure: recorded, dropped, not raised
-    (row,) = deployment.store.rows("poison")
+    (row,) = deployment.rows("poison")
     assert row["Attempts"] == 3 and row["Poisoned"] is True and row["EventId"] == poison["id"]
     assert "ServiceUnavailable" in row["LastError"] or "503" in row["LastError"]
     # the snapshot is not lost: the sweep lists the source and queues it
     deployment.world.clear_faults()
     assert deployment.replicator.sweep().found == 1
     run_until_done(deployment)
-    assert sorted(row["State"] for row in jobs(deployment.store)) == ["succeeded", "succeeded"]
+    assert sorted(row["State"] for row in jobs(deployment)) == ["succeeded", "succeeded"]

@@ -62,10 +62,10 @@ def check_invariants(deployment: Deployment, expected: dict[str, list[str]]) -> 
                 f"{chain}: two copies in flight at once"
             )
     assert deployment.refusals() == {}, "the emulator refused a copy: snapcopy broke an Azure rule"
-    rows = deployment.store.rows("chain|")
+    rows = deployment.rows("chain|")
     assert [r["RowKey"] for r in rows if r["RowKey"].startswith("job|") and r["State"] != "succeeded"] == []
     assert [r["PartitionKey"] for r in rows if r["RowKey"] == "head" and r["CopyingKey"]] == []
-    slots = deployment.store.rows("region|")
+    slots = deployment.rows("region|")
     assert [r["RowKey"] for r in slots if r["RowKey"].startswith("flight|")] == [], "a slot is still held"
     assert all(r["InFlight"] == 0 for r in slots if r["RowKey"] == "counter"), "a region slot leaked"
 

@@ -47,7 +47,7 @@ def test_a_queued_job_with_no_wait_marker_is_queued_again_by_the_sweep(deploymen
     report = deployment.replicator.sweep()
     assert report.stranded == 1 and "stranded=1" in report.summary()
     run_until_done(deployment)
-    assert [row["State"] for row in jobs(deployment.store)] == ["succeeded", "succeeded"]
+    assert [row["State"] for row in jobs(deployment)] == ["succeeded", "succeeded"]
 
 
 def test_a_head_pointing_at_a_copy_arm_does_not_have_is_settled_and_the_chain_moves_on(deployment: Deployment):
@@ -65,7 +65,7 @@ def test_a_head_pointing_at_a_copy_arm_does_not_have_is_settled_and_the_chain_mo
     assert first is not None and first.state == CopyState.FAILED and first.error is not None
     assert first.error.code in ("TargetNotFound", "CopyCancelled") and first.reason
     run_until_done(deployment)
-    assert [row["State"] for row in jobs(deployment.store)][-1] == "succeeded"  # the chain moved on
+    assert [row["State"] for row in jobs(deployment)][-1] == "succeeded"  # the chain moved on
 
 
 def test_a_wait_marker_with_no_queued_job_is_dropped_by_the_tick(deployment: Deployment):
@@ -73,14 +73,14 @@ def test_a_wait_marker_with_no_queued_job_is_dropped_by_the_tick(deployment: Dep
     deployment.deliver(snapshot_events(deployment))
     run_until_done(deployment)
     (region,) = deployment.store.list_regions()
-    (row,) = jobs(deployment.store)
+    (row,) = jobs(deployment)
     chain = deployment.store.list_chains()[0]
     deployment.store.set_waiting(Waiting(region, chain, deployment.world.clock.now()))
     assert deployment.store.load_region(region).waiting
     report = deployment.tick(advance=60)
     assert report.waiting == 1 and report.started == 0
     assert not deployment.store.load_region(region).waiting
-    assert not [r for r in deployment.store.rows("region|") if r["RowKey"].startswith(WAIT_PREFIX)]
+    assert not [r for r in deployment.rows("region|") if r["RowKey"].startswith(WAIT_PREFIX)]
     assert row["State"] == "succeeded"
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from local.tables import TableOperations, TableRows
 from shared.ids import ResourceId
 from shared.model import CopyState, Job, Phase, RegionKey, Waiting
 from shared.store import (
@@ -155,15 +156,17 @@ def test_region_directory_lists_every_registered_partition(store: StateStore):
     assert [key.region for key in store.list_regions()] == ["centralus", "westus3"]
 
 
-def test_queries_are_parameterised_so_hostile_keys_are_data(store: StateStore):
+def test_queries_are_parameterised_so_hostile_keys_are_data(store: StateStore, table_rows: TableRows):
     hostile = ResourceId(SUB, "rg", "snapshots", "x")
     store.put_index(IndexEntry(hostile, "ignored", "' or PartitionKey ne '"))
-    rows = store.rows("snap|")
+    rows = table_rows.rows("snap|")
     assert len(rows) == 1 and rows[0]["Reason"] == "' or PartitionKey ne '"
-    assert store.rows("' or '1' eq '1") == []
+    assert table_rows.rows("' or '1' eq '1") == []
 
 
-def test_heads_and_queued_jobs_of_every_chain_come_from_one_query_each(store: StateStore):
+def test_heads_and_queued_jobs_of_every_chain_come_from_one_query_each(
+    store: StateStore, table_operations: TableOperations
+):
     """The sweep's view of all chains costs a query (page), not a read per chain."""
     families = [family_snapshots(3) for _ in range(5)]
     for snaps in families:
@@ -171,10 +174,10 @@ def test_heads_and_queued_jobs_of_every_chain_come_from_one_query_each(store: St
         jobs = [arrive(store, job_for(snap)) for snap in snaps]
         store.save_job(replace(jobs[0], state=CopyState.SUCCEEDED))
     store.put_index(IndexEntry(ResourceId(SUB, "rg", "snapshots", "other"), "ignored"))  # another partition
-    before = store.operations.total
+    before = table_operations.total
     heads = store.list_heads()
     queued = store.queued_by_chain()
-    assert store.operations.total - before == 2
+    assert table_operations.total - before == 2
     assert sorted(head.key.partition for head in heads) == sorted(job_for(s[0]).chain.partition for s in families)
     assert [head.key.partition for head in heads] == sorted(head.key.partition for head in heads)
     for snaps in families:
@@ -209,7 +212,7 @@ def test_a_wait_marker_keeps_the_earliest_watermark_and_a_release_can_set_or_dro
 
 
 def test_the_queue_is_read_with_its_head_in_one_query_when_the_low_key_is_at_or_below_the_watermark(
-    store: StateStore,
+    store: StateStore, table_operations: TableOperations
 ):
     snaps = family_snapshots(4)
     head = store.create_head(head_for(snaps[0]))
@@ -219,9 +222,9 @@ def test_the_queue_is_read_with_its_head_in_one_query_when_the_low_key_is_at_or_
     expected = [job.key for job in store.load_pending(head)]
     assert expected == [job.key for job in jobs[1:]]
     for low, reads in ((jobs[0].key, 1), (watermark, 1), (jobs[2].key, 2)):  # above it: a second read
-        before = store.operations.total
+        before = table_operations.total
         loaded, pending = store.load_queue(head.key, low)
-        assert store.operations.total - before == reads
+        assert table_operations.total - before == reads
         assert loaded is not None and loaded.last_started_key == watermark
         assert [job.key for job in pending] == expected
 
@@ -230,7 +233,7 @@ def test_the_queue_is_read_with_its_head_in_one_query_when_the_low_key_is_at_or_
 
 
 def test_a_start_overtaking_more_jobs_than_one_transaction_holds_commits_atomically_then_the_rest(
-    store: StateStore,
+    store: StateStore, table_operations: TableOperations
 ):
     snaps = family_snapshots(130, every_minutes=1)
     head = store.create_head(head_for(snaps[0]))
@@ -246,7 +249,7 @@ def test_a_start_overtaking_more_jobs_than_one_transaction_holds_commits_atomica
     )
     after = store.list_jobs(head.key)
     assert [job.state for job in after] == [CopyState.SKIPPED] * 129 + [CopyState.COPYING]
-    assert store.operations.by_kind["batch"] >= 3  # one atomic batch of 100, then the rest
+    assert table_operations.by_kind["batch"] >= 3  # one atomic batch of 100, then the rest
 
 
 def test_a_batch_over_the_transaction_limit_is_refused_never_split(store: StateStore):

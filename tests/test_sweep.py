@@ -25,7 +25,7 @@ def test_a_disk_whose_every_event_was_lost_is_found_and_copied_in_order(deployme
     deployment.drain_events()  # every event lost
     scoped(deployment, f"/subscriptions/{SUB}")
     deployment.host.run_timer(function="sweep_sources")
-    assert len(jobs(deployment.store)) == 3
+    assert len(jobs(deployment)) == 3
     run_until_done(deployment)
     assert [c["source_id"].lower() for c in copies(deployment)] == [s.lower() for s in snaps]
     assert deployment.refusals() == {}
@@ -37,10 +37,10 @@ def test_a_second_sweep_finds_nothing_and_writes_no_job(deployment: Deployment):
     scoped(deployment, f"/subscriptions/{SUB}/resourceGroups/{RG}")
     first = deployment.replicator.sweep()
     assert (first.scopes, first.listed, first.found) == (1, 2, 2)
-    rows = jobs(deployment.store)
+    rows = jobs(deployment)
     again = deployment.replicator.sweep()
     assert (again.listed, again.found, again.errors) == (2, 0, [])
-    assert jobs(deployment.store) == rows
+    assert jobs(deployment) == rows
 
 
 def test_without_scopes_the_sweep_covers_the_subscriptions_chains_have_seen(deployment: Deployment):
@@ -82,7 +82,7 @@ def test_a_copy_nothing_polls_any_more_is_adopted_then_finished(deployment: Depl
     report = deployment.replicator.sweep()  # ARM says the copy finished meanwhile
     assert report.orphans == 1
     run_until_done(deployment)
-    assert [row["State"] for row in jobs(deployment.store)] == ["succeeded", "succeeded"]
+    assert [row["State"] for row in jobs(deployment)] == ["succeeded", "succeeded"]
     assert [c["state"] for c in copies(deployment)] == ["succeeded", "succeeded"]
 
 
@@ -96,7 +96,7 @@ def test_an_orphan_still_copying_gets_its_flight_back(deployment: Deployment):
     load = deployment.store.load_region(region)
     assert load.in_flight_count == 1 and load.in_flight[0].attempt == "sweep"
     run_until_done(deployment)
-    (row,) = jobs(deployment.store)
+    (row,) = jobs(deployment)
     assert row["State"] == CopyState.SUCCEEDED.value
     assert deployment.store.load_region(region).in_flight_count == 0
 

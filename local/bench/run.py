@@ -30,6 +30,7 @@ from local.emulator.events import RequestInfo
 from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
 from local.host import FunctionHost
+from local.tables import TableOperations
 from shared import runtime
 from shared.arm import RETRY_SETTINGS, ArmCompute
 from shared.config import load_settings
@@ -89,11 +90,13 @@ class Snapcopy:
             }
         )
         policy = VirtualSleepRetry(backend.clock, **RETRY_SETTINGS)
+        self.operations = TableOperations()
         self.replicator: Replicator = runtime.build(
             settings,
             clock=backend.clock.now,
             arm_retry={"retry_policy": policy},
             client_options=CLIENT_OPTIONS,
+            table_options=self.operations.options(),
             credential=EmulatorCredential(),
         )
         # a second view of the table for the harness's own reads (not counted against snapcopy)
@@ -114,7 +117,7 @@ class Snapcopy:
         self._installed().run_timer(function="sweep_sources")
 
     def table_operations(self) -> dict[str, int]:
-        counter = self.replicator.store.operations
+        counter = self.operations
         return {"total": counter.total, **dict(sorted(counter.by_kind.items()))}
 
     def settled(self) -> bool:
@@ -137,7 +140,10 @@ class Naive:
             ca_bundle=backend.ca_path,
             client_options={"retry_policy": policy, **CLIENT_OPTIONS},
         )
-        client = TableClient.from_connection_string(backend.connection_string, table, **CLIENT_OPTIONS)
+        self.operations = TableOperations()
+        client = TableClient.from_connection_string(
+            backend.connection_string, table, **CLIENT_OPTIONS, **self.operations.options()
+        )
         self.replicator = NaiveReplicator(client, arm, TARGET_REGION, cap, backend.clock.now)
         self.checker = TableClient.from_connection_string(backend.connection_string, table)
 
@@ -151,7 +157,7 @@ class Naive:
         self.replicator.sweep()
 
     def table_operations(self) -> dict[str, int]:
-        counter = self.replicator.operations
+        counter = self.operations
         return {"total": counter.total, **dict(sorted(counter.by_kind.items()))}
 
     def settled(self) -> bool:

@@ -46,7 +46,6 @@ class Poller(Part):
         super().__init__(deps)
         self.starting = starting
         self.finishing = finishing
-        self.last_tick = TickReport()
 
     def tick(self) -> TickReport:
         """Poll every copy in flight, finish what finished, start what may start.
@@ -73,7 +72,6 @@ class Poller(Part):
                 report.deferred,
             )
         log.info("tick: %s", report.summary())
-        self.last_tick = report
         return report
 
     def _tick_region(self, region: RegionKey, run: Run, report: TickReport) -> None:

@@ -36,9 +36,7 @@ class ChainRows(TableGateway):
 
         The chain's directory row is written first, so a crash in between leaves at worst
         a directory row without a head (which readers skip), never a head nobody lists."""
-        self.ensure_table()
-        self.operations.add("upsert")
-        self._table.upsert_entity(chain_entity(head), mode=UpdateMode.REPLACE)
+        self._upsert(chain_entity(head))
         try:
             etag = self._create(head_entity(head), f"create head {head.key.partition}")
         except Conflict:

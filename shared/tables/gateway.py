@@ -9,6 +9,7 @@ It must not know what a row means: the repositories and the codec do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -36,26 +37,13 @@ class CapacityExhausted(Exception):
     """The region partition has no free slot."""
 
 
-class OperationCounter:
-    """Counts Table operations (benchmarks report them per completed copy)."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.by_kind: dict[str, int] = {}
-
-    def add(self, kind: str, count: int = 1) -> None:
-        self.total += count
-        self.by_kind[kind] = self.by_kind.get(kind, 0) + count
-
-
 class TableGateway:
     """One Table, created on first use; the repositories build on it."""
 
-    def __init__(self, table: TableClient, *, counter: OperationCounter | None = None) -> None:
+    def __init__(self, table: TableClient) -> None:
         self._table = table
         self._ready = False
         self._registered: set[str] = set()  # region partitions this process wrote to the directory
-        self.operations = counter or OperationCounter()
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str, **client_options: Any) -> Self:
@@ -71,16 +59,12 @@ class TableGateway:
         """Create the table on first use (idempotent, once per process)."""
         if self._ready:
             return
-        try:
+        with contextlib.suppress(ResourceExistsError):
             self._table.create_table()
-            self.operations.add("create_table")
-        except ResourceExistsError:
-            pass
         self._ready = True
 
     def _get(self, partition: str, row: str) -> Any | None:
         self.ensure_table()
-        self.operations.add("get")
         try:
             return self._table.get_entity(partition, row)
         except ResourceNotFoundError:
@@ -93,7 +77,6 @@ class TableGateway:
         self.ensure_table()
         pages = self._table.query_entities(query_filter, parameters=parameters, select=select).by_page()
         for page in pages:
-            self.operations.add("query")
             yield from page
 
     def _transact(self, operations: list[tuple[Any, ...]], what: str) -> list[Any]:
@@ -103,7 +86,6 @@ class TableGateway:
         if len(operations) > BATCH_LIMIT:
             raise ValueError(f"{what}: {len(operations)} operations exceed a transaction's {BATCH_LIMIT}")
         self.ensure_table()
-        self.operations.add("batch")
         try:
             return list(self._table.submit_transaction(operations))  # type: ignore[arg-type]
         except TableTransactionError as error:
@@ -114,7 +96,6 @@ class TableGateway:
     def _update(self, entity: Entity, etag: str | None, what: str) -> str | None:
         """Replace a row we read, if unchanged (ETag); its new ETag back, or `Conflict`."""
         self.ensure_table()
-        self.operations.add("update")
         try:
             metadata = self._table.update_entity(entity, mode=UpdateMode.REPLACE, **conditional(etag, what))
         except (ResourceModifiedError, ResourceNotFoundError) as error:
@@ -129,7 +110,6 @@ class TableGateway:
     def _create(self, entity: Entity, what: str) -> str | None:
         """Insert a row that must not exist yet; its ETag back, or `Conflict`."""
         self.ensure_table()
-        self.operations.add("create")
         try:
             metadata = self._table.create_entity(entity)
         except ResourceExistsError as error:
@@ -137,13 +117,10 @@ class TableGateway:
         etag = (metadata or {}).get("etag")
         return str(etag) if etag else None
 
-    def rows(self, partition_prefix: str) -> list[Entity]:
-        """Raw rows whose PartitionKey starts with a prefix (diagnostics and tests)."""
-        rows = self._query(
-            "PartitionKey ge @low and PartitionKey lt @high",
-            {"low": partition_prefix, "high": partition_prefix + "\x7f"},
-        )
-        return [dict(row) for row in rows]
+    def _upsert(self, entity: Entity) -> None:
+        """Insert or replace a row whatever it holds (rows only one writer ever changes)."""
+        self.ensure_table()
+        self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
 
 def retrying(action: Callable[[], T], attempts: int = 5) -> T:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from azure.data.tables import UpdateMode
-
 from shared.ids import ResourceGroupId, ResourceId
 from shared.model import IndexEntry
 from shared.tables.codec import etag_of, index_entity, index_from
@@ -30,9 +28,7 @@ class IndexRows(TableGateway):
         return {row["RowKey"]: index_from(row) for row in rows}
 
     def put_index(self, entry: IndexEntry) -> None:
-        self.ensure_table()
-        self.operations.add("upsert")
-        self._table.upsert_entity(index_entity(entry), mode=UpdateMode.REPLACE)
+        self._upsert(index_entity(entry))
 
     def note_event_failure(self, event_id: str, subject: str, error: str, now: datetime, *, poisoned_at: int) -> int:
         """Count one more failed delivery of an event; returns how many so far. At

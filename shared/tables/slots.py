@@ -33,7 +33,6 @@ class SlotRows(TableGateway):
         if region.partition in self._registered:
             return
         self.ensure_table()
-        self.operations.add("upsert")
         self._table.upsert_entity(
             {
                 "PartitionKey": DIRECTORY,
@@ -176,7 +175,6 @@ class SlotRows(TableGateway):
                 self._create(entity, "wait")
                 return
             except Conflict:
-                self.operations.add("update")
                 touch = {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "Touched": since}
                 try:
                     self._table.update_entity(touch, mode=UpdateMode.MERGE)
@@ -187,14 +185,11 @@ class SlotRows(TableGateway):
 
     def set_waiting(self, marker: Waiting) -> None:
         """Set the chain's place in line (by its oldest queued job), whatever it was."""
-        self.ensure_table()
-        self.operations.add("upsert")
-        self._table.upsert_entity(wait_entity(marker), mode=UpdateMode.REPLACE)
+        self._upsert(wait_entity(marker))
 
     def clear_waiting(self, waiting: Waiting) -> None:
         """Drop the marker unless someone touched it since we read it."""
         self.ensure_table()
-        self.operations.add("delete")
         try:
             self._table.delete_entity(
                 waiting.region.partition,
