@@ -24,10 +24,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.arm import ComputeApi
-from shared.backoff import GuardedArm
 from shared.config import Settings
+from shared.engine.backoff import GuardedArm
+from shared.engine.caches import Caches
 from shared.engine.finishing import Finisher
-from shared.engine.hints import Hints
 from shared.engine.intake import Intake
 from shared.engine.listings import Listings
 from shared.engine.operator import Operator
@@ -48,9 +48,10 @@ class Replicator(Part):
     dependencies (settings, store, arm, clock, listings) are the parts' own."""
 
     def __init__(self, settings: Settings, store: StateStore, arm: ComputeApi, clock: Clock = utc_now) -> None:
-        guarded = arm if isinstance(arm, GuardedArm) else GuardedArm(arm, clock)
+        caches = Caches(clock)
+        guarded = GuardedArm(arm, caches, clock)
         # listings go through the gate: a paused subscription is not listed either
-        super().__init__(Deps(settings, store, guarded, clock, Hints(clock), Listings(guarded, clock)))
+        super().__init__(Deps(settings, store, guarded, clock, caches, Listings(guarded, caches, clock)))
         self.finishing = Finisher(self.deps)
         self.starting = Starter(self.deps, self.finishing)
         self.polling = Poller(self.deps, self.starting, self.finishing)

@@ -18,7 +18,7 @@ import pytest
 
 from local.emulator.faults import Answer, Fault
 from shared.arm import ArmError
-from shared.backoff import BACKED_OFF
+from shared.engine.backoff import BACKED_OFF
 from shared.engine.intake import SourceNotSettled
 from shared.ids import ResourceId
 from shared.model import CopyState

@@ -89,7 +89,7 @@ class Finisher(Part):
             if current is None or current.attempt != flight.attempt:
                 return
             self.store.release_slot(load, current)
-            self.hints.freed(flight.region)
+            self.caches.freed(flight.region)
 
         retrying(release)
 
@@ -118,7 +118,7 @@ class Finisher(Part):
             drop = waiting if not left else None
             if current is not None and current.attempt == flight.attempt:
                 self.store.release_slot(load, current, wait=wait, drop=drop)
-                self.hints.freed(flight.region)
+                self.caches.freed(flight.region)
             elif wait is not None:
                 self.store.set_waiting(wait)
             elif drop is not None:

@@ -83,7 +83,7 @@ class Intake(Part):
         if not self.settings.in_scope(snapshot_id):
             return "ignored: outside COPY_SOURCE_SCOPES"
         now = self.clock()
-        if started_recently(self.hints.started_at(snapshot_id), now):
+        if started_recently(self.caches.started_at(snapshot_id), now):
             return "already handled as copy"  # one of ours: the seen-index says the same
         known = self.store.get_index(snapshot_id)
         if known is not None and seen_recently(known, now):
@@ -141,7 +141,7 @@ class Intake(Part):
         # it when it ends, or the timer gives it a slot when one comes free
         if busy:
             return f"{region}: queued behind the copy in flight"
-        if self.hints.seen_full(job.region):
+        if self.caches.seen_full(job.region):
             return f"{region}: queued (the region is at its cap)"
         try:
             started, _ = self.starting.advance(job.chain, job.region, run)
@@ -166,7 +166,9 @@ class Intake(Part):
         key = snapshot.order_key  # the key its job has
         first, existing = self.store.load_head_and_job(template.key, key)
         if first is None:
-            self.store.register_region(template.region)
+            if not self.caches.registered(template.region):
+                self.store.register_region(template.region)
+                self.caches.note_registered(template.region)
             first = self.store.create_head(template)
         known = [(first, existing)]  # the first attempt uses this read; a retry reads again
 

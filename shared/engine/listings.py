@@ -7,12 +7,12 @@ proves that something is gone.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.arm import ArmError, ComputeApi
+from shared.engine.caches import Caches, Listing
 from shared.ids import ResourceGroupId, Scope
 from shared.model import Snapshot
 
@@ -22,8 +22,6 @@ EVENT_LIST_INTERVAL = timedelta(seconds=10)
 # hourly sweep, whose listing of every source scope refreshes them. The scheduler asks
 # for a fresh one whenever a snapshot is newer than what a listing vouches for.
 LISTING_KEEP = timedelta(minutes=90)
-
-Listing = tuple[list[Snapshot], datetime]
 
 
 class Listings:
@@ -36,17 +34,13 @@ class Listings:
     listing held no snapshot when it was taken.
     """
 
-    def __init__(self, arm: ComputeApi, clock: Callable[[], datetime]) -> None:
+    def __init__(self, arm: ComputeApi, caches: Caches, clock: Callable[[], datetime]) -> None:
         self._arm = arm
+        self._caches = caches  # where the listings are kept
         self._clock = clock
-        self._lock = threading.Lock()
-        self._cache: dict[ResourceGroupId, Listing] = {}
-        self._subscriptions: dict[str, datetime] = {}  # lower-case id -> when listed whole
 
     def cached(self, group: ResourceGroupId) -> Listing | None:
-        with self._lock:
-            entry = self._cache.get(group)
-            whole = self._subscriptions.get(group.subscription.lower())
+        entry, whole = self._caches.listing(group)
         if whole is not None and (entry is None or entry[1] < whole):
             entry = ([], whole)  # not in the subscription's newer listing: empty then
         if entry is None or self._clock() - entry[1] > LISTING_KEEP:
@@ -62,8 +56,7 @@ class Listings:
                 raise
             snapshots = []  # the group is gone, and every snapshot in it
         entry = (snapshots, listed_at)
-        with self._lock:
-            self._cache[group] = entry
+        self._caches.keep_listing(group, entry)
         return entry
 
     def keep(self, scope: Scope, snapshots: Iterable[Snapshot], listed_at: datetime) -> None:
@@ -73,14 +66,10 @@ class Listings:
             groups[ResourceGroupId(scope.subscription, scope.resource_group)] = []
         for snapshot in snapshots:
             groups.setdefault(snapshot.id.group, []).append(snapshot)
-        with self._lock:
-            for group, listed in groups.items():
-                current = self._cache.get(group)
-                if current is None or current[1] <= listed_at:
-                    self._cache[group] = (listed, listed_at)
-            if scope.resource_group is None:
-                key = scope.subscription.lower()
-                self._subscriptions[key] = max(listed_at, self._subscriptions.get(key, listed_at))
+        for group, listed in groups.items():
+            self._caches.keep_listing(group, (listed, listed_at), if_newer=True)
+        if scope.resource_group is None:
+            self._caches.keep_whole(scope.subscription, listed_at)
 
 
 @dataclass

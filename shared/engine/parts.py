@@ -1,7 +1,7 @@
 """What every part of the engine shares: its dependencies, and a few words they all use.
 
 `Deps` is built once per process (service.Replicator) and handed to each part; a part
-reads `settings`, `store`, `arm`, `clock`, `hints` and `listings` through it, so a test
+reads `settings`, `store`, `arm`, `clock`, `caches` and `listings` through it, so a test
 that swaps the settings of a running Replicator changes them for every part at once.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shared.backoff import GuardedArm
 from shared.config import Settings
-from shared.engine.hints import Hints
+from shared.engine.backoff import GuardedArm
+from shared.engine.caches import Caches
 from shared.engine.listings import Listings
 from shared.model import Job, RegionLoad
 from shared.store import Conflict, StateStore
@@ -36,7 +36,7 @@ class Deps:
     store: StateStore
     arm: GuardedArm
     clock: Clock
-    hints: Hints
+    caches: Caches
     listings: Listings
 
 
@@ -68,8 +68,8 @@ class Part:
         return self.deps.clock
 
     @property
-    def hints(self) -> Hints:
-        return self.deps.hints
+    def caches(self) -> Caches:
+        return self.deps.caches
 
     @property
     def listings(self) -> Listings:
@@ -80,8 +80,8 @@ class Part:
         return self.settings.max_copies_per_region
 
     def note_load(self, load: RegionLoad) -> RegionLoad:
-        """A region as just read; the hints remember whether it was at the cap."""
-        return self.hints.note_load(load, self.cap)
+        """A region as just read; the caches remember whether it was at the cap."""
+        return self.caches.note_load(load, self.cap)
 
     def heal_counter(self, load: RegionLoad, who: str) -> bool:
         """Set a region's slot counter to the flight rows it counts, when they disagree (a

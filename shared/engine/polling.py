@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from shared.arm import ArmError
-from shared.backoff import BACKED_OFF
+from shared.engine.backoff import BACKED_OFF
 from shared.engine.finishing import Finisher
 from shared.engine.listings import Run
 from shared.engine.parts import Deps, Part
@@ -139,10 +139,10 @@ class Poller(Part):
         """The due copies' targets in one group, by name, at the fewest ARM requests: one
         GET each while that costs no more than listing the group (its LIST pages, as the
         group's last listing showed), else one LIST for them all."""
-        if len(flights) <= self.hints.list_pages.get(group, 1):
+        if len(flights) <= self.caches.list_pages(group):
             return {flight.target_id.name.lower(): self.arm.get_snapshot(flight.target_id) for flight in flights}
         listed = self.arm.list_snapshots(group)
-        self.hints.list_pages[group] = max(1, math.ceil(len(listed) / ARM_LIST_PAGE))
+        self.caches.note_list_pages(group, math.ceil(len(listed) / ARM_LIST_PAGE))
         found: dict[str, Snapshot | None] = {snap.id.name.lower(): snap for snap in listed}
         for flight in flights:  # a LIST may lag behind writes: only a GET says a copy is gone
             name = flight.target_id.name.lower()

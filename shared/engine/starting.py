@@ -157,7 +157,7 @@ class Starter(Part):
             self.finishing.hand_back(flight)
             return False, fresh()
         self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
-        self.hints.remember_copy(job.target_id, now)
+        self.caches.remember_copy(job.target_id, now)
         # what this run just read and wrote is what the commit needs, unless the plan
         # changed other rows of the chain (then the commit reads them again)
         known = None if plan.add or checked else Known(head, current, tuple(pending))

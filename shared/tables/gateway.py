@@ -43,7 +43,6 @@ class TableGateway:
     def __init__(self, table: TableClient) -> None:
         self._table = table
         self._ready = False
-        self._registered: set[str] = set()  # region partitions this process wrote to the directory
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str, **client_options: Any) -> Self:

@@ -28,10 +28,8 @@ class SlotRows(TableGateway):
     """Slots (`region|<sub>|<region>`) and the `regions` directory the timer walks."""
 
     def register_region(self, region: RegionKey) -> None:
-        """Record a region partition in the directory the timer walks (once per process:
-        the row is never removed, and every new chain would write it again)."""
-        if region.partition in self._registered:
-            return
+        """Record a region partition in the directory the timer walks (idempotent; the row
+        is never removed, so the engine writes it once per process)."""
         self.ensure_table()
         self._table.upsert_entity(
             {
@@ -42,7 +40,6 @@ class SlotRows(TableGateway):
             },
             mode=UpdateMode.MERGE,
         )
-        self._registered.add(region.partition)
 
     def list_regions(self) -> list[RegionKey]:
         rows = self._query("PartitionKey eq @pk", {"pk": DIRECTORY})

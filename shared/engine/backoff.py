@@ -5,16 +5,19 @@ a 429, every further call to that subscription would wait out the same backoff a
 per waiting chain, in a tick with a ten-minute timeout). `GuardedArm` remembers the
 subscription until ARM's Retry-After has passed (or THROTTLE_PAUSE without one) and
 refuses calls to it at once, without a request; the next run after that asks again.
+The pauses are kept with the process's other memories (`caches.Caches`).
+
+It must not retry, sleep or decide what a refusal means for a copy: the parts do.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from shared.arm import ArmError, ComputeApi
+from shared.engine.caches import Caches
 from shared.ids import ResourceGroupId, ResourceId
 from shared.model import Snapshot
 
@@ -31,12 +34,10 @@ BACKED_OFF = "SubscriptionBackedOff"
 class GuardedArm:
     """The ComputeApi every trigger uses: the real client behind a per-subscription pause."""
 
-    def __init__(self, arm: ComputeApi, clock: Callable[[], datetime]) -> None:
+    def __init__(self, arm: ComputeApi, caches: Caches, clock: Callable[[], datetime]) -> None:
         self._arm = arm
+        self._caches = caches  # the pauses and failure counts live with the process's other memories
         self._clock = clock
-        self._lock = threading.Lock()
-        self._paused: dict[str, datetime] = {}  # lower-case subscription -> until
-        self._failures: dict[str, int] = {}
 
     @property
     def inner(self) -> ComputeApi:
@@ -44,8 +45,7 @@ class GuardedArm:
 
     def paused_until(self, subscription: str) -> datetime | None:
         """When ARM may be asked again about `subscription` (None: now)."""
-        with self._lock:
-            until = self._paused.get(subscription.lower())
+        until = self._caches.paused_until(subscription)
         return until if until is not None and until > self._clock() else None
 
     def _call(self, subscription: str, action: Callable[[], T]) -> T:
@@ -59,24 +59,26 @@ class GuardedArm:
                 429,
                 retry_after=wait,
             )
-        key = subscription.lower()
         try:
             result = action()
         except ArmError as error:
-            self._note(key, error)
+            self._note(subscription, error)
             raise
-        with self._lock:
-            self._failures.pop(key, None)
+        self._caches.note_success(subscription)
         return result
 
-    def _note(self, key: str, error: ArmError) -> None:
+    def _note(self, subscription: str, error: ArmError) -> None:
+        """Pause the subscription after a 429, or after FAILURES_BEFORE_PAUSE failures in a
+        row (5xx or no answer); any other answer breaks the run of failures."""
         failing = error.status is None or error.status >= 500
-        with self._lock:
-            failures = self._failures[key] = self._failures.get(key, 0) + 1 if failing else 0
-            if error.throttled or failures >= FAILURES_BEFORE_PAUSE:
-                pause = timedelta(seconds=error.retry_after) if error.retry_after else THROTTLE_PAUSE
-                self._paused[key] = self._clock() + max(pause, timedelta(seconds=1))
-                self._failures.pop(key, None)
+        if failing:
+            failures = self._caches.note_failure(subscription)
+        else:
+            failures = 0
+            self._caches.note_success(subscription)
+        if error.throttled or failures >= FAILURES_BEFORE_PAUSE:
+            pause = timedelta(seconds=error.retry_after) if error.retry_after else THROTTLE_PAUSE
+            self._caches.pause(subscription, self._clock() + max(pause, timedelta(seconds=1)))
 
     # --- ComputeApi ----------------------------------------------------------------------
 
