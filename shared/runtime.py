@@ -57,9 +57,10 @@ def build(
     table = {**options, **(table_options or {})}
     if settings.connection_string:
         store = StateStore.from_connection_string(settings.connection_string, settings.table_name, **table)
-    else:
-        assert settings.table_endpoint is not None
+    elif settings.table_endpoint is not None:
         store = StateStore.from_endpoint(settings.table_endpoint, settings.table_name, credential, **table)
+    else:
+        raise ConfigError("STATE_CONNECTION_STRING", "", "a connection string, or STATE_TABLE_ENDPOINT")
     arm_options = {**(RETRY_SETTINGS if arm_retry is None else arm_retry), **options}
     arm = ArmCompute(
         credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle, client_options=arm_options

@@ -20,6 +20,7 @@ from shared.engine.starting import Starter
 from shared.events import Malformed, NotOurs, parse_event
 from shared.ids import ResourceId
 from shared.model import ChainHead, ChainKey, CopyState, Job, RegionKey, Snapshot
+from shared.poison import EventFailure, failed_again
 from shared.scheduler import CopyTo, NotYet, arrival, eligibility, new_head, new_job, source_groups_of
 from shared.store import Conflict, IndexEntry, retrying
 
@@ -46,27 +47,40 @@ class Intake(Part):
         try:
             return self._handle_event(event)
         except Exception as error:
+            event_id = str(getattr(event, "id", "") or "")
+            subject = str(getattr(event, "subject", "") or "")
             try:
-                attempts = self.store.note_event_failure(
-                    str(getattr(event, "id", "") or ""),
-                    str(getattr(event, "subject", "") or ""),
-                    f"{type(error).__name__}: {error}",
-                    self.clock(),
-                    poisoned_at=self.settings.max_event_attempts,
-                )
+                failure = self._count_failure(event_id, subject, f"{type(error).__name__}: {error}")
             except Exception:
-                log.exception("could not record the failure of event %r", getattr(event, "id", ""))
+                log.exception("could not record the failure of event %r", event_id)
                 raise error from None
-            if attempts < self.settings.max_event_attempts:
+            if not failure.poisoned:
                 raise
             log.error(
                 "event %r (%s) failed %d times; dropped (the sweep will find its snapshot): %s",
-                getattr(event, "id", ""),
-                getattr(event, "subject", ""),
-                attempts,
+                event_id,
+                subject,
+                failure.attempts,
                 error,
             )
-            return f"poisoned after {attempts} attempts"
+            return f"poisoned after {failure.attempts} attempts"
+
+    def _count_failure(self, event_id: str, subject: str, error: str) -> EventFailure:
+        """Record one more failed delivery (the `poison` rows operators look at)."""
+
+        def count() -> EventFailure:
+            failure = failed_again(
+                self.store.load_event_failure(event_id),
+                event_id,
+                subject,
+                error,
+                self.clock(),
+                poisoned_at=self.settings.max_event_attempts,
+            )
+            self.store.save_event_failure(failure)
+            return failure
+
+        return retrying(count)
 
     def _handle_event(self, event: Any) -> str:
         observation = parse_event(event)
@@ -174,7 +188,8 @@ class Intake(Part):
 
         def arrive() -> tuple[Job, bool, ChainHead]:
             head, existing = known.pop() if known else self.store.load_head_and_job(template.key, key)
-            assert head is not None
+            if head is None:  # gone since it was created: `retrying` reads again
+                raise Conflict(f"head {template.key.partition} is missing")
             if existing is not None:
                 return existing, False, head
             candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())

@@ -41,7 +41,8 @@ class ChainRows(TableGateway):
             etag = self._create(head_entity(head), f"create head {head.key.partition}")
         except Conflict:
             loaded = self.load_head(head.key)
-            assert loaded is not None
+            if loaded is None:  # created and gone again meanwhile: the caller reads again
+                raise Conflict(f"head {head.key.partition} changed while it was created") from None
             return loaded
         return replace(head, etag=etag)
 

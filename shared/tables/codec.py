@@ -17,7 +17,18 @@ from azure.data.tables import UpdateMode
 
 from shared.ids import ResourceId, parse_resource_group
 from shared.model import ChainHead, ChainKey, CopyError, CopyState, IndexEntry, InFlight, Job, Phase, RegionKey, Waiting
-from shared.tables.keys import CHAINS, COUNTER, FLIGHT_PREFIX, HEAD, JOB_PREFIX, WAIT_PREFIX, index_partition
+from shared.poison import EventFailure
+from shared.tables.keys import (
+    CHAINS,
+    COUNTER,
+    FLIGHT_PREFIX,
+    HEAD,
+    JOB_PREFIX,
+    POISON,
+    WAIT_PREFIX,
+    index_partition,
+    poison_key,
+)
 
 Entity = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -263,4 +274,34 @@ def flight_from(region: RegionKey, entity: Any) -> InFlight:
         stuck_since=moment(entity.get("StuckSince")),
         next_poll_at=moment(entity.get("NextPollAt")),
         etag=etag_of(entity),
+    )
+
+
+def failure_entity(failure: EventFailure) -> Entity:
+    """A poison row; text cut to what a Table property holds comfortably."""
+    return {
+        "PartitionKey": POISON,
+        "RowKey": poison_key(failure.event_id),
+        "EventId": failure.event_id[:256],
+        "Subject": failure.subject[:512],
+        "Attempts": failure.attempts,
+        "FirstFailedAt": failure.first_failed_at,
+        "LastFailedAt": failure.last_failed_at,
+        "LastError": failure.last_error[:1000],
+        "Poisoned": failure.poisoned,
+    }
+
+
+def failure_from(event_id: str, entity: Any) -> EventFailure:
+    """A poison row read back (the event id as delivered: the row may hold it cut)."""
+    last = moment(entity.get("LastFailedAt")) or datetime.min.replace(tzinfo=UTC)
+    return EventFailure(
+        event_id,
+        str(entity.get("Subject", "")),
+        int(entity.get("Attempts", 0)),
+        moment(entity.get("FirstFailedAt")) or last,
+        last,
+        str(entity.get("LastError", "")),
+        bool(entity.get("Poisoned", False)),
+        etag_of(entity),
     )

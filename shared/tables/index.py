@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime
-
 from shared.ids import ResourceGroupId, ResourceId
 from shared.model import IndexEntry
-from shared.tables.codec import etag_of, index_entity, index_from
-from shared.tables.gateway import TableGateway, retrying
-from shared.tables.keys import POISON, SAFE_KEY_RE, index_partition
+from shared.poison import EventFailure
+from shared.tables.codec import failure_entity, failure_from, index_entity, index_from
+from shared.tables.gateway import TableGateway
+from shared.tables.keys import POISON, index_partition, poison_key
 
 
 class IndexRows(TableGateway):
@@ -30,29 +28,15 @@ class IndexRows(TableGateway):
     def put_index(self, entry: IndexEntry) -> None:
         self._upsert(index_entity(entry))
 
-    def note_event_failure(self, event_id: str, subject: str, error: str, now: datetime, *, poisoned_at: int) -> int:
-        """Count one more failed delivery of an event; returns how many so far. At
-        `poisoned_at` the row is marked poisoned (what operators look for)."""
-        key = event_id if SAFE_KEY_RE.fullmatch(event_id) else hashlib.sha256(event_id.encode()).hexdigest()
+    def load_event_failure(self, event_id: str) -> EventFailure | None:
+        entity = self._get(POISON, poison_key(event_id))
+        return None if entity is None else failure_from(event_id, entity)
 
-        def count() -> int:
-            row = self._get(POISON, key)
-            attempts = (int(row.get("Attempts", 0)) if row is not None else 0) + 1
-            entity = {
-                "PartitionKey": POISON,
-                "RowKey": key,
-                "EventId": event_id[:256],
-                "Subject": subject[:512],
-                "Attempts": attempts,
-                "FirstFailedAt": row.get("FirstFailedAt") if row is not None else now,
-                "LastFailedAt": now,
-                "LastError": error[:1000],
-                "Poisoned": attempts >= poisoned_at,
-            }
-            if row is None:
-                self._create(entity, f"poison {key}")
-            else:
-                self._update(entity, etag_of(row), f"poison {key}")
-            return attempts
-
-        return retrying(count)
+    def save_event_failure(self, failure: EventFailure) -> None:
+        """Write a failure count read with `load_event_failure` (or new), if unchanged since;
+        `Conflict` when another delivery counted meanwhile."""
+        entity = failure_entity(failure)
+        if failure.etag is None:
+            self._create(entity, f"poison {entity['RowKey']}")
+        else:
+            self._update(entity, failure.etag, f"poison {entity['RowKey']}")

@@ -19,6 +19,7 @@ Keys hold none of `/ \\ # ?`. Only `shared/tables/` knows them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from shared.ids import ResourceId
@@ -33,6 +34,11 @@ POISON = "poison"
 CHAINS = "chains"
 CHAIN_LOW, CHAIN_HIGH = "chain|", "chain}"  # every chain partition, and nothing else
 SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def poison_key(event_id: str) -> str:
+    """An event id as a RowKey: as delivered when it is safe, else its SHA-256."""
+    return event_id if SAFE_KEY_RE.fullmatch(event_id) else hashlib.sha256(event_id.encode()).hexdigest()
 
 
 def index_partition(snapshot_id: ResourceId) -> str:
