@@ -1,4 +1,7 @@
-"""snapcopy's Azure Functions entry point (Python v2 model): wiring only, logic in shared/."""
+"""snapcopy's Azure Functions entry point (Python v2 model): wiring only, logic in shared/.
+
+It must not hold logic: a new trigger goes in a blueprint in shared/.
+"""
 
 import azure.functions as func
 

@@ -2,6 +2,9 @@
 
 Every error names the setting, the value it had and what was expected, so that a
 misconfigured deployment says what to fix in the first log line it writes.
+
+It must not read the environment or the file system: `load_settings` is handed a mapping
+(shared/runtime.py reads `os.environ` and checks the CA bundle exists).
 """
 
 from __future__ import annotations

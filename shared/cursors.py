@@ -2,6 +2,8 @@
 
 Both are checked completely before anything is read from the table: text that is not a
 token the API issued is refused as invalid.
+
+It must not read the table: it only says what a token may name.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Event Grid delivers at least once and retries for up to 24 hours; one snapshot may also be
 written several times (tags). A report that is known to be a duplicate costs no ARM call.
+
+It must not read the table, ARM or a clock: the intake hands it the index entry and now.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 The engine raises `Refused` with a `Refusal` kind and a precise detail; only the HTTP
 layer (shared/api.py) knows which status and Retry-After each kind is answered with.
+
+It must not import HTTP or Azure types: it is shared by the engine and the API.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ the Functions SDK objects or as plain dicts. Only `ResourceWriteSuccess` for
 `Microsoft.Compute/snapshots/write` is a snapshot written; everything else is named and
 ignored. An event we cannot read is `Malformed`: logged with its id and dropped (raising
 would only make Event Grid retry the same bytes for 24 hours).
+
+It must not read ARM or the table: an observation is only a hint, checked by the engine.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Event Grid subjects often spell `resourcegroups` in lower case while ARM answers with
 `resourceGroups`; every comparison in snapcopy goes through `ResourceId` so that the two
 spellings are the same resource.
+
+It must not do I/O: ids are values.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The nouns of replication: snapshots as ARM shows them, chains, copy jobs, region slots.
 
 Plain values only: no I/O here, so the scheduler can be tested with literals.
+
+It must not decide (shared/scheduler.py does) nor know a table key (shared/tables/ does).
 """
 
 from __future__ import annotations

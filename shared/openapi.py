@@ -6,6 +6,8 @@ operator needs, and kept honest by tests/test_openapi.py: every HTTP function ap
 under its own operationId, and real answers are validated against the schemas (which
 forbid unknown properties, so drift fails the tests). Limits and state names are read from
 the implementation so that the two cannot disagree on them.
+
+It must not carry behaviour: it describes what shared/api.py does.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Pure functions of (the flight row, what ARM shows of the target, now): nothing here
 reads a clock, a table or ARM. The timer (shared/engine/polling.py) acts on them.
+
+It must not act: it only judges.
 """
 
 from __future__ import annotations

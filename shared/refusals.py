@@ -2,6 +2,8 @@
 
 Pure: the shell hands in ARM's code and status and the edge's verdict on whether that
 status passes with time; nothing here reads a clock, a table or ARM.
+
+It must not retry or sleep: it says when the job may be tried again.
 """
 
 from __future__ import annotations

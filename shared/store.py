@@ -4,6 +4,8 @@
 slots (`tables/slots.py`) and the seen-index with the poison rows (`tables/index.py`),
 over one Table (`tables/gateway.py`). The key schema is `tables/keys.py` and the row ↔
 model mapping `tables/codec.py`: nothing outside `shared/tables/` sees a PartitionKey.
+
+It must not decide: the engine reads, the core decides, the store writes what was decided.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 One codec, so every token the API issues reads back the same way, and text that is not
 one of them is refused before anything is read from the table.
+
+It must not know what a token names: cursors.py and the API do.
 """
 
 from __future__ import annotations

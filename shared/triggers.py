@@ -1,8 +1,10 @@
 """The replication triggers: the Event Grid subscription, the polling timer and the sweep timer.
 
-Thin on purpose: each trigger hands its input to the shell (shared/service.py, and the
-the sweep too), logs the outcome, and ends the invocation failed when part
-of the work failed (after doing the rest), so the platform counts it.
+Thin on purpose: each trigger hands its input to the shell (shared/service.py), logs the
+outcome, and ends the invocation failed when part of the work failed (after doing the
+rest), so the platform counts it.
+
+It must not touch the store or ARM, nor decide: the engine does.
 """
 
 from __future__ import annotations

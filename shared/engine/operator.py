@@ -5,6 +5,8 @@ source) before anything is written, then goes through the same engine as an even
 (`Intake.enqueue`): the same chains, copy order and region cap. Refusals are raised
 as `Refused` (shared/errors.py) with a kind and a precise detail; the API answers each
 kind with its HTTP status, as a problem document.
+
+It must not speak HTTP (statuses, headers, JSON): shared/api.py does.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 `Deps` is built once per process (service.Replicator) and handed to each part; a part
 reads `settings`, `store`, `arm`, `clock`, `caches` and `listings` through it, so a test
 that swaps the settings of a running Replicator changes them for every part at once.
+
+It must not hold a protocol: each part owns its own (intake, starting, finishing, …).
 """
 
 from __future__ import annotations

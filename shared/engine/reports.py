@@ -1,4 +1,7 @@
-"""What a timer run did, as the report tests read and the one log line operators query."""
+"""What a timer run did, as the report tests read and the one log line operators query.
+
+It must not decide anything: the parts fill the reports in.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The chain partitions: each chain's head and its jobs, in creation order; and the chains' directory."""
+"""The chain partitions: each chain's head and its jobs, in creation order; and the chains' directory.
+
+It must not decide what a chain does next: it loads and saves rows, with ETags and batches.
+"""
 
 from __future__ import annotations
 

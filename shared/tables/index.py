@@ -1,4 +1,8 @@
-"""The seen-index (which snapshots snapcopy has handled) and the poison rows (events that keep failing)."""
+"""The seen-index (which snapshots snapcopy has handled) and the poison rows (events that keep failing).
+
+It must not decide what is a duplicate or when an event is poisoned: shared/dedupe.py
+and shared/poison.py do.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The table's key schema: which partition and row each kind of state lives in.
 
-One table; its partitions (DESIGN.md §3, README "How state is kept"):
+One table; its partitions (README, "How state is kept"):
 
 | PartitionKey                 | RowKey              | holds                                          |
 |------------------------------|---------------------|------------------------------------------------|
@@ -15,6 +15,8 @@ One table; its partitions (DESIGN.md §3, README "How state is kept"):
 | `snap|<sub>:<rg>`            | `<name>`            | snapshots already handled (dedupes events)     |
 
 Keys hold none of `/ \\ # ?`. Only `shared/tables/` knows them.
+
+It must not touch the SDK: it names keys only.
 """
 
 from __future__ import annotations

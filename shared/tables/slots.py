@@ -1,4 +1,8 @@
-"""The region partitions: Azure's per-(subscription, region) slot counter, the copies in flight, the chains waiting."""
+"""The region partitions: Azure's per-(subscription, region) slot counter, the copies in flight, the chains waiting.
+
+It must not decide who gets a slot: it enforces the cap atomically and writes what the
+engine decided.
+"""
 
 from __future__ import annotations
 
