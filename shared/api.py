@@ -24,10 +24,10 @@ import azure.functions as func
 
 from shared import runtime, tokens
 from shared.cursors import Cursor, names_a_job
-from shared.engine.operator import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
 from shared.errors import Refusal, Refused, invalid
 from shared.ids import REGION_RE, InvalidResourceId, ResourceId
 from shared.model import ChainKey, CopyState, Job
+from shared.service import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
 
 log = logging.getLogger("snapcopy")
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from shared.api import COPY_FIELDS, MAX_BODY_BYTES, MAX_REGIONS
-from shared.engine.operator import DEFAULT_PAGE, MAX_PAGE
 from shared.ids import GUID, REGION
 from shared.model import CopyState
+from shared.service import DEFAULT_PAGE, MAX_PAGE
 
 API_VERSION = "0.1.0"  # the package version (pyproject.toml); the tests check they agree
 

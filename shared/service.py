@@ -30,7 +30,7 @@ from shared.engine.caches import Caches
 from shared.engine.finishing import Finisher
 from shared.engine.intake import Intake
 from shared.engine.listings import Listings
-from shared.engine.operator import Operator
+from shared.engine.operator import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
 from shared.engine.parts import Clock, Deps, Part, utc_now
 from shared.engine.polling import Poller
 from shared.engine.reports import TickReport
@@ -40,7 +40,18 @@ from shared.ids import ResourceId
 from shared.model import ChainKey, CopyError, CopyState, InFlight, Job, RegionKey, Snapshot
 from shared.store import StateStore
 
-__all__ = ["Clock", "Replicator", "utc_now"]
+# what the HTTP layer speaks in: it reaches the engine through here only
+__all__ = [
+    "DEFAULT_PAGE",
+    "MAX_PAGE",
+    "Accepted",
+    "ChainStatus",
+    "Clock",
+    "LiveCopy",
+    "Operator",
+    "Replicator",
+    "utc_now",
+]
 
 
 class Replicator(Part):
