@@ -19,7 +19,7 @@ COPYABLE_ACCESS_STATES = frozenset({"", "available", "availablewithinstantaccess
 KNOWN_ACCESS_STATES = COPYABLE_ACCESS_STATES | {"pending", "instantaccess"}
 SOURCE_TAG = "snapcopy-source"  # on every copy we make: names its source (loop guard, audit)
 MAX_TAGS = 50  # Azure's limit per resource
-_MAX_SNAPSHOT_NAME = 80
+MAX_SNAPSHOT_NAME = 80
 
 
 class CopyState(StrEnum):
@@ -260,15 +260,15 @@ def target_snapshot_id(source: ResourceId, region: str, group: ResourceGroupId) 
     cannot collide. Names stay within Azure's 80 characters.
     """
     same_group = group == source.group
-    suffix = f"-{region}" if same_group else f"-{_short_hash(str(source).lower())}-{region}"
+    suffix = f"-{region}" if same_group else f"-{short_hash(str(source).lower())}-{region}"
     stem = source.name
-    if len(stem) + len(suffix) > _MAX_SNAPSHOT_NAME:
-        suffix = f"-{_short_hash(str(source).lower())}-{region}"
-        stem = stem[: _MAX_SNAPSHOT_NAME - len(suffix)].rstrip("-.")
+    if len(stem) + len(suffix) > MAX_SNAPSHOT_NAME:
+        suffix = f"-{short_hash(str(source).lower())}-{region}"
+        stem = stem[: MAX_SNAPSHOT_NAME - len(suffix)].rstrip("-.")
     return ResourceId(group.subscription, group.resource_group, "snapshots", stem + suffix)
 
 
-def _short_hash(text: str) -> str:
+def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

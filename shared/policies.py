@@ -1,0 +1,361 @@
+"""Replication policies: which snapshots are copied where, and how (COPY_POLICIES).
+
+A policy selects source snapshots by scope and tags and names its targets: a region, a
+resource group, a disk encryption set, a copy speed and how long copies are kept. The
+JSON form is a contract other tools write (README, "Replication policies"); every field
+is validated once, at start-up, with an error naming the policy, the field, the value and
+what was expected. Without COPY_POLICIES, COPY_TARGET_REGIONS and COPY_TARGET_RESOURCE_GROUP
+make one implicit policy that behaves exactly as they always did.
+
+Pure: it must not read the environment, ARM or the table; config.py hands it the text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from shared.config import ConfigError, TargetResourceGroup
+from shared.ids import (
+    GUID,
+    REGION_RE,
+    InvalidResourceId,
+    ResourceId,
+    Scope,
+    is_valid_resource_group_name,
+    parse_resource_group,
+)
+from shared.model import MAX_SNAPSHOT_NAME as MAX_NAME
+from shared.model import short_hash
+
+SETTING = "COPY_POLICIES"
+NAME_RE = re.compile(r"[a-z0-9-]{1,40}")
+DES_RE = re.compile(
+    rf"/subscriptions/(?P<sub>{GUID})/resourceGroups/[-\w._()]{{1,90}}"
+    r"/providers/Microsoft\.Compute/diskEncryptionSets/[A-Za-z0-9_][-A-Za-z0-9_]{0,79}",
+    re.IGNORECASE,
+)
+DEFAULT_NAME_TEMPLATE = "{source}-{region}"
+TOKENS = ("source", "disk", "region", "time", "hash")
+UNIQUE_TOKENS = ("source", "time", "hash")  # a name holds one of these, so sources do not share it
+_LITERAL_RE = re.compile(r"[-A-Za-z0-9_.]*")
+_TOKEN_RE = re.compile(r"\{([^{}]*)\}")
+_FIELDS = {"name", "sources", "targets", "copyTags", "tags", "nameTemplate", "mode"}
+_SOURCE_FIELDS = {"scopes", "tags"}
+_TARGET_FIELDS = {"region", "resourceGroup", "diskEncryptionSetId", "copySpeed", "retain", "method", "storage"}
+_RETAIN_FIELDS = {"count", "days"}
+MAX_TAG_NAME, MAX_TAG_VALUE = 512, 256  # ARM's limits on a tag's name and value
+
+
+class CopySpeed(StrEnum):
+    STANDARD = "Standard"
+    ENHANCED = "Enhanced"  # creationData.provisionedBandwidthCopySpeed (API 2023-10-02 and later)
+
+
+class Mode(StrEnum):
+    ALL = "all"  # every snapshot, in creation order
+    LATEST = "latest"  # when several are queued, only the newest; the older ones are superseded
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Keep a completed copy if either rule keeps it (the newest copy is always kept)."""
+
+    count: int | None = None
+    days: int | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    region: str
+    resource_group: TargetResourceGroup = field(default_factory=TargetResourceGroup)
+    disk_encryption_set_id: str | None = None
+    copy_speed: CopySpeed = CopySpeed.STANDARD
+    retain: Retention | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    targets: tuple[Target, ...]
+    scopes: tuple[Scope, ...] = ()  # empty: COPY_SOURCE_SCOPES, else everything the identity sees
+    source_tags: tuple[tuple[str, str], ...] = ()  # (lower-case name, exact value): all must be present
+    copy_tags: bool = True
+    tags: tuple[tuple[str, str], ...] = ()  # extra tags on every copy
+    name_template: str = DEFAULT_NAME_TEMPLATE
+    mode: Mode = Mode.ALL
+    implicit: bool = False  # made from COPY_TARGET_REGIONS / COPY_TARGET_RESOURCE_GROUP
+
+
+class PolicyError(ConfigError):
+    """One policy field is wrong; the message names the policy, the field, the value and
+    what was expected."""
+
+    def __init__(self, policy: str, field: str, value: object, expected: str) -> None:
+        shown = "<unset>" if value is None else json.dumps(value)
+        ValueError.__init__(
+            self, f"setting {SETTING} is invalid: policy {policy!r}, field {field}: got {shown}, expected {expected}"
+        )
+        self.setting = SETTING
+
+
+def implicit_policy(regions: tuple[str, ...], group: TargetResourceGroup) -> Policy:
+    """COPY_TARGET_REGIONS and COPY_TARGET_RESOURCE_GROUP as the one policy they always were."""
+    return Policy("default", tuple(Target(region, group) for region in regions), implicit=True)
+
+
+def parse_policies(text: str) -> tuple[Policy, ...]:
+    """COPY_POLICIES (a JSON array) into policies, or a PolicyError at the first bad field."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(SETTING, text[:80], f"a JSON array of policies ({error.msg} at {error.pos})") from None
+    if not isinstance(document, list) or not document:
+        raise ConfigError(SETTING, text[:80], "a non-empty JSON array of policy objects")
+    policies: list[Policy] = []
+    for index, item in enumerate(document):
+        policy = _policy(item, index)
+        if any(known.name == policy.name for known in policies):
+            raise PolicyError(policy.name, "name", policy.name, "a name no other policy has")
+        policies.append(policy)
+    return tuple(policies)
+
+
+def _object(value: Any, policy: str, field: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PolicyError(policy, field, value, "a JSON object")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise PolicyError(policy, f"{field}.{unknown[0]}", value[unknown[0]], "one of " + ", ".join(sorted(allowed)))
+    return value
+
+
+def _policy(item: Any, index: int) -> Policy:
+    label = f"#{index}"
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        label = item["name"]
+    body = _object(item, label, f"[{index}]", _FIELDS)
+    name = body.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise PolicyError(label, "name", name, "1 to 40 of a-z, 0-9 and -")
+    sources = _object(body.get("sources", {}), name, "sources", _SOURCE_FIELDS)
+    targets = body.get("targets")
+    if not isinstance(targets, list) or not targets:
+        raise PolicyError(name, "targets", targets, "a non-empty array of targets")
+    parsed = tuple(_target(target, name, f"targets[{i}]") for i, target in enumerate(targets))
+    regions = [target.region for target in parsed]
+    if len(set(regions)) != len(regions):
+        raise PolicyError(name, "targets", regions, "each region once in a policy")
+    copy_tags = body.get("copyTags", True)
+    if not isinstance(copy_tags, bool):
+        raise PolicyError(name, "copyTags", copy_tags, "true or false")
+    mode = body.get("mode", Mode.ALL.value)
+    if mode not in {m.value for m in Mode}:
+        raise PolicyError(name, "mode", mode, "'all' or 'latest'")
+    template = body.get("nameTemplate", DEFAULT_NAME_TEMPLATE)
+    _check_template(template, name, parsed)
+    return Policy(
+        name=name,
+        targets=parsed,
+        scopes=_scopes(sources.get("scopes", []), name),
+        source_tags=tuple((key.lower(), value) for key, value in _tags(sources.get("tags", {}), name, "sources.tags")),
+        copy_tags=copy_tags,
+        tags=_tags(body.get("tags", {}), name, "tags"),
+        name_template=template,
+        mode=Mode(mode),
+    )
+
+
+def _scopes(value: Any, policy: str) -> tuple[Scope, ...]:
+    if not isinstance(value, list):
+        raise PolicyError(policy, "sources.scopes", value, "an array of subscription or resource group ids")
+    scopes = []
+    for i, text in enumerate(value):
+        try:
+            scopes.append(Scope.parse(text if isinstance(text, str) else ""))
+        except InvalidResourceId:
+            raise PolicyError(
+                policy,
+                f"sources.scopes[{i}]",
+                text,
+                "/subscriptions/<guid> or /subscriptions/<guid>/resourceGroups/<name>",
+            ) from None
+    return tuple(scopes)
+
+
+def _tags(value: Any, policy: str, field: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise PolicyError(policy, field, value, "an object of tag names to string values")
+    for key, tag in value.items():
+        if not key or len(key) > MAX_TAG_NAME or any(c in key for c in "<>%&\\?/"):
+            raise PolicyError(policy, f"{field}.{key}", key, "a tag name of 1 to 512 characters, none of <>%&\\?/")
+        if not isinstance(tag, str) or len(tag) > MAX_TAG_VALUE:
+            raise PolicyError(policy, f"{field}.{key}", tag, "a string of at most 256 characters")
+    lowered = [key.lower() for key in value]
+    if len(set(lowered)) != len(lowered):
+        raise PolicyError(policy, field, sorted(value), "each tag name once (names are case-insensitive)")
+    return tuple(value.items())
+
+
+def _target(item: Any, policy: str, field: str) -> Target:
+    body = _object(item, policy, field, _TARGET_FIELDS)
+    region = body.get("region")
+    if not isinstance(region, str) or not REGION_RE.fullmatch(region):
+        raise PolicyError(policy, f"{field}.region", region, "a region name like 'westus3' (lower case)")
+    if body.get("method", "copyStart") != "copyStart":
+        raise PolicyError(policy, f"{field}.method", body["method"], "'copyStart' (the diff method is not built yet)")
+    if "storage" in body:
+        raise PolicyError(policy, f"{field}.storage", body["storage"], "no storage (only the diff method uses one)")
+    group = _target_group(body.get("resourceGroup"), policy, f"{field}.resourceGroup")
+    des = body.get("diskEncryptionSetId")
+    if des is not None:
+        match = DES_RE.fullmatch(des) if isinstance(des, str) else None
+        if match is None:
+            raise PolicyError(
+                policy,
+                f"{field}.diskEncryptionSetId",
+                des,
+                "/subscriptions/<guid>/resourceGroups/<name>/providers/Microsoft.Compute/diskEncryptionSets/<name>",
+            )
+        if group.group is not None and group.group.subscription.lower() != match["sub"].lower():
+            raise PolicyError(
+                policy, f"{field}.diskEncryptionSetId", des, "a disk encryption set in the target's subscription"
+            )
+    speed = body.get("copySpeed", CopySpeed.STANDARD.value)
+    if speed not in {s.value for s in CopySpeed}:
+        raise PolicyError(policy, f"{field}.copySpeed", speed, "'Standard' or 'Enhanced'")
+    return Target(region, group, des, CopySpeed(speed), _retention(body.get("retain"), policy, f"{field}.retain"))
+
+
+def _target_group(value: Any, policy: str, field: str) -> TargetResourceGroup:
+    if value is None:
+        return TargetResourceGroup()
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            return TargetResourceGroup(group=parse_resource_group(value))
+        except InvalidResourceId:
+            pass
+    elif isinstance(value, str) and is_valid_resource_group_name(value):
+        return TargetResourceGroup(name=value)
+    raise PolicyError(policy, field, value, "a resource group name, or /subscriptions/<guid>/resourceGroups/<name>")
+
+
+def _retention(value: Any, policy: str, field: str) -> Retention | None:
+    if value is None:
+        return None
+    body = _object(value, policy, field, _RETAIN_FIELDS)
+    if not body:
+        raise PolicyError(policy, field, value, "'count' and/or 'days'")
+    for key in ("count", "days"):
+        number = body.get(key)
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
+            raise PolicyError(policy, f"{field}.{key}", number, "a whole number of at least 1")
+    return Retention(body.get("count"), body.get("days"))
+
+
+def _check_template(template: Any, policy: str, targets: tuple[Target, ...]) -> None:
+    """Known tokens only, ARM's charset around them, and names that cannot collide."""
+    if not isinstance(template, str) or not template:
+        raise PolicyError(policy, "nameTemplate", template, "a name template such as '{source}-{region}'")
+    tokens = _TOKEN_RE.findall(template)
+    unknown = [token for token in tokens if token not in TOKENS]
+    if unknown:
+        raise PolicyError(policy, "nameTemplate", template, "tokens among " + ", ".join(f"{{{t}}}" for t in TOKENS))
+    literal = _TOKEN_RE.sub("", template)
+    if not _LITERAL_RE.fullmatch(literal):
+        raise PolicyError(policy, "nameTemplate", template, "letters, digits, '_', '.' and '-' around the tokens")
+    if not template[0].isalnum() and not template.startswith("{"):
+        raise PolicyError(policy, "nameTemplate", template, "a name that starts with a letter, a digit or a token")
+    if not (template[-1].isalnum() or template[-1] in "_}"):
+        raise PolicyError(policy, "nameTemplate", template, "a name that ends with a letter, a digit, '_' or a token")
+    if not any(token in UNIQUE_TOKENS for token in tokens):
+        raise PolicyError(
+            policy, "nameTemplate", template, "{source}, {time} or {hash}, so that sources never share a name"
+        )
+    groups = [target.resource_group for target in targets]
+    if "region" not in tokens and len(set(groups)) != len(groups):
+        raise PolicyError(
+            policy, "nameTemplate", template, "{region} when two targets put copies in the same resource group"
+        )
+
+
+# --- which policies select a snapshot ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One target a snapshot is copied to, and the policy that chose it."""
+
+    policy: Policy
+    target: Target
+
+
+@dataclass(frozen=True)
+class Passed:
+    """A policy or target that does not copy the snapshot, and why (for operators)."""
+
+    policy: str
+    region: str | None
+    reason: str
+
+
+def tags_match(wanted: tuple[tuple[str, str], ...], tags: dict[str, str]) -> str | None:
+    """None when every wanted pair is present (names case-insensitive, values exact);
+    else what is missing."""
+    folded = {key.lower(): value for key, value in tags.items()}
+    for key, value in wanted:
+        if key not in folded:
+            return f"tag {key!r} missing"
+        if folded[key] != value:
+            return f"tag {key!r} is {folded[key]!r}, not {value!r}"
+    return None
+
+
+def evaluate(
+    policies: tuple[Policy, ...], source: ResourceId, tags: dict[str, str], default_scopes: tuple[Scope, ...]
+) -> tuple[list[Selected], list[Passed]]:
+    """Which targets copy this source and which do not, and why. The first policy in the
+    list that selects a snapshot for a region wins that region."""
+    chosen: list[Selected] = []
+    passed: list[Passed] = []
+    taken: dict[str, str] = {}
+    for policy in policies:
+        scopes = policy.scopes or default_scopes
+        if scopes and not any(scope.contains(source) for scope in scopes):
+            passed.append(Passed(policy.name, None, "source not in the policy's scopes"))
+            continue
+        missing = tags_match(policy.source_tags, tags)
+        if missing is not None:
+            passed.append(Passed(policy.name, None, missing))
+            continue
+        for target in policy.targets:
+            if target.region in taken:
+                passed.append(Passed(policy.name, target.region, f"region taken by policy {taken[target.region]!r}"))
+                continue
+            taken[target.region] = policy.name
+            chosen.append(Selected(policy, target))
+    return chosen, passed
+
+
+# --- copy names ----------------------------------------------------------------------------
+
+
+def expand_name(template: str, source: ResourceId, disk: str | None, region: str, time: datetime | None) -> str:
+    """The copy's name from the policy's template, within ARM's 80 characters: a name too
+    long keeps its start and ends with the source's hash, so it stays unique."""
+    digest = short_hash(str(source).lower())
+    values = {
+        "source": source.name,
+        "disk": disk or source.name,
+        "region": region,
+        "time": time.strftime("%Y%m%d%H%M%S") if time is not None else "",
+        "hash": digest,
+    }
+    name = _TOKEN_RE.sub(lambda match: values[match.group(1)], template)
+    if len(name) > MAX_NAME:
+        name = name[: MAX_NAME - len(digest) - 1].rstrip("-.") + "-" + digest
+    return name
