@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlparse
 
+from shared.errors import ConfigError
 from shared.ids import (
     REGION_RE,
     InvalidResourceId,
-    ResourceGroupId,
     ResourceId,
     Scope,
+    TargetResourceGroup,
     is_valid_resource_group_name,
     parse_resource_group,
 )
@@ -33,28 +34,6 @@ CREDENTIAL_KINDS = ("default", "managed-identity")
 
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _NCRONTAB_FIELD_RE = re.compile(r"^[0-9*/,\-A-Za-z]+$")
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names it."""
-
-    def __init__(self, setting: str, value: str | None, expected: str) -> None:
-        shown = "<unset>" if value is None else repr(value)
-        super().__init__(f"setting {setting} is invalid: got {shown}, expected {expected}")
-        self.setting = setting
-
-
-@dataclass(frozen=True)
-class TargetResourceGroup:
-    """Where copies go: a resource group name in the source's subscription, or a full id."""
-
-    name: str | None = None
-    group: ResourceGroupId | None = None
-
-    def for_source(self, subscription: str, source_resource_group: str) -> ResourceGroupId:
-        if self.group is not None:
-            return self.group
-        return ResourceGroupId(subscription, self.name or source_resource_group)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Why snapcopy will not carry out an operator's request: the refusals, in domain words.
+"""The exception types shared across layers: a setting that is wrong (`ConfigError`), and
+why snapcopy will not carry out an operator's request (the refusals, in domain words).
 
 The engine raises `Refused` with a `Refusal` kind and a precise detail; only the HTTP
 layer (shared/api.py) knows which status and Retry-After each kind is answered with.
@@ -42,3 +43,12 @@ def unprocessable(detail: str) -> Refused:
 
 def conflict(detail: str) -> Refused:
     return Refused(Refusal.NOT_NOW, "Not possible in the copy's current state", detail)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+    def __init__(self, setting: str, value: str | None, expected: str) -> None:
+        shown = "<unset>" if value is None else repr(value)
+        super().__init__(f"setting {setting} is invalid: got {shown}, expected {expected}")
+        self.setting = setting

@@ -142,3 +142,16 @@ def parse_resource_group(text: str) -> ResourceGroupId:
 
 def is_valid_resource_group_name(name: str) -> bool:
     return re.fullmatch(_RESOURCE_GROUP, name) is not None and not name.endswith(".")
+
+
+@dataclass(frozen=True)
+class TargetResourceGroup:
+    """Where copies go: a resource group name in the source's subscription, or a full id."""
+
+    name: str | None = None
+    group: ResourceGroupId | None = None
+
+    def for_source(self, subscription: str, source_resource_group: str) -> ResourceGroupId:
+        if self.group is not None:
+            return self.group
+        return ResourceGroupId(subscription, self.name or source_resource_group)

@@ -19,13 +19,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from shared.config import ConfigError, TargetResourceGroup
+from shared.errors import ConfigError
 from shared.ids import (
     GUID,
     REGION_RE,
     InvalidResourceId,
     ResourceId,
     Scope,
+    TargetResourceGroup,
     is_valid_resource_group_name,
     parse_resource_group,
 )

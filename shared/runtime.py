@@ -16,7 +16,8 @@ from typing import Any
 
 from shared import config
 from shared.arm import RETRY_SETTINGS, ArmCompute
-from shared.config import ConfigError, Settings, load_settings
+from shared.config import Settings, load_settings
+from shared.errors import ConfigError
 from shared.service import Clock, Replicator, utc_now
 from shared.store import StateStore
 

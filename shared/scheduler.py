@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.config import TargetResourceGroup
-from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
+from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope, TargetResourceGroup
 from shared.model import (
     SOURCE_TAG,
     ChainHead,

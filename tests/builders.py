@@ -7,8 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.config import TargetResourceGroup
-from shared.ids import ResourceGroupId, ResourceId
+from shared.ids import ResourceGroupId, ResourceId, TargetResourceGroup
 from shared.model import ChainHead, ChainKey, InFlight, Job, Phase, Snapshot
 from shared.scheduler import new_head, new_job
 

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import runtime
-from shared.config import ConfigError, load_settings, poll_schedule, sweep_schedule
+from shared.config import load_settings, poll_schedule, sweep_schedule
+from shared.errors import ConfigError
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import target_snapshot_id
 from tests.builders import OTHER_SUB, SUB

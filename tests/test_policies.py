@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.config import TargetResourceGroup
-from shared.ids import ResourceGroupId, ResourceId, Scope
+from shared.ids import ResourceGroupId, ResourceId, Scope, TargetResourceGroup
 from shared.policies import (
     CopySpeed,
     Mode,

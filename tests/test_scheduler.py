@@ -9,9 +9,8 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.config import TargetResourceGroup
 from shared.dedupe import DEDUPE_WINDOW, handled_for, same_snapshot, seen_recently, started_recently
-from shared.ids import Scope
+from shared.ids import Scope, TargetResourceGroup
 from shared.model import CopyError, CopyState, IndexEntry, Phase, RegionKey, Waiting
 from shared.progress import (
     MAX_POLL_GAP,

@@ -36,8 +36,7 @@ from local.bench.run import (
 from local.bench.workload import COPY_BYTES_PER_SECOND
 from local.chaos import Backend
 from local.emulator.ids import parse_resource_id
-from shared.config import TargetResourceGroup
-from shared.ids import ResourceGroupId, ResourceId
+from shared.ids import ResourceGroupId, ResourceId, TargetResourceGroup
 from shared.model import ChainHead, ChainKey, CopyState, Job, RegionKey, order_key, target_snapshot_id
 from shared.store import IndexEntry, StateStore, chain_entity, head_entity, index_entity, job_entity
 

@@ -20,9 +20,8 @@ from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
 
 from shared.arm import ArmCompute
-from shared.config import TargetResourceGroup
 from shared.events import SnapshotWritten, parse_event
-from shared.ids import ResourceId
+from shared.ids import ResourceId, TargetResourceGroup
 from shared.model import SOURCE_TAG, target_snapshot_id
 
 _QUEUED, _COPYING, _DONE, _FAILED = "queued", "copying", "succeeded", "failed"
