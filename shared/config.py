@@ -22,8 +22,6 @@ from shared.ids import (
     ResourceId,
     Scope,
     TargetResourceGroup,
-    is_valid_resource_group_name,
-    parse_resource_group,
 )
 
 DEFAULT_POLL_SCHEDULE = "0 */1 * * * *"
@@ -121,16 +119,14 @@ def _target_group(env: Mapping[str, str]) -> TargetResourceGroup:
     raw = _get(env, "COPY_TARGET_RESOURCE_GROUP")
     if raw is None:
         return TargetResourceGroup()
-    if raw.startswith("/"):
-        try:
-            return TargetResourceGroup(group=parse_resource_group(raw))
-        except InvalidResourceId as error:
-            raise ConfigError("COPY_TARGET_RESOURCE_GROUP", raw, f"a resource group name or id ({error})") from None
-    if not is_valid_resource_group_name(raw):
+    try:
+        return TargetResourceGroup.parse(raw)
+    except InvalidResourceId as error:
         raise ConfigError(
-            "COPY_TARGET_RESOURCE_GROUP", raw, "a resource group name or /subscriptions/…/resourceGroups/… id"
-        )
-    return TargetResourceGroup(name=raw)
+            "COPY_TARGET_RESOURCE_GROUP",
+            raw,
+            f"a resource group name or /subscriptions/…/resourceGroups/… id ({error})",
+        ) from None
 
 
 def _scopes(env: Mapping[str, str]) -> tuple[Scope, ...]:

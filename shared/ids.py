@@ -24,6 +24,11 @@ _RESOURCE_RE = re.compile(
     rf"/providers/Microsoft\.Compute/(?P<kind>snapshots|disks)/(?P<name>{_RESOURCE_NAME})$",
     re.IGNORECASE,
 )
+_DES_RE = re.compile(
+    rf"^/subscriptions/(?P<sub>{_SUBSCRIPTION})/resourceGroups/{_RESOURCE_GROUP}"
+    r"/providers/Microsoft\.Compute/diskEncryptionSets/[A-Za-z0-9_][-A-Za-z0-9_]{0,79}$",
+    re.IGNORECASE,
+)
 _SCOPE_RE = re.compile(
     rf"^/subscriptions/(?P<sub>{_SUBSCRIPTION})(/resourceGroups/(?P<rg>{_RESOURCE_GROUP}))?$",
     re.IGNORECASE,
@@ -151,7 +156,24 @@ class TargetResourceGroup:
     name: str | None = None
     group: ResourceGroupId | None = None
 
+    @classmethod
+    def parse(cls, text: str) -> TargetResourceGroup:
+        """A resource group name, or `/subscriptions/<guid>/resourceGroups/<name>`."""
+        if text.startswith("/"):
+            return cls(group=parse_resource_group(text))
+        if not is_valid_resource_group_name(text):
+            raise InvalidResourceId(f"{text!r} is not a resource group name")
+        return cls(name=text)
+
     def for_source(self, subscription: str, source_resource_group: str) -> ResourceGroupId:
         if self.group is not None:
             return self.group
         return ResourceGroupId(subscription, self.name or source_resource_group)
+
+
+def disk_encryption_set_subscription(text: str) -> str:
+    """The subscription of a disk encryption set id (`InvalidResourceId` if it is not one)."""
+    match = _DES_RE.match(text)
+    if match is None:
+        raise InvalidResourceId(f"{text!r} is not a Microsoft.Compute/diskEncryptionSets id")
+    return match["sub"]

@@ -21,25 +21,18 @@ from typing import Any
 
 from shared.errors import ConfigError
 from shared.ids import (
-    GUID,
     REGION_RE,
     InvalidResourceId,
     ResourceId,
     Scope,
     TargetResourceGroup,
-    is_valid_resource_group_name,
-    parse_resource_group,
+    disk_encryption_set_subscription,
 )
 from shared.model import MAX_SNAPSHOT_NAME as MAX_NAME
 from shared.model import short_hash
 
 SETTING = "COPY_POLICIES"
 NAME_RE = re.compile(r"[a-z0-9-]{1,40}")
-DES_RE = re.compile(
-    rf"/subscriptions/(?P<sub>{GUID})/resourceGroups/[-\w._()]{{1,90}}"
-    r"/providers/Microsoft\.Compute/diskEncryptionSets/[A-Za-z0-9_][-A-Za-z0-9_]{0,79}",
-    re.IGNORECASE,
-)
 DEFAULT_NAME_TEMPLATE = "{source}-{region}"
 TOKENS = ("source", "disk", "region", "time", "hash")
 UNIQUE_TOKENS = ("source", "time", "hash")  # a name holds one of these, so sources do not share it
@@ -214,15 +207,16 @@ def _target(item: Any, policy: str, field: str) -> Target:
     group = _target_group(body.get("resourceGroup"), policy, f"{field}.resourceGroup")
     des = body.get("diskEncryptionSetId")
     if des is not None:
-        match = DES_RE.fullmatch(des) if isinstance(des, str) else None
-        if match is None:
+        try:
+            subscription = disk_encryption_set_subscription(des if isinstance(des, str) else "")
+        except InvalidResourceId:
             raise PolicyError(
                 policy,
                 f"{field}.diskEncryptionSetId",
                 des,
                 "/subscriptions/<guid>/resourceGroups/<name>/providers/Microsoft.Compute/diskEncryptionSets/<name>",
-            )
-        if group.group is not None and group.group.subscription.lower() != match["sub"].lower():
+            ) from None
+        if group.group is not None and group.group.subscription.lower() != subscription.lower():
             raise PolicyError(
                 policy, f"{field}.diskEncryptionSetId", des, "a disk encryption set in the target's subscription"
             )
@@ -235,14 +229,12 @@ def _target(item: Any, policy: str, field: str) -> Target:
 def _target_group(value: Any, policy: str, field: str) -> TargetResourceGroup:
     if value is None:
         return TargetResourceGroup()
-    if isinstance(value, str) and value.startswith("/"):
-        try:
-            return TargetResourceGroup(group=parse_resource_group(value))
-        except InvalidResourceId:
-            pass
-    elif isinstance(value, str) and is_valid_resource_group_name(value):
-        return TargetResourceGroup(name=value)
-    raise PolicyError(policy, field, value, "a resource group name, or /subscriptions/<guid>/resourceGroups/<name>")
+    try:
+        return TargetResourceGroup.parse(value if isinstance(value, str) else "")
+    except InvalidResourceId:
+        raise PolicyError(
+            policy, field, value, "a resource group name, or /subscriptions/<guid>/resourceGroups/<name>"
+        ) from None
 
 
 def _retention(value: Any, policy: str, field: str) -> Retention | None:
