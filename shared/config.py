@@ -23,7 +23,11 @@ from shared.ids import (
     Scope,
     TargetResourceGroup,
 )
+from shared.policies import CopySpeed, Mode, Policy, PolicyError, implicit_policy, parse_policies
 
+# Policy fields this version parses but does not carry out yet: refused at start-up rather
+# than ignored (README, "Replication policies").
+NOT_YET = "the field left out: this version of snapcopy does not carry it out yet"
 DEFAULT_POLL_SCHEDULE = "0 */1 * * * *"
 DEFAULT_SWEEP_SCHEDULE = "0 17 * * * *"  # hourly, off the top of the hour
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
@@ -53,10 +57,22 @@ class Settings:
     stuck_after: timedelta = timedelta(minutes=120)
     max_event_attempts: int = 10
     fair_wait: timedelta = timedelta(hours=12)
+    copy_policies: tuple[Policy, ...] = ()  # COPY_POLICIES; empty: the implicit policy
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        """COPY_POLICIES, or the one implicit policy of COPY_TARGET_REGIONS and
+        COPY_TARGET_RESOURCE_GROUP."""
+        return self.copy_policies or (implicit_policy(self.target_regions, self.target_resource_group),)
 
     def in_scope(self, resource: ResourceId) -> bool:
-        """True when COPY_SOURCE_SCOPES is empty or one of its scopes holds `resource`."""
-        return not self.source_scopes or any(scope.contains(resource) for scope in self.source_scopes)
+        """Whether any policy may select `resource` by its scopes (its own, else
+        COPY_SOURCE_SCOPES; none at all: everything the identity sees)."""
+        for policy in self.policies:
+            scopes = policy.scopes or self.source_scopes
+            if not scopes or any(scope.contains(resource) for scope in scopes):
+                return True
+        return False
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -170,8 +186,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
     ca_bundle = _get(env, "ARM_CA_BUNDLE")  # that the file exists is checked where files are read (runtime)
 
+    policies = _policies(env)
     return Settings(
-        target_regions=_regions(env),
+        target_regions=_regions(env) if not policies else _policy_regions(policies),
         target_resource_group=_target_group(env),
         source_scopes=_scopes(env),
         table_endpoint=endpoint,
@@ -186,4 +203,38 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         stuck_after=timedelta(minutes=_int(env, "STUCK_AFTER_MINUTES", 120, 5, 10080)),
         max_event_attempts=_int(env, "EVENT_MAX_ATTEMPTS", 10, 1, 100),
         fair_wait=timedelta(hours=_int(env, "FAIR_WAIT_HOURS", 12, 1, 168)),
+        copy_policies=policies,
     )
+
+
+def _policies(env: Mapping[str, str]) -> tuple[Policy, ...]:
+    """COPY_POLICIES, alone: with it, the two settings it replaces must not be set."""
+    raw = _get(env, "COPY_POLICIES")
+    if raw is None:
+        return ()
+    clashing = [name for name in ("COPY_TARGET_REGIONS", "COPY_TARGET_RESOURCE_GROUP") if _get(env, name)]
+    if clashing:
+        raise ConfigError(
+            "COPY_POLICIES",
+            raw[:80],
+            "COPY_POLICIES alone: unset COPY_TARGET_REGIONS and COPY_TARGET_RESOURCE_GROUP "
+            f"(set: {', '.join(clashing)}), whose meaning a policy's targets hold",
+        )
+    policies = parse_policies(raw)
+    for policy in policies:
+        for index, target in enumerate(policy.targets):
+            field = f"targets[{index}]"
+            if target.disk_encryption_set_id is not None:
+                raise PolicyError(policy.name, f"{field}.diskEncryptionSetId", target.disk_encryption_set_id, NOT_YET)
+            if target.copy_speed is not CopySpeed.STANDARD:
+                raise PolicyError(policy.name, f"{field}.copySpeed", target.copy_speed.value, NOT_YET)
+            if target.retain is not None:
+                raise PolicyError(policy.name, f"{field}.retain", "set", NOT_YET)
+        if policy.mode is not Mode.ALL:
+            raise PolicyError(policy.name, "mode", policy.mode.value, NOT_YET)
+    return policies
+
+
+def _policy_regions(policies: tuple[Policy, ...]) -> tuple[str, ...]:
+    """Every target region of every policy, in order, once."""
+    return tuple(dict.fromkeys(target.region for policy in policies for target in policy.targets))

@@ -154,6 +154,8 @@ class Job:
     reason: str = ""
     etag: str | None = None
     size_bytes: int | None = None  # the source's size as ARM reported it: the copy's expected length
+    policy: str = ""  # the replication policy that queued it ("default": COPY_TARGET_REGIONS)
+    tags: tuple[tuple[str, str], ...] = ()  # the copy's tags, fixed when it was queued (none: ours only)
 
     @property
     def key(self) -> str:
@@ -270,11 +272,3 @@ def target_snapshot_id(source: ResourceId, region: str, group: ResourceGroupId) 
 
 def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def copy_tags(source: Snapshot) -> dict[str, str]:
-    """The source's tags plus ours, within Azure's 50-tag limit (ours always kept)."""
-    tags = {key: value for key, value in source.tags.items() if key != SOURCE_TAG}
-    kept = dict(list(tags.items())[: MAX_TAGS - 1])
-    kept[SOURCE_TAG] = str(source.id)
-    return kept

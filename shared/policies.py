@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -23,13 +22,10 @@ from shared.errors import ConfigError
 from shared.ids import (
     REGION_RE,
     InvalidResourceId,
-    ResourceId,
     Scope,
     TargetResourceGroup,
     disk_encryption_set_subscription,
 )
-from shared.model import MAX_SNAPSHOT_NAME as MAX_NAME
-from shared.model import short_hash
 
 SETTING = "COPY_POLICIES"
 NAME_RE = re.compile(r"[a-z0-9-]{1,40}")
@@ -99,7 +95,9 @@ class PolicyError(ConfigError):
 
 def implicit_policy(regions: tuple[str, ...], group: TargetResourceGroup) -> Policy:
     """COPY_TARGET_REGIONS and COPY_TARGET_RESOURCE_GROUP as the one policy they always were."""
-    return Policy("default", tuple(Target(region, group) for region in regions), implicit=True)
+    return Policy(
+        "default", tuple(Target(region, group) for region in regions), copy_tags=False, implicit=True
+    )  # as before policies: copies carry snapcopy's provenance tag only
 
 
 def parse_policies(text: str) -> tuple[Policy, ...]:
@@ -274,81 +272,3 @@ def _check_template(template: Any, policy: str, targets: tuple[Target, ...]) -> 
         raise PolicyError(
             policy, "nameTemplate", template, "{region} when two targets put copies in the same resource group"
         )
-
-
-# --- which policies select a snapshot ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Selected:
-    """One target a snapshot is copied to, and the policy that chose it."""
-
-    policy: Policy
-    target: Target
-
-
-@dataclass(frozen=True)
-class Passed:
-    """A policy or target that does not copy the snapshot, and why (for operators)."""
-
-    policy: str
-    region: str | None
-    reason: str
-
-
-def tags_match(wanted: tuple[tuple[str, str], ...], tags: dict[str, str]) -> str | None:
-    """None when every wanted pair is present (names case-insensitive, values exact);
-    else what is missing."""
-    folded = {key.lower(): value for key, value in tags.items()}
-    for key, value in wanted:
-        if key not in folded:
-            return f"tag {key!r} missing"
-        if folded[key] != value:
-            return f"tag {key!r} is {folded[key]!r}, not {value!r}"
-    return None
-
-
-def evaluate(
-    policies: tuple[Policy, ...], source: ResourceId, tags: dict[str, str], default_scopes: tuple[Scope, ...]
-) -> tuple[list[Selected], list[Passed]]:
-    """Which targets copy this source and which do not, and why. The first policy in the
-    list that selects a snapshot for a region wins that region."""
-    chosen: list[Selected] = []
-    passed: list[Passed] = []
-    taken: dict[str, str] = {}
-    for policy in policies:
-        scopes = policy.scopes or default_scopes
-        if scopes and not any(scope.contains(source) for scope in scopes):
-            passed.append(Passed(policy.name, None, "source not in the policy's scopes"))
-            continue
-        missing = tags_match(policy.source_tags, tags)
-        if missing is not None:
-            passed.append(Passed(policy.name, None, missing))
-            continue
-        for target in policy.targets:
-            if target.region in taken:
-                passed.append(Passed(policy.name, target.region, f"region taken by policy {taken[target.region]!r}"))
-                continue
-            taken[target.region] = policy.name
-            chosen.append(Selected(policy, target))
-    return chosen, passed
-
-
-# --- copy names ----------------------------------------------------------------------------
-
-
-def expand_name(template: str, source: ResourceId, disk: str | None, region: str, time: datetime | None) -> str:
-    """The copy's name from the policy's template, within ARM's 80 characters: a name too
-    long keeps its start and ends with the source's hash, so it stays unique."""
-    digest = short_hash(str(source).lower())
-    values = {
-        "source": source.name,
-        "disk": disk or source.name,
-        "region": region,
-        "time": time.strftime("%Y%m%d%H%M%S") if time is not None else "",
-        "hash": digest,
-    }
-    name = _TOKEN_RE.sub(lambda match: values[match.group(1)], template)
-    if len(name) > MAX_NAME:
-        name = name[: MAX_NAME - len(digest) - 1].rstrip("-.") + "-" + digest
-    return name

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope, TargetResourceGroup
+from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
 from shared.model import (
     SOURCE_TAG,
     ChainHead,
@@ -23,8 +23,9 @@ from shared.model import (
     Job,
     Snapshot,
     Waiting,
-    target_snapshot_id,
 )
+from shared.placement import Placement, Selected, Selector, evaluate, place
+from shared.policies import Policy
 
 # What a listing proves (README, "The replication rules snapcopy keeps"): a LIST may lag
 # behind writes, so absence from it proves nothing, and the time it was taken vouches for
@@ -48,7 +49,11 @@ class Ignore:
 
 @dataclass(frozen=True)
 class CopyTo:
-    regions: tuple[str, ...]
+    targets: tuple[Selected, ...]
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return tuple(item.target.region for item in self.targets)
 
 
 @dataclass(frozen=True)
@@ -58,17 +63,27 @@ class NotYet:
     reason: str
 
 
-def eligibility(snapshot: Snapshot, regions: Sequence[str], scopes: Sequence[Scope]) -> Ignore | CopyTo | NotYet:
-    """Decide whether a source snapshot is copied, and where."""
+def eligibility(
+    snapshot: Snapshot, policies: tuple[Policy, ...], scopes: Sequence[Scope], regions: Sequence[str] | None = None
+) -> Ignore | CopyTo | NotYet:
+    """Decide whether a source snapshot is copied, and where: the targets of the policies
+    that select it (`regions`, when given, narrows them: an operator's request)."""
     if snapshot.is_copy:
         return Ignore("a CopyStart copy (ours or another's): never copied again")
-    if scopes and not any(scope.contains(snapshot.id) for scope in scopes):
-        return Ignore("outside COPY_SOURCE_SCOPES")
+    chosen, passed = evaluate(policies, snapshot.id, snapshot.tags, tuple(scopes))
+    if not chosen:
+        if len(policies) == 1 and policies[0].implicit:
+            return Ignore("outside COPY_SOURCE_SCOPES")
+        return Ignore("no policy selects it (" + "; ".join(f"{item.policy}: {item.reason}" for item in passed) + ")")
     if not snapshot.incremental:
         return Ignore("not incremental: CopyStart copies incremental snapshots only")
     if not snapshot.family_id:
         return Ignore("incremental but ARM reported no incrementalSnapshotFamilyId")
-    targets = tuple(region for region in regions if region != snapshot.location.lower())
+    if regions is not None:
+        chosen = [item for item in chosen if item.target.region in regions]
+        if not chosen:
+            return Ignore(f"no policy copies it to {', '.join(regions)}")
+    targets = tuple(item for item in chosen if item.target.region != snapshot.location.lower())
     if not targets:
         return Ignore(f"already in every target region ({snapshot.location})")
     if snapshot.time_created is None:
@@ -76,32 +91,35 @@ def eligibility(snapshot: Snapshot, regions: Sequence[str], scopes: Sequence[Sco
     return CopyTo(targets)
 
 
-def new_job(snapshot: Snapshot, region: str, target_group: TargetResourceGroup, now: datetime) -> Job:
-    """The queued copy of `snapshot` into `region` (one `eligibility` said is copyable)."""
+def new_job(snapshot: Snapshot, placement: Placement, now: datetime) -> Job:
+    """The queued copy of `snapshot` as placed (one `eligibility` said is copyable)."""
     if snapshot.family_id is None or snapshot.time_created is None:
         raise ValueError(f"{snapshot.id}: a job needs ARM's incrementalSnapshotFamilyId and timeCreated")
     ready = snapshot.is_ready
-    group = target_group.for_source(snapshot.id.subscription, snapshot.id.resource_group)
     return Job(
-        chain=ChainKey(snapshot.family_id.lower(), region),
+        chain=ChainKey(snapshot.family_id.lower(), placement.region),
         source_id=snapshot.id,
         source_time=snapshot.time_created,
-        target_id=target_snapshot_id(snapshot.id, region, group),
+        target_id=placement.target_id,
         source_unique_id=snapshot.unique_id,
         source_ready=ready,
         source_percent=None if ready else snapshot.completion_percent,
         source_checked_at=now,
         queued_at=now,
         size_bytes=snapshot.size_bytes,
+        policy=placement.policy,
+        tags=placement.tags,
     )
 
 
-def new_head(snapshot: Snapshot, region: str, target_group: TargetResourceGroup) -> ChainHead:
-    assert snapshot.family_id is not None
+def new_head(snapshot: Snapshot, region: str, group: ResourceGroupId) -> ChainHead:
+    """A new chain of the snapshot's family into `region`, its copies going to `group`."""
+    if snapshot.family_id is None:
+        raise ValueError(f"{snapshot.id}: a chain needs ARM's incrementalSnapshotFamilyId")
     return ChainHead(
         key=ChainKey(snapshot.family_id.lower(), region),
         source_groups=source_groups_of(snapshot),
-        target_group=target_group.for_source(snapshot.id.subscription, snapshot.id.resource_group),
+        target_group=group,
         disk_id=snapshot.disk_id or "",
     )
 
@@ -172,7 +190,7 @@ def plan_chain(
     now: datetime,
     *,
     listing: Sequence[Snapshot] | None = None,
-    target_group: TargetResourceGroup | None = None,
+    select: Selector | None = None,
     listed_at: datetime | None = None,
 ) -> ChainPlan:
     """Decide the next copy of a chain.
@@ -181,7 +199,9 @@ def plan_chain(
     `listing`, when given, is ARM's list of the family's source groups (taken at
     `listed_at`): it adds snapshots whose events were lost and vouches that nothing older
     than the newest family snapshot it shows is missing. It never removes anything: a
-    queued job leaves the queue only when a GET says its source is gone.
+    queued job leaves the queue only when a GET says its source is gone. A snapshot it
+    shows is queued only when `select` (the policies) copies it into the chain's region;
+    it goes to the chain's resource group.
     """
     adds: list[Job] = []
     suspect: set[str] = set()
@@ -208,7 +228,10 @@ def plan_chain(
         for key, snap in sorted(seen.items()):
             if key in known or (head.last_started_key and key <= head.last_started_key):
                 continue
-            job = new_job(snap, head.key.region, target_group or TargetResourceGroup(), listed_at or now)
+            selected = select(snap, head.key.region) if select is not None else None
+            if selected is None:
+                continue  # no policy copies it here (its tags, a policy changed): it still vouches
+            job = new_job(snap, place(selected, snap, head.target_group), listed_at or now)
             adds.append(job)
             queued[job.key] = job
         for key, job in list(queued.items()):

@@ -9,6 +9,8 @@ from typing import Any
 
 from shared.ids import ResourceGroupId, ResourceId, TargetResourceGroup
 from shared.model import ChainHead, ChainKey, InFlight, Job, Phase, Snapshot
+from shared.placement import Selected, place
+from shared.policies import Policy, implicit_policy
 from shared.scheduler import new_head, new_job
 
 SUB = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
@@ -90,13 +92,20 @@ def family_snapshots(count: int, *, family: str | None = None, every_minutes: in
     ]
 
 
+def implicit(*regions: str) -> tuple[Policy, ...]:
+    """The policy COPY_TARGET_REGIONS makes, copies beside their sources."""
+    return (implicit_policy(regions, TargetResourceGroup()),)
+
+
 def head_for(snapshot: Snapshot, region: str = "westus3", **changes: Any) -> ChainHead:
-    head = new_head(snapshot, region, TargetResourceGroup())
+    head = new_head(snapshot, region, snapshot.id.group)
     return replace(head, **changes)
 
 
 def job_for(snapshot: Snapshot, region: str = "westus3", now: datetime = T0, **changes: Any) -> Job:
-    return replace(new_job(snapshot, region, TargetResourceGroup(), now), **changes)
+    (policy,) = implicit(region)
+    placement = place(Selected(policy, policy.targets[0]), snapshot, snapshot.id.group)
+    return replace(new_job(snapshot, placement, now), **changes)
 
 
 def flight_for(job: Job, started_at: datetime, phase: Phase = Phase.COPYING, **changes: Any) -> InFlight:

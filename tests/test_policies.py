@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 
 from shared.ids import ResourceGroupId, ResourceId, Scope, TargetResourceGroup
+from shared.placement import evaluate, expand_name
 from shared.policies import (
     CopySpeed,
     Mode,
     PolicyError,
     Retention,
-    evaluate,
-    expand_name,
     implicit_policy,
     parse_policies,
 )

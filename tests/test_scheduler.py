@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.dedupe import DEDUPE_WINDOW, handled_for, same_snapshot, seen_recently, started_recently
-from shared.ids import Scope, TargetResourceGroup
+from shared.ids import Scope
 from shared.model import CopyError, CopyState, IndexEntry, Phase, RegionKey, Waiting
+from shared.placement import selector
 from shared.progress import (
     MAX_POLL_GAP,
     START_GRACE,
@@ -37,7 +38,18 @@ from shared.scheduler import (
     plan_chain,
     release_order,
 )
-from tests.builders import SUB, T0, a_snapshot, chain, created, family_snapshots, flight_for, head_for, job_for
+from tests.builders import (
+    SUB,
+    T0,
+    a_snapshot,
+    chain,
+    created,
+    family_snapshots,
+    flight_for,
+    head_for,
+    implicit,
+    job_for,
+)
 
 REGIONS = ("westus3",)
 
@@ -46,39 +58,42 @@ def minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
 
 
+SELECT = selector(implicit("westus3"), ())  # the implicit policy's choice, as the engine passes it
+
+
 # --- eligibility -------------------------------------------------------------------------
 
 
 def test_incremental_snapshot_in_another_region_is_copied_to_each_target():
-    decision = eligibility(a_snapshot().build(), ("westus3", "centralus"), ())
-    assert decision == CopyTo(("westus3", "centralus"))
+    decision = eligibility(a_snapshot().build(), implicit("westus3", "centralus"), ())
+    assert isinstance(decision, CopyTo) and decision.regions == ("westus3", "centralus")
 
 
 def test_target_region_equal_to_the_source_region_is_left_out():
-    decision = eligibility(a_snapshot().located("westus3").build(), ("westus3", "centralus"), ())
-    assert decision == CopyTo(("centralus",))
+    decision = eligibility(a_snapshot().located("westus3").build(), implicit("westus3", "centralus"), ())
+    assert isinstance(decision, CopyTo) and decision.regions == ("centralus",)
 
 
 def test_snapshot_already_in_every_target_region_is_ignored():
-    assert isinstance(eligibility(a_snapshot().located("westus3").build(), REGIONS, ()), Ignore)
+    assert isinstance(eligibility(a_snapshot().located("westus3").build(), implicit(*REGIONS), ()), Ignore)
 
 
 def test_full_snapshot_is_ignored_with_a_reason():
-    decision = eligibility(a_snapshot().full().build(), REGIONS, ())
+    decision = eligibility(a_snapshot().full().build(), implicit(*REGIONS), ())
     assert isinstance(decision, Ignore) and "not incremental" in decision.reason
 
 
 def test_our_own_copy_is_never_copied_again():
-    assert isinstance(eligibility(a_snapshot().copy_started().build(), REGIONS, ()), Ignore)
+    assert isinstance(eligibility(a_snapshot().copy_started().build(), implicit(*REGIONS), ()), Ignore)
     tagged = a_snapshot().tagged(**{"snapcopy-source": "/subscriptions/x"}).build()
-    assert isinstance(eligibility(tagged, REGIONS, ()), Ignore)
+    assert isinstance(eligibility(tagged, implicit(*REGIONS), ()), Ignore)
 
 
 def test_snapshot_outside_the_source_scopes_is_ignored():
     scopes = (Scope.parse(f"/subscriptions/{SUB}/resourceGroups/other-rg"),)
-    decision = eligibility(a_snapshot().build(), REGIONS, scopes)
+    decision = eligibility(a_snapshot().build(), implicit(*REGIONS), scopes)
     assert isinstance(decision, Ignore) and "COPY_SOURCE_SCOPES" in decision.reason
-    assert isinstance(eligibility(a_snapshot().named("s", rg="OTHER-rg").build(), REGIONS, scopes), CopyTo)
+    assert isinstance(eligibility(a_snapshot().named("s", rg="OTHER-rg").build(), implicit(*REGIONS), scopes), CopyTo)
 
 
 # --- arrival and order ---------------------------------------------------------------------
@@ -111,7 +126,7 @@ def test_listing_lets_the_oldest_snapshot_start_first():
     snaps = family_snapshots(3)
     jobs = [job_for(snaps[2])]  # only the newest one's event arrived
     now = created(snaps[2]) + minutes(1)
-    plan = plan_chain(head_for(snaps[2]), jobs, now, listing=snaps, listed_at=now, target_group=TargetResourceGroup())
+    plan = plan_chain(head_for(snaps[2]), jobs, now, listing=snaps, listed_at=now, select=SELECT)
     assert [job.source_id.name for job in plan.add] == [snaps[0].id.name, snaps[1].id.name]
     assert plan.start is not None and plan.start.source_id == snaps[0].id
 
@@ -144,7 +159,12 @@ def test_a_listing_vouches_only_up_to_the_newest_family_snapshot_it_shows():
     older, newer = family_snapshots(2, every_minutes=1)
     listed_at = created(newer) + minutes(30)  # long after, yet the LIST lags: `newer` is not in it
     plan = plan_chain(
-        head_for(older), [job_for(older), job_for(newer)], listed_at, listing=[older], listed_at=listed_at
+        head_for(older),
+        [job_for(older), job_for(newer)],
+        listed_at,
+        listing=[older],
+        listed_at=listed_at,
+        select=SELECT,
     )
     assert plan.start is not None and plan.start.source_id == older.id  # shown by the listing itself
     assert plan.listed_through == created(older)
@@ -156,7 +176,9 @@ def test_a_lagging_listing_never_passes_over_a_snapshot_known_from_a_get():
     head = head_for(older, last_started_key=first.key, listed_through=created(older))
     known = job_for(newer, now=created(newer))  # its event's GET saw it
     now = created(newer) + minutes(30)
-    plan = plan_chain(head, [replace(first, state=CopyState.SUCCEEDED), known], now, listing=[older], listed_at=now)
+    plan = plan_chain(
+        head, [replace(first, state=CopyState.SUCCEEDED), known], now, listing=[older], listed_at=now, select=SELECT
+    )
     assert plan.start is None and plan.needs_listing and "shows" in plan.wait
     assert plan.check == known  # not skipped: a GET is asked whether it still exists
     assert observed_source(known, newer, now).state == CopyState.QUEUED
@@ -164,7 +186,9 @@ def test_a_lagging_listing_never_passes_over_a_snapshot_known_from_a_get():
 
 def test_a_listing_that_shows_a_snapshot_vouches_for_every_older_one():
     (snap,) = family_snapshots(1)
-    plan = plan_chain(head_for(snap), [job_for(snap)], created(snap), listing=[snap], listed_at=created(snap))
+    plan = plan_chain(
+        head_for(snap), [job_for(snap)], created(snap), listing=[snap], listed_at=created(snap), select=SELECT
+    )
     assert plan.start is not None and plan.start.source_id == snap.id
 
 
@@ -172,7 +196,7 @@ def test_a_snapshot_missing_from_a_listing_is_skipped_only_after_a_get_says_404(
     snaps = family_snapshots(2)
     jobs = [job_for(snap) for snap in snaps]
     now = T0 + minutes(300)
-    plan = plan_chain(head_for(snaps[0]), jobs, now, listing=[snaps[1]], listed_at=now)
+    plan = plan_chain(head_for(snaps[0]), jobs, now, listing=[snaps[1]], listed_at=now, select=SELECT)
     assert plan.start is None and plan.check == jobs[0]  # nothing removed on the listing's word
     assert plan.listed_through == created(snaps[1])
     gone = observed_source(jobs[0], None, now)
@@ -193,7 +217,7 @@ def test_snapshot_still_being_created_holds_the_chain():
     (snap,) = family_snapshots(1)
     creating = a_snapshot().named(snap.id.name).of_family(snap.family_id or "").still_creating().build()
     now = T0 + minutes(10)
-    plan = plan_chain(head_for(snap), [job_for(creating)], now, listing=[creating], listed_at=now)
+    plan = plan_chain(head_for(snap), [job_for(creating)], now, listing=[creating], listed_at=now, select=SELECT)
     assert plan.start is None and "waiting for the source" in plan.wait
 
 
@@ -234,8 +258,8 @@ def test_source_checks_back_off_within_bounds():
 
 def test_a_snapshot_without_time_created_is_read_again_never_ordered():
     undated = replace(a_snapshot().build(), time_created=None)
-    assert isinstance(eligibility(undated, REGIONS, ()), NotYet)
-    plan = plan_chain(head_for(a_snapshot().build()), [], T0, listing=[undated], listed_at=T0)
+    assert isinstance(eligibility(undated, implicit(*REGIONS), ()), NotYet)
+    plan = plan_chain(head_for(a_snapshot().build()), [], T0, listing=[undated], listed_at=T0, select=SELECT)
     assert plan.add == () and plan.listed_through is None
 
 
@@ -244,7 +268,7 @@ def test_listing_ignores_other_families_copies_and_target_region_snapshots():
     other = family_snapshots(1)[0]
     copy = a_snapshot().named("c").of_family(snaps[0].family_id or "").copy_started().located("westus3").build()
     now = T0 + minutes(10)
-    plan = plan_chain(head_for(snaps[0]), [], now, listing=[*snaps, other, copy], listed_at=now)
+    plan = plan_chain(head_for(snaps[0]), [], now, listing=[*snaps, other, copy], listed_at=now, select=SELECT)
     assert [job.source_id for job in plan.add] == [snaps[0].id]
 
 
@@ -423,7 +447,7 @@ def test_a_listing_older_than_the_heads_belief_never_calls_a_live_snapshot_delet
     older, newer = family_snapshots(2)
     head = head_for(older, last_started_key=job_for(older).key, listed_through=created(newer))
     stale_at = created(newer) - minutes(1)
-    plan = plan_chain(head, [job_for(newer)], created(newer), listing=[older], listed_at=stale_at)
+    plan = plan_chain(head, [job_for(newer)], created(newer), listing=[older], listed_at=stale_at, select=SELECT)
     assert plan.start == job_for(newer) and plan.listed_through == created(newer)  # never forgotten
 
 

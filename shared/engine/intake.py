@@ -20,6 +20,7 @@ from shared.engine.starting import Starter
 from shared.events import Malformed, NotOurs, parse_event
 from shared.ids import ResourceId
 from shared.model import ChainHead, ChainKey, CopyState, Job, RegionKey, Snapshot
+from shared.placement import target_group
 from shared.poison import EventFailure, failed_again
 from shared.scheduler import CopyTo, NotYet, arrival, eligibility, new_head, new_job, source_groups_of
 from shared.store import Conflict, IndexEntry, retrying
@@ -120,7 +121,7 @@ class Intake(Part):
     def record(self, snapshot: Snapshot) -> str:
         """Queue a source snapshot in each of its chains and start what may start."""
         now = self.clock()
-        decision = eligibility(snapshot, self.settings.target_regions, self.settings.source_scopes)
+        decision = eligibility(snapshot, self.settings.policies, self.settings.source_scopes)
         if isinstance(decision, NotYet):
             # nothing recorded (the seen-index would dedupe the redelivery): Event Grid
             # delivers again and the GET is repeated; the sweep finds it if that runs out
@@ -176,7 +177,10 @@ class Intake(Part):
     def _arrive(self, snapshot: Snapshot, region: str) -> tuple[Job, bool, bool]:
         """`arrive`, and whether the chain's head (as this arrival wrote or read it) has a
         copy in flight: then no start can follow (`plan_chain` waits for it to end)."""
-        template = new_head(snapshot, region, self.settings.target_resource_group)
+        selected = self.select(snapshot, region)
+        if selected is None:  # callers asked `eligibility`, which answers from the same policies
+            raise ValueError(f"no policy copies {snapshot.id} to {region}")
+        template = new_head(snapshot, region, target_group(selected, snapshot.id))
         key = snapshot.order_key  # the key its job has
         first, existing = self.store.load_head_and_job(template.key, key)
         if first is None:
@@ -192,7 +196,7 @@ class Intake(Part):
                 raise Conflict(f"head {template.key.partition} is missing")
             if existing is not None:
                 return existing, False, head
-            candidate = new_job(snapshot, region, self.settings.target_resource_group, self.clock())
+            candidate = new_job(snapshot, self.placed(selected, snapshot, head.target_group), self.clock())
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
             if groups != head.source_groups:  # a group never listed: what was listed so far proves less
                 head = replace(head, source_groups=groups, listed_through=None)
@@ -204,8 +208,8 @@ class Intake(Part):
         watermark = head.last_started_key
         if job.state == CopyState.QUEUED:
             self.store.mark_waiting(
-                template.region,
-                template.key,
+                head.region,
+                head.key,
                 job.queued_at or self.clock(),
                 from_key=watermark,
                 next_bytes=job.size_bytes,

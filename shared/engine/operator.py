@@ -112,9 +112,8 @@ class Operator(Part):
             return tuple(configured)
         unknown = [region for region in requested if region not in configured]
         if unknown:
-            raise unprocessable(
-                f"targetRegions: {', '.join(unknown)} not in COPY_TARGET_REGIONS ({', '.join(configured)})"
-            )
+            where = "COPY_TARGET_REGIONS" if not self.settings.copy_policies else "any policy's targets"
+            raise unprocessable(f"targetRegions: {', '.join(unknown)} not in {where} ({', '.join(configured)})")
         return tuple(dict.fromkeys(requested))
 
     def copy_snapshot(self, snapshot_id: ResourceId, requested: Sequence[str] | None) -> Accepted:
@@ -127,15 +126,17 @@ class Operator(Part):
             raise arm_trouble(error, f"reading {snapshot_id}") from None
         if snapshot is None:
             raise unprocessable(f"sourceSnapshotId: ARM has no snapshot {snapshot_id}")
-        decision = eligibility(snapshot, regions, self.settings.source_scopes)
+        decision = eligibility(snapshot, self.settings.policies, self.settings.source_scopes, regions)
         if isinstance(decision, NotYet):
             detail = f"sourceSnapshotId: {snapshot_id}: {decision.reason}; nothing was recorded: retry shortly"
             raise Refused(Refusal.ARM_UNAVAILABLE, "ARM's answer is incomplete", detail, retry_after=60)
         if not isinstance(decision, CopyTo):
             raise unprocessable(f"sourceSnapshotId: {snapshot_id} cannot be copied: {decision.reason}")
-        same = [region for region in regions if region not in decision.regions]
-        if same and requested is not None:  # named by the caller; by default, the others are copied
-            raise unprocessable(f"targetRegions: {snapshot_id} is already in {same[0]}; copy it to another region")
+        missing = [region for region in regions if region not in decision.regions]
+        if missing and requested is not None:  # named by the caller; by default, the others are copied
+            if missing[0] == snapshot.location.lower():
+                raise unprocessable(f"targetRegions: {snapshot_id} is already in {missing[0]}; copy it elsewhere")
+            raise unprocessable(f"targetRegions: no policy copies {snapshot_id} to {missing[0]}")
         return Accepted(self.intake.enqueue([snapshot], decision.regions), [])
 
     def backfill(self, disk_id: ResourceId, requested: Sequence[str] | None) -> Accepted:
@@ -163,7 +164,7 @@ class Operator(Part):
         copyable: dict[tuple[str, ...], list[Snapshot]] = {}
         ignored: list[tuple[str, str]] = []
         for snap in sorted(mine, key=lambda item: (item.time_created is None, str(item.time_created), item.id.name)):
-            decision = eligibility(snap, regions, self.settings.source_scopes)
+            decision = eligibility(snap, self.settings.policies, self.settings.source_scopes, regions)
             if isinstance(decision, CopyTo):
                 copyable.setdefault(decision.regions, []).append(snap)
             else:

@@ -18,7 +18,9 @@ from shared.config import Settings
 from shared.engine.backoff import GuardedArm
 from shared.engine.caches import Caches
 from shared.engine.listings import Listings
-from shared.model import Job, RegionLoad
+from shared.ids import ResourceGroupId
+from shared.model import MAX_TAGS, Job, RegionLoad, Snapshot
+from shared.placement import Placement, Selected, Selector, place, selector
 from shared.store import Conflict, StateStore
 
 log = logging.getLogger("snapcopy")
@@ -76,6 +78,25 @@ class Part:
     @property
     def listings(self) -> Listings:
         return self.deps.listings
+
+    @property
+    def select(self) -> Selector:
+        """Which policy target copies a snapshot into a region (from the current settings)."""
+        return selector(self.settings.policies, self.settings.source_scopes)
+
+    def placed(self, selected: Selected, snapshot: Snapshot, group: ResourceGroupId) -> Placement:
+        """Where and how a copy goes; source tags past ARM's limit are logged, not lost silently."""
+        placement = place(selected, snapshot, group)
+        if placement.dropped_tags:
+            log.warning(
+                "%s: %d source tag(s) not carried to its copy in %s (ARM allows %d tags): %s",
+                snapshot.id,
+                len(placement.dropped_tags),
+                placement.region,
+                MAX_TAGS,
+                ", ".join(placement.dropped_tags),
+            )
+        return placement
 
     @property
     def cap(self) -> int:

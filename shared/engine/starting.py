@@ -104,7 +104,7 @@ class Starter(Part):
                     now,
                     listing=listing[0],
                     listed_at=listing[1],
-                    target_group=self.settings.target_resource_group,
+                    select=self.select,
                 )
                 if not plan.needs_listing:
                     break
@@ -234,7 +234,7 @@ class Starter(Part):
         connection) keeps it: the copy may exist, and the tick's listing will tell."""
         try:
             made = self.arm.start_copy(
-                job.source_id, job.target_id, flight.region.region, {SOURCE_TAG: str(job.source_id)}
+                job.source_id, job.target_id, flight.region.region, dict(job.tags) or {SOURCE_TAG: str(job.source_id)}
             )
         except ArmError as error:
             stored = self.store.load_job(job.chain, job.key) or job

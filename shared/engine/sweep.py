@@ -115,7 +115,7 @@ class Reconciler(Part):
         by_chain: dict[ChainKey, list[Snapshot]] = {}
         indexes: dict[ResourceGroupId, dict[str, IndexEntry]] = {}
         for snapshot in listed:
-            decision = eligibility(snapshot, self.settings.target_regions, self.settings.source_scopes)
+            decision = eligibility(snapshot, self.settings.policies, self.settings.source_scopes)
             if not isinstance(decision, CopyTo) or snapshot.family_id is None:
                 continue
             group = snapshot.id.group

@@ -9,6 +9,7 @@ It must not do I/O: plain dicts in and out.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -157,6 +158,9 @@ def job_entity(job: Job) -> Entity:
         "Reason": job.reason,
         # a double: exact for any disk size, and no Int64 wrapper to unpack
         "SizeBytes": float(job.size_bytes) if job.size_bytes is not None else None,
+        "Policy": job.policy,
+        # the copy's tags as JSON: at most 50, each within ARM's lengths, so within a property's 64 KiB
+        "Tags": json.dumps(dict(job.tags)) if job.tags else "",
     }
 
 
@@ -204,7 +208,20 @@ def job_from(chain: ChainKey, entity: Any) -> Job:
         reason=entity.get("Reason", "") or "",
         etag=etag_of(entity),
         size_bytes=size(entity.get("SizeBytes")),
+        policy=entity.get("Policy", "") or "",
+        tags=tags_from(entity),
     )
+
+
+def tags_from(entity: Any) -> tuple[tuple[str, str], ...]:
+    """A job's copy tags (none on rows from before policies: the start adds ours)."""
+    text = entity.get("Tags") or ""
+    if not text:
+        return ()
+    tags = json.loads(text)
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise ValueError(f"job row {entity.get('RowKey')!r} has Tags that are not an object of strings")
+    return tuple(tags.items())
 
 
 def wait_entity(marker: Waiting) -> Entity:
