@@ -36,12 +36,20 @@ class Fleet:
         return disk.id
 
     def take_snapshot(
-        self, disk_id: str, name: str, location: str, *, incremental: bool = True, resource_group: str | None = None
+        self,
+        disk_id: str,
+        name: str,
+        location: str,
+        *,
+        incremental: bool = True,
+        resource_group: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> str:
         """Snapshot a disk (into the disk's resource group unless told otherwise)."""
         resource_group = resource_group or disk_id.split("/")[4]
         body = Snapshot(
             location=location,
+            tags=tags,
             properties=SnapshotProperties(
                 creation_data=CreationData(create_option="Copy", source_resource_id=disk_id), incremental=incremental
             ),
@@ -49,6 +57,11 @@ class Fleet:
         snapshot = self.client.snapshots.begin_create_or_update(resource_group, name, body).result()
         assert snapshot.id is not None
         return snapshot.id
+
+    def snapshot_tags(self, snapshot_id: str) -> dict[str, str]:
+        """The tags ARM shows on a snapshot of this fleet's subscription."""
+        parts = snapshot_id.split("/")
+        return dict(self.client.snapshots.get(parts[4], parts[8]).tags or {})
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         parts = snapshot_id.split("/")

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 CORE = [
     "cursors", "config", "dedupe", "errors", "events", "ids", "model",
-    "poison", "progress", "refusals", "scheduler", "tokens",
+    "placement", "poison", "policies", "progress", "refusals", "scheduler", "tokens",
 ]  # fmt: skip
 HTTP_AND_TRIGGERS = ["api", "openapi", "triggers"]
 EDGES = ("shared.store", "shared.tables", "shared.arm")

@@ -22,10 +22,24 @@ def required_object(parent: Mapping[str, Any], name: str, prefix: str = "") -> M
     return value
 
 
+MAX_TAGS = 50
+
+
 def tags_of(body: Mapping[str, Any]) -> dict[str, str]:
     tags = body.get("tags") or {}
     if not isinstance(tags, Mapping) or not all(isinstance(v, str) for v in tags.values()):
         raise bad_request("'tags' must be an object of string values.", "InvalidParameter")
+    # ARM's tag limits (Azure docs, "Use tags to organize your Azure resources"): at most
+    # 50 pairs per resource, names up to 512 characters, values up to 256, and no < > % & \ ? /
+    if len(tags) > MAX_TAGS:
+        raise bad_request(f"A resource may have at most {MAX_TAGS} tags; the request has {len(tags)}.", "InvalidTag")
+    for name, value in tags.items():
+        if not name or len(name) > 512 or any(c in name for c in "<>%&\\?/"):
+            raise bad_request(
+                f"The tag name '{name[:64]}' is invalid (1 to 512 characters, none of <>%&\\?/).", "InvalidTag"
+            )
+        if len(value) > 256:
+            raise bad_request(f"The value of tag '{name[:64]}' is longer than 256 characters.", "InvalidTag")
     return {str(k): v for k, v in tags.items()}
 
 

@@ -1,0 +1,119 @@
+"""Policies in the settings and where copies go (pure: no Azure, no table)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+
+import pytest
+
+from shared.config import load_settings
+from shared.errors import ConfigError
+from shared.ids import ResourceGroupId, ResourceId, Scope, TargetResourceGroup
+from shared.model import MAX_TAGS, SOURCE_TAG, target_snapshot_id
+from shared.placement import TAG_TEXT_BUDGET, Selected, copy_tags, place, selector
+from shared.policies import Policy, Target, implicit_policy
+from tests.builders import OTHER_SUB, SUB, a_snapshot
+
+DES = "/providers/Microsoft.Compute/diskEncryptionSets/des"
+STATE = {"STATE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
+
+
+def policies_env(*policies: Mapping[str, object], **extra: str) -> dict[str, str]:
+    return {**STATE, "COPY_POLICIES": json.dumps(list(policies)), **extra}
+
+
+def test_without_copy_policies_the_old_settings_are_one_implicit_policy():
+    settings = load_settings({**STATE, "COPY_TARGET_REGIONS": "westus3,centralus", "COPY_TARGET_RESOURCE_GROUP": "dr"})
+    (policy,) = settings.policies
+    assert policy.implicit and not policy.copy_tags
+    assert [(t.region, t.resource_group) for t in policy.targets] == [
+        ("westus3", TargetResourceGroup(name="dr")),
+        ("centralus", TargetResourceGroup(name="dr")),
+    ]
+
+
+def test_copy_policies_replace_the_old_settings_and_refuse_to_sit_beside_them():
+    env = policies_env({"name": "a", "targets": [{"region": "westus3"}, {"region": "centralus"}]})
+    settings = load_settings(env)
+    assert settings.target_regions == ("westus3", "centralus") and settings.policies[0].name == "a"
+    for clash in ("COPY_TARGET_REGIONS", "COPY_TARGET_RESOURCE_GROUP"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({**env, clash: "westus3" if clash == "COPY_TARGET_REGIONS" else "dr"})
+        message = str(caught.value)
+        assert "COPY_TARGET_REGIONS" in message and "COPY_TARGET_RESOURCE_GROUP" in message and clash in message
+
+
+@pytest.mark.parametrize(
+    ("target", "policy", "field"),
+    [
+        ({"diskEncryptionSetId": f"/subscriptions/{SUB}/resourceGroups/r{DES}"}, {}, "diskEncryptionSetId"),
+        ({"copySpeed": "Enhanced"}, {}, "copySpeed"),
+        ({"retain": {"count": 3}}, {}, "retain"),
+        ({}, {"mode": "latest"}, "mode"),
+    ],
+)
+def test_fields_this_version_does_not_carry_out_fail_start_up_instead_of_being_ignored(target, policy, field):
+    env = policies_env({"name": "p", "targets": [{"region": "westus3", **target}], **policy})
+    with pytest.raises(ConfigError, match=f"policy 'p', field .*{field}.*does not carry it out yet"):
+        load_settings(env)
+
+
+def test_a_source_is_in_scope_when_any_policy_may_select_it():
+    scoped = {
+        "name": "a",
+        "sources": {"scopes": [f"/subscriptions/{SUB}/resourceGroups/prod-rg"]},
+        "targets": [{"region": "westus3"}],
+    }
+    settings = load_settings(policies_env(scoped))
+    assert settings.in_scope(ResourceId(SUB, "PROD-RG", "snapshots", "x"))
+    assert not settings.in_scope(ResourceId(SUB, "test-rg", "snapshots", "x"))
+    everything = {"name": "b", "targets": [{"region": "centralus"}]}
+    assert load_settings(policies_env(scoped, everything)).in_scope(ResourceId(OTHER_SUB, "x", "snapshots", "y"))
+    narrowed = replace(load_settings(policies_env(everything)), source_scopes=(Scope(OTHER_SUB),))
+    assert not narrowed.in_scope(ResourceId(SUB, "x", "snapshots", "y"))  # no scopes of its own: COPY_SOURCE_SCOPES
+
+
+# --- placement -----------------------------------------------------------------------------
+
+
+def test_the_implicit_policy_names_copies_as_snapcopy_always_did():
+    snapshot = a_snapshot().build()
+    policy = implicit_policy(("westus3",), TargetResourceGroup(name="dr"))
+    group = ResourceGroupId(SUB, "dr")
+    placement = place(Selected(policy, policy.targets[0]), snapshot, group)
+    assert placement.target_id == target_snapshot_id(snapshot.id, "westus3", group)
+    assert placement.tags == ((SOURCE_TAG, str(snapshot.id)),) and placement.policy == "default"
+
+
+def test_copy_tags_carry_the_source_s_then_the_policy_s_and_ours_wins():
+    snapshot = a_snapshot().tagged(env="prod", Owner="app-team", **{"SNAPCOPY-SOURCE": "forged"}).build()
+    policy = Policy("p", (Target("westus3"),), tags=(("owner", "dr-team"),))
+    tags, dropped = copy_tags(snapshot, policy)
+    assert dict(tags) == {"env": "prod", "owner": "dr-team", SOURCE_TAG: str(snapshot.id)} and dropped == ()
+    assert copy_tags(snapshot, replace(policy, copy_tags=False))[0] == (
+        ("owner", "dr-team"),
+        (SOURCE_TAG, str(snapshot.id)),
+    )
+
+
+def test_past_arms_50_tags_source_tags_are_dropped_first_and_named():
+    many = {f"t{i:02}": "v" for i in range(60)}
+    snapshot = a_snapshot().tagged(**many).build()
+    tags, dropped = copy_tags(snapshot, Policy("p", (Target("westus3"),), tags=(("owner", "x"),)))
+    assert len(tags) == MAX_TAGS and dict(tags)["owner"] == "x" and SOURCE_TAG in dict(tags)
+    assert dropped == tuple(f"t{i:02}" for i in range(48, 60))
+    long = {f"k{i:02}" + "n" * 500: "v" * 256 for i in range(48)}  # 48 tags: more text than a job row keeps
+    tags, dropped = copy_tags(a_snapshot().tagged(**long).build(), Policy("p", (Target("westus3"),)))
+    assert sum(len(k) + len(v) for k, v in tags) <= TAG_TEXT_BUDGET and dropped
+
+
+def test_a_selector_answers_per_region_with_the_first_policy_winning():
+    first = Policy("first", (Target("westus3", TargetResourceGroup(name="a")),), source_tags=(("backup", "dr"),))
+    second = Policy("second", (Target("westus3"), Target("centralus")))
+    select = selector((first, second), ())
+    tagged = a_snapshot().tagged(Backup="dr").build()
+    assert (choice := select(tagged, "westus3")) is not None and choice.policy.name == "first"
+    assert (choice := select(a_snapshot().build(), "westus3")) is not None and choice.policy.name == "second"
+    assert select(tagged, "eastus") is None

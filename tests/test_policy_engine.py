@@ -1,0 +1,111 @@
+"""Replication policies end to end: the real SDK, Azurite and the ARM emulator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared.ids import ResourceId
+from tests.builders import OTHER_SUB, SUB
+from tests.conftest import Deployment
+from tests.test_api_requests import post
+from tests.test_functions import RG, copies, jobs, run_until_done, snapshot_events
+
+pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
+
+POLICIES: list[dict[str, Any]] = [
+    {
+        "name": "dr",
+        "sources": {"tags": {"backup": "dr"}},
+        "targets": [{"region": "westus3", "resourceGroup": "dr-rg"}],
+        "tags": {"owner": "dr-team"},
+        "nameTemplate": "{disk}-{time}-{region}",
+    },
+    {
+        "name": "far",
+        "targets": [{"region": "centralus", "resourceGroup": f"/subscriptions/{OTHER_SUB}/resourceGroups/far-rg"}],
+        "copyTags": False,
+    },
+]
+
+
+@pytest.fixture
+def app_settings(app_settings: dict[str, str]) -> dict[str, str]:
+    settings = {**app_settings, "COPY_POLICIES": json.dumps(POLICIES)}
+    del settings["COPY_TARGET_REGIONS"]
+    return settings
+
+
+def take(deployment: Deployment, disk: str, count: int, tags: dict[str, str] | None = None) -> list[str]:
+    """`count` snapshots of a new disk, a minute apart (so `{time}` names them apart)."""
+    disk_id = deployment.fleet.create_disk(RG, disk, "eastus2")
+    taken = []
+    for i in range(count):
+        taken.append(deployment.fleet.take_snapshot(disk_id, f"{disk}-s{i}", "eastus2", tags=tags))
+        deployment.advance(60)
+    return taken
+
+
+def made(deployment: Deployment) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every copy ARM started, by (source name, region)."""
+    return {(c["source_id"].rsplit("/", 1)[-1], c["region"]): c for c in copies(deployment)}
+
+
+def test_each_policy_copies_what_it_selects_where_it_says_named_and_tagged_as_it_says(deployment: Deployment):
+    tagged = take(deployment, "vm0-data0", 2, tags={"backup": "dr", "Team": "db"})
+    plain = take(deployment, "vm1-data0", 1)
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    copies_made = made(deployment)
+    # "dr" selects the tagged disk only, into westus3's dr-rg, named by its template
+    assert sorted(key for key in copies_made if key[1] == "westus3") == [
+        ("vm0-data0-s0", "westus3"),
+        ("vm0-data0-s1", "westus3"),
+    ]
+    first = ResourceId.parse(copies_made[("vm0-data0-s0", "westus3")]["target_id"])
+    assert first.resource_group == "dr-rg" and first.subscription == SUB
+    assert first.name.startswith("vm0-data0-2026") and first.name.endswith("-westus3")
+    assert deployment.fleet.snapshot_tags(str(first)) == {
+        "backup": "dr",
+        "Team": "db",
+        "owner": "dr-team",
+        "snapcopy-source": tagged[0],
+    }
+    # "far" selects everything, into another subscription, with our provenance tag only
+    far = [copies_made[(name.rsplit("/", 1)[-1], "centralus")] for name in (*tagged, *plain)]
+    assert all(c["state"] == "succeeded" and c["subscription"].lower() == OTHER_SUB for c in far)
+    rows = jobs(deployment)
+    assert sorted({row["Policy"] for row in rows}) == ["dr", "far"]
+    assert all(row["State"] == "succeeded" for row in rows)
+    assert deployment.refusals() == {}
+
+
+def test_the_other_subscriptions_copies_count_against_their_own_cap(deployment: Deployment):
+    take(deployment, "vm0-data0", 1, tags={"backup": "dr"})
+    deployment.deliver(snapshot_events(deployment))
+    partitions = {row["PartitionKey"] for row in deployment.rows("region|")}
+    assert partitions == {f"region|{SUB}|westus3", f"region|{OTHER_SUB}|centralus"}
+
+
+def test_the_sweep_finds_a_lost_event_and_honours_the_tags(deployment: Deployment):
+    take(deployment, "vm0-data0", 1, tags={"backup": "dr"})
+    deployment.deliver(snapshot_events(deployment))  # makes the chains the sweep then looks after
+    later = take(deployment, "vm0-data0b", 1, tags={"backup": "other"})
+    deployment.drain_events()  # that event is lost
+    deployment.host.run_timer(function="sweep_sources")
+    run_until_done(deployment)
+    copies_made = made(deployment)
+    name = later[0].rsplit("/", 1)[-1]
+    assert (name, "centralus") in copies_made and (name, "westus3") not in copies_made
+
+
+def test_a_request_without_regions_copies_to_every_target_that_selects_it(deployment: Deployment):
+    (plain,) = take(deployment, "vm1-data0", 1)
+    deployment.drain_events()
+    status, _, body = post(deployment, {"sourceSnapshotId": plain})
+    assert status == 202, body
+    assert [c["targetRegion"] for c in body["copies"]] == ["centralus"]
+    status, _, body = post(deployment, {"sourceSnapshotId": plain, "targetRegions": ["westus3"]})
+    assert status == 422 and "no policy copies" in body["detail"]
