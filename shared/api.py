@@ -11,47 +11,39 @@ It must not read the store or ARM, nor decide: `shared/engine/operator.py` reads
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import azure.functions as func
 
 from shared import runtime, tokens
 from shared.cursors import Cursor, names_a_job
 from shared.errors import Refusal, Refused, invalid
-from shared.ids import REGION_RE, InvalidResourceId, ResourceId
 from shared.model import ChainKey, CopyState, Job
+from shared.problems import (
+    answers_problems,
+    json_answer,
+    parse_id,
+    parse_region,
+    read_object,
+    shown,
+)
 from shared.service import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
 
 log = logging.getLogger("snapcopy")
 
 blueprint = func.Blueprint()  # type: ignore[no-untyped-call]
 
-MAX_BODY_BYTES = 16 * 1024
-# How each kind of refusal is answered (README, "Errors").
-STATUS = {
-    Refusal.INVALID: 400,
-    Refusal.NOT_FOUND: 404,
-    Refusal.NOT_NOW: 409,
-    Refusal.TOO_LARGE: 413,
-    Refusal.CANNOT_COPY: 422,
-    Refusal.ARM_REFUSED: 502,
-    Refusal.ARM_UNAVAILABLE: 503,
-}
 MAX_REGIONS = 64
 COPY_FIELDS = ("sourceSnapshotId", "sourceDiskId", "targetRegions")
 # `code` carries the function key when it is not sent as the x-functions-key header.
 LIST_PARAMS = ("sourceDiskId", "targetRegion", "state", "top", "continuationToken", "code")
 
 _MAX_COPY_ID = 256
-
-Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
 
 class InvalidCopyId(ValueError):
@@ -134,86 +126,12 @@ def chain_view(status: ChainStatus, now: datetime) -> dict[str, Any]:
 # --- plumbing ---------------------------------------------------------------------------
 
 
-def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body), status_code=status, mimetype="application/json", headers=dict(headers or {})
-    )
-
-
-def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return func.HttpResponse(
-        json.dumps(body), status_code=status, mimetype="application/problem+json", headers=dict(headers or {})
-    )
-
-
-def parse_region(text: str, field: str) -> str:
-    region = text.strip().lower()
-    if not REGION_RE.fullmatch(region):
-        raise invalid(f"{field}: {text!r} is not an Azure region name (like 'westus3')")
-    return region
-
-
 def parse_state(text: str) -> CopyState:
     try:
         return CopyState(text.strip().lower())
     except ValueError:
         allowed = ", ".join(state.value for state in CopyState)
         raise invalid(f"state: {text!r} is not one of {allowed}") from None
-
-
-def parse_id(text: str, kind: str, field: str) -> ResourceId:
-    try:
-        return ResourceId.parse(text.strip(), kind=kind)
-    except InvalidResourceId as error:
-        raise invalid(f"{field}: {error}") from None
-
-
-def answers_problems(handler: Handler) -> Handler:
-    """Refusals become problem documents; anything unexpected a bare 500 (logged here, not
-    returned: no stack trace or setting ever reaches the caller)."""
-
-    @functools.wraps(handler)
-    def wrapped(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return handler(req)
-        except Refused as refusal:
-            headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-            return problem(STATUS[refusal.kind], refusal.title, refusal.detail, headers)
-        except Exception:
-            # the path only: a query string may carry the function key (`code`)
-            log.exception("%s %s failed", req.method, urlsplit(req.url).path)
-            return problem(500, "Internal error", "snapcopy failed to answer; the function's log has the details")
-
-    return wrapped
-
-
-def _shown(value: Any) -> str:
-    """A caller's value, quoted and cut short, for a detail."""
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def read_object(req: func.HttpRequest) -> dict[str, Any]:
-    """The body as a JSON object, or a precise refusal."""
-    body = req.get_body() or b""
-    if len(body) > MAX_BODY_BYTES:
-        raise Refused(
-            Refusal.TOO_LARGE, "Body too large", f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted"
-        )
-    if not body.strip():
-        raise invalid('the body is empty; send a JSON object like {"sourceSnapshotId": "/subscriptions/..."}')
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise invalid("the body is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise invalid(f"the body is not JSON: {error.msg} (line {error.lineno}, column {error.colno})") from None
-    except (ValueError, RecursionError):
-        raise invalid("the body is not JSON snapcopy can read (nested too deeply, or a number too long)") from None
-    if not isinstance(data, dict):
-        raise invalid(f"the body must be a JSON object, not {type(data).__name__}")
-    return data
 
 
 def _route_copy(req: func.HttpRequest) -> tuple[ChainKey, str]:
@@ -228,7 +146,7 @@ def _regions(data: Mapping[str, Any]) -> list[str] | None:
         return None
     value = data["targetRegions"]
     if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
-        raise invalid(f"targetRegions must be a non-empty array of region names, not {_shown(value)}")
+        raise invalid(f"targetRegions must be a non-empty array of region names, not {shown(value)}")
     if len(value) > MAX_REGIONS:
         raise invalid(f"targetRegions lists {len(value)} regions; at most {MAX_REGIONS}")
     return [parse_region(item, "targetRegions") for item in value]
@@ -241,7 +159,7 @@ def _accepted(ondemand: Operator, result: Accepted, location: str) -> func.HttpR
         "ignored": [{"sourceSnapshotId": snap, "reason": reason} for snap, reason in result.ignored],
     }
     busy = any(not job.state.is_final for job, _ in result.copies)
-    return _json(body, 202 if busy else 200, {"Location": location})
+    return json_answer(body, 202 if busy else 200, {"Location": location})
 
 
 # --- routes -----------------------------------------------------------------------------
@@ -256,14 +174,14 @@ def request_copies(req: func.HttpRequest) -> func.HttpResponse:
     unknown = sorted(set(data) - set(COPY_FIELDS))
     if unknown:
         raise invalid(
-            f"unknown field(s): {', '.join(_shown(name) for name in unknown)}; allowed: {', '.join(COPY_FIELDS)}"
+            f"unknown field(s): {', '.join(shown(name) for name in unknown)}; allowed: {', '.join(COPY_FIELDS)}"
         )
     sources = [name for name in ("sourceSnapshotId", "sourceDiskId") if data.get(name) is not None]
     if len(sources) != 1:
         raise invalid("send exactly one of sourceSnapshotId (one snapshot) or sourceDiskId (backfill a disk)")
     (field,) = sources
     if not isinstance(data[field], str):
-        raise invalid(f"{field} must be a string ARM id, not {_shown(data[field])}")
+        raise invalid(f"{field} must be a string ARM id, not {shown(data[field])}")
     regions = _regions(data)
     ondemand = runtime.replicator().operator
     if field == "sourceSnapshotId":
@@ -293,7 +211,7 @@ def list_copies(req: func.HttpRequest) -> func.HttpResponse:
     if params.get("top"):
         text = params["top"].strip()
         if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_PAGE:
-            raise invalid(f"top must be a whole number from 1 to {MAX_PAGE}, not {_shown(params['top'])}")
+            raise invalid(f"top must be a whole number from 1 to {MAX_PAGE}, not {shown(params['top'])}")
         top = int(text)
     cursor = Cursor.decode(params["continuationToken"]) if params.get("continuationToken") else None
     ondemand = runtime.replicator().operator
@@ -303,7 +221,7 @@ def list_copies(req: func.HttpRequest) -> func.HttpResponse:
         query = {name: value for name, value in params.items() if name not in ("code", "continuationToken")}
         body["continuationToken"] = page.continuation
         body["nextLink"] = "/api/copies?" + urlencode({**query, "continuationToken": page.continuation})
-    return _json(body)
+    return json_answer(body)
 
 
 @blueprint.function_name("get_copy")
@@ -313,7 +231,7 @@ def get_copy(req: func.HttpRequest) -> func.HttpResponse:
     """State, percent, timestamps, target and error of one copy."""
     chain, key = _route_copy(req)
     ondemand = runtime.replicator().operator
-    return _json(live_view(ondemand.live(ondemand.job(chain, key))))
+    return json_answer(live_view(ondemand.live(ondemand.job(chain, key))))
 
 
 @blueprint.function_name("retry_copy")
@@ -324,7 +242,7 @@ def retry_copy(req: func.HttpRequest) -> func.HttpResponse:
     chain, key = _route_copy(req)
     ondemand = runtime.replicator().operator
     job = ondemand.retry(chain, key)
-    return _json(live_view(ondemand.live(job)), 202, {"Location": f"/api/copies/{copy_id(chain, key)}"})
+    return json_answer(live_view(ondemand.live(job)), 202, {"Location": f"/api/copies/{copy_id(chain, key)}"})
 
 
 @blueprint.function_name("cancel_copy")
@@ -334,7 +252,7 @@ def cancel_copy(req: func.HttpRequest) -> func.HttpResponse:
     """Cancel a queued copy; a copy in flight cannot be stopped (the answer says so)."""
     chain, key = _route_copy(req)
     ondemand = runtime.replicator().operator
-    return _json(live_view(ondemand.live(ondemand.cancel(chain, key))))
+    return json_answer(live_view(ondemand.live(ondemand.cancel(chain, key))))
 
 
 @blueprint.function_name("list_chains")
@@ -345,7 +263,7 @@ def list_chains(req: func.HttpRequest) -> func.HttpResponse:
     ondemand = runtime.replicator().operator
     now = ondemand.clock()
     chains = [chain_view(status, now) for status in ondemand.chains()]
-    return _json({"value": chains})
+    return json_answer({"value": chains})
 
 
 @blueprint.function_name("openapi")
@@ -355,4 +273,4 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """This API described as OpenAPI 3.1."""
     from shared.openapi import document
 
-    return _json(document())
+    return json_answer(document())

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.api import COPY_FIELDS, MAX_BODY_BYTES, MAX_REGIONS
+from shared.api import COPY_FIELDS, MAX_REGIONS
 from shared.ids import GUID, REGION
 from shared.model import CopyState
+from shared.openapi_policies import policy_paths, policy_schemas
+from shared.problems import MAX_BODY_BYTES
 from shared.service import DEFAULT_PAGE, MAX_PAGE
 
 API_VERSION = "0.1.0"  # the package version (pyproject.toml); the tests check they agree
@@ -534,12 +536,13 @@ def document() -> dict[str, Any]:
         "tags": [
             {"name": "copies", "description": "Copies of snapshots: request, list, inspect, cancel, retry."},
             {"name": "chains", "description": "Disk families per target region, with their RPO."},
+            {"name": "policies", "description": "The replication policies, and what they make of a snapshot."},
             {"name": "meta", "description": "About the API itself."},
         ],
         "security": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **policy_paths(_errors)},
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **policy_schemas()},
             "responses": _responses(),
             "securitySchemes": {
                 "functionKeyHeader": {

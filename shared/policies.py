@@ -272,3 +272,37 @@ def _check_template(template: Any, policy: str, targets: tuple[Target, ...]) -> 
         raise PolicyError(
             policy, "nameTemplate", template, "{region} when two targets put copies in the same resource group"
         )
+
+
+def policy_document(policy: Policy) -> dict[str, Any]:
+    """A policy in the COPY_POLICIES form (parse_policies reads it back to the same policy)."""
+    targets = []
+    for target in policy.targets:
+        item: dict[str, Any] = {"region": target.region}
+        group = target.resource_group
+        if group.group is not None:
+            item["resourceGroup"] = str(group.group)
+        elif group.name is not None:
+            item["resourceGroup"] = group.name
+        if target.disk_encryption_set_id is not None:
+            item["diskEncryptionSetId"] = target.disk_encryption_set_id
+        item["copySpeed"] = target.copy_speed.value
+        if target.retain is not None:
+            item["retain"] = {
+                key: value for key, value in (("count", target.retain.count), ("days", target.retain.days)) if value
+            }
+        targets.append(item)
+    sources: dict[str, Any] = {}
+    if policy.scopes:
+        sources["scopes"] = [str(scope) for scope in policy.scopes]
+    if policy.source_tags:
+        sources["tags"] = dict(policy.source_tags)
+    return {
+        "name": policy.name,
+        "sources": sources,
+        "targets": targets,
+        "copyTags": policy.copy_tags,
+        "tags": dict(policy.tags),
+        "nameTemplate": policy.name_template,
+        "mode": policy.mode.value,
+    }

@@ -11,6 +11,7 @@ ARM, clock) and hands each call to the part that owns it:
 | polling | `engine/polling.py` | one timer run, region by region |
 | sweeper | `engine/sweep.py` | the hourly reconciliation: lost events, stranded work, orphans |
 | operator | `engine/operator.py` | operators' requests (copy, backfill, retry, cancel, status) |
+| explainer | `engine/explain.py` | the policies in effect, and what they make of a snapshot |
 
 Every decision comes from `shared.scheduler`; the parts read what a decision needs, ask,
 and carry out the answer in a crash-safe order (each protocol's module says which).
@@ -27,6 +28,7 @@ from shared.arm import ComputeApi
 from shared.config import Settings
 from shared.engine.backoff import GuardedArm
 from shared.engine.caches import Caches
+from shared.engine.explain import Evaluation, Explainer
 from shared.engine.finishing import Finisher
 from shared.engine.intake import Intake
 from shared.engine.listings import Listings
@@ -47,6 +49,8 @@ __all__ = [
     "Accepted",
     "ChainStatus",
     "Clock",
+    "Evaluation",
+    "Explainer",
     "LiveCopy",
     "Operator",
     "Replicator",
@@ -69,6 +73,7 @@ class Replicator(Part):
         self.intake = Intake(self.deps, self.starting)
         self.operator = Operator(self.deps, self.intake)  # operators' requests (the HTTP API)
         self.sweeper = Reconciler(self.deps, self.intake, self.finishing)
+        self.explainer = Explainer(self.deps)  # operators' questions about the policies
 
     # --- the entry points ----------------------------------------------------------------
 

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shared.api import MAX_BODY_BYTES, parse_copy_id
+from shared.api import parse_copy_id
 from shared.ids import Scope
+from shared.problems import MAX_BODY_BYTES
 from tests.builders import SUB
 from tests.conftest import Deployment
 from tests.test_functions import RG, copies, disk_with_snapshots, jobs, run_until_done

@@ -15,7 +15,7 @@ CORE = [
     "cursors", "config", "dedupe", "errors", "events", "ids", "model",
     "placement", "poison", "policies", "progress", "refusals", "scheduler", "tokens",
 ]  # fmt: skip
-HTTP_AND_TRIGGERS = ["api", "openapi", "triggers"]
+HTTP_AND_TRIGGERS = ["api", "openapi", "policy_api", "problems", "triggers"]
 EDGES = ("shared.store", "shared.tables", "shared.arm")
 
 
@@ -46,7 +46,7 @@ def touches(found: set[str], prefixes: tuple[str, ...]) -> list[str]:
 
 def test_function_app_only_registers_the_blueprints():
     found = imports(ROOT / "function_app.py")
-    assert found == {"azure.functions", "shared.api", "shared.triggers", "shared"}
+    assert found == {"azure.functions", "shared.api", "shared.policy_api", "shared.triggers", "shared"}
 
 
 @pytest.mark.parametrize("name", HTTP_AND_TRIGGERS)

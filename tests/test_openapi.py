@@ -25,9 +25,10 @@ import shared.openapi
 from local.emulator.faults import Fault
 from local.host import FunctionHost
 from shared import runtime
-from shared.api import MAX_BODY_BYTES, copy_id
+from shared.api import copy_id
 from shared.model import ChainKey
 from shared.openapi import document
+from shared.problems import MAX_BODY_BYTES
 from tests.builders import SUB
 from tests.conftest import Deployment
 from tests.test_functions import RG, disk_with_snapshots, run_until_done
@@ -307,6 +308,26 @@ def test_every_operation_answers_as_documented(
     deployment.world.clear_faults()
     assert call("retry_copy", copy=copy["copyId"]).status == 202
 
+    # the policies in effect, and what they make of a snapshot (nothing written)
+    (policy,) = call("list_policies").body["value"]
+    assert policy["implicit"] and [target["region"] for target in policy["targets"]] == ["westus3"]
+    rows = deployment.rows("")
+    evaluated = call("evaluate_policies", body={"sourceSnapshotId": snaps[0]})
+    assert evaluated.status == 200 and evaluated.body["copied"] and deployment.rows("") == rows
+    (placed,) = evaluated.body["copies"]
+    assert placed["targetRegion"] == "westus3" and placed["tags"] == {"snapcopy-source": snaps[0]}
+    for raw in (b"{", b"[]", b'{"sourceSnapshotId": 7}', b'{"sourceSnapshotId": "x", "targetRegions": []}'):
+        assert call("evaluate_policies", raw=raw).status == 400
+    assert call("evaluate_policies", body={"sourceSnapshotId": disk_id("vm0-data0")}).status == 400
+    assert call("evaluate_policies", raw=b'{"x": "' + b"a" * MAX_BODY_BYTES + b'"}').status == 413
+    gone = snaps[0].replace("vm0-data0-s0", "gone")
+    assert call("evaluate_policies", body={"sourceSnapshotId": gone}).status == 422
+    deployment.world.add_fault(Fault(method="GET", kind="snapshot", status=403, error_code="AuthorizationFailed"))
+    assert call("evaluate_policies", body={"sourceSnapshotId": snaps[0]}).status == 502
+    deployment.world.add_fault(Fault(method="GET", kind="snapshot", status=503, count=5))
+    assert call("evaluate_policies", body={"sourceSnapshotId": snaps[0]}).status == 503
+    deployment.world.clear_faults()
+
     # anything unexpected: a bare 500 problem, nothing internal
     def broken() -> None:
         raise RuntimeError("connection string AccountKey=secret")
@@ -320,6 +341,8 @@ def test_every_operation_answers_as_documented(
         ("cancel_copy", UNKNOWN_COPY, None),
         ("retry_copy", UNKNOWN_COPY, None),
         ("list_chains", None, None),
+        ("list_policies", None, None),
+        ("evaluate_policies", None, {"sourceSnapshotId": lone}),
         ("openapi", None, None),
     ]
     for function, copy_arg, body in cases:

@@ -206,3 +206,11 @@ def test_a_policy_target_group_may_be_in_another_subscription():
         {"name": "x", "targets": [{"region": "westus3", "resourceGroup": f"/subscriptions/{OTHER}/resourceGroups/dr"}]}
     )
     assert policy.targets[0].resource_group.group == ResourceGroupId(OTHER, "dr")
+
+
+def test_a_policy_reads_back_from_the_form_the_api_shows():
+    from shared.policies import policy_document
+
+    for policy in parse(EXAMPLE, {"name": "bare", "targets": [{"region": "centralus"}]}):
+        (again,) = parse_policies(json.dumps([policy_document(policy)]))
+        assert again == policy

@@ -10,7 +10,7 @@ import pytest
 from shared.ids import ResourceId
 from tests.builders import OTHER_SUB, SUB
 from tests.conftest import Deployment
-from tests.test_api_requests import post
+from tests.test_api_requests import call, post
 from tests.test_functions import RG, copies, jobs, run_until_done, snapshot_events
 
 pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
@@ -109,3 +109,18 @@ def test_a_request_without_regions_copies_to_every_target_that_selects_it(deploy
     assert [c["targetRegion"] for c in body["copies"]] == ["centralus"]
     status, _, body = post(deployment, {"sourceSnapshotId": plain, "targetRegions": ["westus3"]})
     assert status == 422 and "no policy copies" in body["detail"]
+
+
+def test_operators_can_see_the_policies_and_ask_why_a_snapshot_is_or_is_not_copied(deployment: Deployment):
+    status, _, body = call(deployment, "list_policies", "GET")
+    assert status == 200 and [policy["name"] for policy in body["value"]] == ["dr", "far"]
+    dr = body["value"][0]
+    assert dr["sources"] == {"tags": {"backup": "dr"}} and dr["targets"][0]["resourceGroup"] == "dr-rg"
+    assert not dr["implicit"] and dr["copyTags"] and dr["nameTemplate"] == "{disk}-{time}-{region}"
+    (plain,) = take(deployment, "vm1-data0", 1)
+    status, _, body = call(deployment, "evaluate_policies", "POST", body={"sourceSnapshotId": plain})
+    assert status == 200 and body["copied"] and body["reason"] is None
+    assert [(copy["policy"], copy["targetRegion"]) for copy in body["copies"]] == [("far", "centralus")]
+    assert body["copies"][0]["tags"] == {"snapcopy-source": plain}
+    assert body["passed"] == [{"policy": "dr", "targetRegion": None, "reason": "tag 'backup' missing"}]
+    assert jobs(deployment) == []  # nothing was written
