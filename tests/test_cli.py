@@ -225,3 +225,19 @@ def test_gateway_passes_route_parameters_bodies_and_answers_through(deployment: 
     refused = requests.post(f"{api}/api/copies/{copy['copyId']}/retry", headers=headers, timeout=10)
     assert refused.status_code == 409 and refused.headers["Content-Type"] == "application/problem+json"
     assert refused.json()["detail"].endswith("this one is copying")
+
+
+def test_policies_and_evaluate_show_what_the_policies_make_of_a_snapshot(
+    deployment: Deployment, api: str, capsys: pytest.CaptureFixture[str]
+):
+    (policy,) = run_json(capsys, "policies")["value"]
+    assert policy["implicit"] and policy["targets"][0]["region"] == "westus3"
+    code, out, _ = run(capsys, "policies")
+    assert code == 0 and "default (implicit)" in out and "westus3" in out
+    (snap,) = disk_with_snapshots(deployment, "vm0-data0", 1)
+    evaluated = run_json(capsys, "evaluate", snap)
+    assert evaluated["copied"] and evaluated["copies"][0]["targetRegion"] == "westus3"
+    code, out, _ = run(capsys, "evaluate", snap)
+    assert code == 0 and "copy as vm0-data0-s0-westus3" in out
+    code, _, err = run(capsys, "evaluate", snap.replace("-s0", "-gone"))
+    assert code == 2 and "422" in err

@@ -95,6 +95,12 @@ class Client:
     def chains(self) -> Any:
         return self.call("GET", "/api/chains")
 
+    def policies(self) -> Any:
+        return self.call("GET", "/api/policies")
+
+    def evaluate(self, snapshot_id: str) -> Any:
+        return self.call("POST", "/api/policies/evaluate", body={"sourceSnapshotId": snapshot_id})
+
     def copies(self, filters: Mapping[str, str | None], *, limit: int, page_size: int) -> tuple[list[Any], bool]:
         """Up to `limit` copies, following nextLink; and whether more were left."""
         params = {name: value for name, value in filters.items() if value}

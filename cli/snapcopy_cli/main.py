@@ -27,7 +27,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from snapcopy_cli.client import ApiError, Client
-from snapcopy_cli.views import chains_table, copies_table, copy_detail, name_of, state_text
+from snapcopy_cli.views import (
+    chains_table,
+    copies_table,
+    copy_detail,
+    evaluation_table,
+    name_of,
+    policies_table,
+    state_text,
+)
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "skipped"})
 GOOD_STATES = frozenset({"succeeded", "skipped"})
@@ -134,6 +142,22 @@ class Cli:
             self.out.print(chains_table(answer.get("value", [])))
         return EXIT_OK
 
+    def policies(self) -> int:
+        answer = self.client.policies()
+        if self.args.json:
+            self.emit(answer)
+        else:
+            self.out.print(policies_table(answer.get("value", [])))
+        return EXIT_OK
+
+    def evaluate(self) -> int:
+        answer = self.client.evaluate(self.args.snapshot)
+        if self.args.json:
+            self.emit(answer)
+        else:
+            self.out.print(evaluation_table(answer))
+        return EXIT_OK
+
     def retry(self) -> int:
         copy = self.client.retry(self.args.copy_id)
         if self.args.wait:
@@ -152,6 +176,10 @@ class Cli:
             return self.status()
         if command == "chains":
             return self.chains()
+        if command == "policies":
+            return self.policies()
+        if command == "evaluate":
+            return self.evaluate()
         if command == "retry":
             return self.retry()
         return self.one(self.client.cancel(self.args.copy_id))
@@ -222,6 +250,11 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--page-size", type=_positive(int), default=100, help="copies per request (the API's top)")
 
     commands.add_parser("chains", help="every chain with its queue and RPO", parents=[common])
+    commands.add_parser("policies", help="the replication policies in effect", parents=[common])
+    evaluate = commands.add_parser(
+        "evaluate", help="which policies would copy a snapshot, and why not the others", parents=[common]
+    )
+    evaluate.add_argument("snapshot", metavar="sourceSnapshotId", help="ARM id")
     retry = commands.add_parser("retry", help="queue a failed or cancelled copy again", parents=[common])
     retry.add_argument("copy_id", metavar="copyId")
     waits(retry)

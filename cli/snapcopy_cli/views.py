@@ -115,4 +115,40 @@ def chains_table(chains: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
+def policies_table(policies: Iterable[Mapping[str, Any]]) -> Table:
+    table = Table(title="replication policies (the first that selects a snapshot wins a region)")
+    for column in ("policy", "sources", "region", "resource group", "name template", "tags"):
+        table.add_column(column, overflow="fold")
+    for policy in policies:
+        sources = policy.get("sources") or {}
+        selected = [*sources.get("scopes", []), *(f"{k}={v}" for k, v in (sources.get("tags") or {}).items())]
+        for target in policy.get("targets", []):
+            table.add_row(
+                escape(str(policy.get("name"))) + (" (implicit)" if policy.get("implicit") else ""),
+                escape(", ".join(selected) or "everything in scope"),
+                target.get("region", "-"),
+                escape(str(target.get("resourceGroup") or "the source's")),
+                escape(str(policy.get("nameTemplate"))),
+                ("source's + " if policy.get("copyTags") else "")
+                + escape(", ".join(f"{k}={v}" for k, v in (policy.get("tags") or {}).items()) or "ours"),
+            )
+    return table
+
+
+def evaluation_table(evaluation: Mapping[str, Any]) -> Table:
+    name = name_of(evaluation.get("sourceSnapshotId"))
+    table = Table(title=f"{escape(name)}: " + ("copied" if evaluation.get("copied") else "not copied"))
+    for column in ("policy", "region", "verdict"):
+        table.add_column(column, overflow="fold")
+    for copy in evaluation.get("copies", []):
+        table.add_row(
+            escape(copy["policy"]), copy["targetRegion"], "copy as " + escape(name_of(copy["targetSnapshotId"]))
+        )
+    for passed in evaluation.get("passed", []):
+        table.add_row(escape(passed["policy"]), passed.get("targetRegion") or "-", escape(passed["reason"]))
+    if evaluation.get("reason"):
+        table.add_row("-", "-", escape(str(evaluation["reason"])))
+    return table
+
+
 # --- commands -----------------------------------------------------------------------------
