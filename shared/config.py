@@ -23,7 +23,7 @@ from shared.ids import (
     Scope,
     TargetResourceGroup,
 )
-from shared.policies import CopySpeed, Mode, Policy, PolicyError, implicit_policy, parse_policies
+from shared.policies import CopySpeed, Policy, PolicyError, implicit_policy, parse_policies
 
 # Policy fields this version parses but does not carry out yet: refused at start-up rather
 # than ignored (README, "Replication policies").
@@ -230,8 +230,6 @@ def _policies(env: Mapping[str, str]) -> tuple[Policy, ...]:
                 raise PolicyError(policy.name, f"{field}.copySpeed", target.copy_speed.value, NOT_YET)
             if target.retain is not None:
                 raise PolicyError(policy.name, f"{field}.retain", "set", NOT_YET)
-        if policy.mode is not Mode.ALL:
-            raise PolicyError(policy.name, "mode", policy.mode.value, NOT_YET)
     return policies
 
 

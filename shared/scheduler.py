@@ -192,6 +192,7 @@ def plan_chain(
     listing: Sequence[Snapshot] | None = None,
     select: Selector | None = None,
     listed_at: datetime | None = None,
+    latest: frozenset[str] = frozenset(),
 ) -> ChainPlan:
     """Decide the next copy of a chain.
 
@@ -202,6 +203,10 @@ def plan_chain(
     queued job leaves the queue only when a GET says its source is gone. A snapshot it
     shows is queued only when `select` (the policies) copies it into the chain's region;
     it goes to the chain's resource group.
+
+    `latest`: the policies in mode `latest`. When the newest queued job is one of theirs,
+    it is the one to start, and the older queued jobs are superseded when it does (Azure's
+    order rule allows skipping; it forbids only going back).
     """
     adds: list[Job] = []
     suspect: set[str] = set()
@@ -246,7 +251,8 @@ def plan_chain(
         return replace(plan, hold=Hold.IN_FLIGHT, wait="a copy is in flight")
     if not queued:
         return replace(plan, hold=Hold.NOTHING_QUEUED, wait="nothing queued")
-    candidate = queued[min(queued)]
+    newest_queued = queued[max(queued)]
+    candidate = newest_queued if newest_queued.policy in latest else queued[min(queued)]
     due = candidate.key in suspect or next_source_check(candidate) <= now
     check = candidate if due else None
     if listed_through is None or candidate.source_time > listed_through:
@@ -345,14 +351,20 @@ def release_order(
     return sorted(ready, key=rank)
 
 
-def overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime) -> list[Job]:
-    """Queued jobs older than `key`: once `key` started they can never be copied."""
+def overtaken(head: ChainHead, pending: list[Job], key: str, when: datetime, *, superseded: bool = False) -> list[Job]:
+    """Queued jobs older than `key`: once `key` started they can never be copied.
+    `superseded`: the start chose the newest on purpose (policy mode `latest`)."""
     watermark = replace(head, last_started_key=key)
-    return [
+    passed = [
         arrival(replace(item, queued_at=when), watermark)
         for item in pending
         if item.state == CopyState.QUEUED and item.key < key
     ]
+    if superseded:
+        newer = key.rsplit("|", maxsplit=1)[-1]
+        reason = f"superseded by {newer}: the policy's mode 'latest' copies only the newest queued snapshot"
+        passed = [replace(item, reason=reason) for item in passed]
+    return passed
 
 
 # --- which copy is ours ---------------------------------------------------------------------

@@ -51,7 +51,6 @@ def test_copy_policies_replace_the_old_settings_and_refuse_to_sit_beside_them():
         ({"diskEncryptionSetId": f"/subscriptions/{SUB}/resourceGroups/r{DES}"}, {}, "diskEncryptionSetId"),
         ({"copySpeed": "Enhanced"}, {}, "copySpeed"),
         ({"retain": {"count": 3}}, {}, "retain"),
-        ({}, {"mode": "latest"}, "mode"),
     ],
 )
 def test_fields_this_version_does_not_carry_out_fail_start_up_instead_of_being_ignored(target, policy, field):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from shared.ids import ResourceId
+from shared.policies import parse_policies
 from tests.builders import OTHER_SUB, SUB
 from tests.conftest import Deployment
 from tests.test_api_requests import call, post
@@ -124,3 +126,25 @@ def test_operators_can_see_the_policies_and_ask_why_a_snapshot_is_or_is_not_copi
     assert body["copies"][0]["tags"] == {"snapcopy-source": plain}
     assert body["passed"] == [{"policy": "dr", "targetRegion": None, "reason": "tag 'backup' missing"}]
     assert jobs(deployment) == []  # nothing was written
+
+
+def test_in_mode_latest_a_chain_copies_only_the_newest_queued_snapshot(deployment: Deployment):
+    latest = [{"name": "newest", "targets": [{"region": "westus3"}], "mode": "latest"}]
+    settings = deployment.replicator.settings
+    deployment.replicator.settings = replace(settings, copy_policies=parse_policies(json.dumps(latest)))
+    disk_id = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2")
+    first = deployment.fleet.take_snapshot(disk_id, "vm0-data0-s0", "eastus2")
+    deployment.deliver(snapshot_events(deployment))  # s0 starts at once
+    for i in range(1, 4):  # three more while it copies
+        deployment.advance(60)
+        deployment.fleet.take_snapshot(disk_id, f"vm0-data0-s{i}", "eastus2")
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    assert [(c["source_id"], c["state"]) for c in copies(deployment)] == [
+        (first, "succeeded"),
+        (first.replace("-s0", "-s3"), "succeeded"),
+    ]
+    states = {row["SourceId"].rsplit("/", 1)[-1]: (row["State"], row["Reason"]) for row in jobs(deployment)}
+    assert [states[f"vm0-data0-s{i}"][0] for i in range(4)] == ["succeeded", "skipped", "skipped", "succeeded"]
+    assert states["vm0-data0-s1"][1].startswith("superseded by vm0-data0-s3")
+    assert deployment.refusals() == {}

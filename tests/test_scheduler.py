@@ -35,6 +35,7 @@ from shared.scheduler import (
     eligibility,
     next_source_check,
     observed_source,
+    overtaken,
     plan_chain,
     release_order,
 )
@@ -480,3 +481,20 @@ def test_a_report_seen_within_event_grids_retry_window_is_a_duplicate_and_a_reus
     assert not handled_for(entry, replace(snap, unique_id="u2"), "westus3")  # a new snapshot under the old name
     assert not handled_for(entry, snap, "centralus")
     assert started_recently(T0, T0 + minutes(5)) and not started_recently(None, T0)
+
+
+# --- policy mode `latest` -------------------------------------------------------------------
+
+
+def test_in_mode_latest_the_newest_queued_snapshot_starts_and_the_older_ones_are_superseded():
+    snaps = family_snapshots(3)
+    jobs = [job_for(snap, policy="p") for snap in snaps]
+    head = head_for(snaps[0], listed_through=created(snaps[2]))
+    now = created(snaps[2]) + minutes(1)
+    assert plan_chain(head, jobs, now).start == jobs[0]  # mode all: the oldest first
+    plan = plan_chain(head, jobs, now, latest=frozenset({"p"}))
+    assert plan.start == jobs[2]
+    passed = overtaken(head, jobs, jobs[2].key, now, superseded=True)
+    assert [job.state for job in passed] == [CopyState.SKIPPED] * 2
+    assert all(job.reason.startswith(f"superseded by {snaps[2].id.name}") for job in passed)
+    assert plan_chain(head, jobs, now, latest=frozenset({"other"})).start == jobs[0]

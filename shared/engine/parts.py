@@ -21,6 +21,7 @@ from shared.engine.listings import Listings
 from shared.ids import ResourceGroupId
 from shared.model import MAX_TAGS, Job, RegionLoad, Snapshot
 from shared.placement import Placement, Selected, Selector, place, selector
+from shared.policies import Mode
 from shared.store import Conflict, StateStore
 
 log = logging.getLogger("snapcopy")
@@ -83,6 +84,11 @@ class Part:
     def select(self) -> Selector:
         """Which policy target copies a snapshot into a region (from the current settings)."""
         return selector(self.settings.policies, self.settings.source_scopes)
+
+    @property
+    def latest_policies(self) -> frozenset[str]:
+        """The policies in mode `latest` (their chains copy only the newest queued snapshot)."""
+        return frozenset(policy.name for policy in self.settings.policies if policy.mode is Mode.LATEST)
 
     def placed(self, selected: Selected, snapshot: Snapshot, group: ResourceGroupId) -> Placement:
         """Where and how a copy goes; source tags past ARM's limit are logged, not lost silently."""

@@ -90,7 +90,7 @@ class Starter(Part):
         if head is None:
             return False, load
         now = self.clock()
-        plan = plan_chain(head, pending, now)
+        plan = plan_chain(head, pending, now, latest=self.latest_policies)
         if plan.needs_listing:
             groups = {*head.source_groups} | {job.source_id.group for job in pending if job.state == CopyState.QUEUED}
             # a kept listing first; a fresh one only when that does not prove enough
@@ -105,6 +105,7 @@ class Starter(Part):
                     listing=listing[0],
                     listed_at=listing[1],
                     select=self.select,
+                    latest=self.latest_policies,
                 )
                 if not plan.needs_listing:
                     break
@@ -203,7 +204,7 @@ class Starter(Part):
                 stored.source_percent or 0.0,
             )
         pending = [stored if item.key == job.key else item for item in pending]
-        return plan_chain(head, pending, now), pending
+        return plan_chain(head, pending, now, latest=self.latest_policies), pending
 
     def _chain(self, chain: ChainKey, waiting: Waiting | None) -> tuple[ChainHead | None, list[Job]]:
         """The head and the queue (jobs from the watermark on): in one query when the wait
@@ -349,7 +350,9 @@ class Starter(Part):
             self.store.save_chain(
                 replace(head, copying_key=job.key, last_started_key=watermark),
                 [started],
-                overtaken=overtaken(head, pending, job.key, flight.started_at),
+                overtaken=overtaken(
+                    head, pending, job.key, flight.started_at, superseded=job.policy in self.latest_policies
+                ),
             )
 
         retrying(commit_chain)
