@@ -23,7 +23,7 @@ from shared.ids import (
     Scope,
     TargetResourceGroup,
 )
-from shared.policies import CopySpeed, Policy, PolicyError, implicit_policy, parse_policies
+from shared.policies import Policy, PolicyError, implicit_policy, parse_policies
 
 # Policy fields this version parses but does not carry out yet: refused at start-up rather
 # than ignored (README, "Replication policies").
@@ -226,8 +226,6 @@ def _policies(env: Mapping[str, str]) -> tuple[Policy, ...]:
             field = f"targets[{index}]"
             if target.disk_encryption_set_id is not None:
                 raise PolicyError(policy.name, f"{field}.diskEncryptionSetId", target.disk_encryption_set_id, NOT_YET)
-            if target.copy_speed is not CopySpeed.STANDARD:
-                raise PolicyError(policy.name, f"{field}.copySpeed", target.copy_speed.value, NOT_YET)
             if target.retain is not None:
                 raise PolicyError(policy.name, f"{field}.retain", "set", NOT_YET)
     return policies

@@ -17,6 +17,7 @@ from shared.ids import ResourceGroupId, ResourceId
 # snapshotAccessState values from which a snapshot may be copied ("" = not reported)
 COPYABLE_ACCESS_STATES = frozenset({"", "available", "availablewithinstantaccess"})
 KNOWN_ACCESS_STATES = COPYABLE_ACCESS_STATES | {"pending", "instantaccess"}
+STANDARD_SPEED = "Standard"  # a CopyStart copy's default speed (the PUT leaves the field out)
 SOURCE_TAG = "snapcopy-source"  # on every copy we make: names its source (loop guard, audit)
 MAX_TAGS = 50  # Azure's limit per resource
 MAX_SNAPSHOT_NAME = 80
@@ -156,6 +157,7 @@ class Job:
     size_bytes: int | None = None  # the source's size as ARM reported it: the copy's expected length
     policy: str = ""  # the replication policy that queued it ("default": COPY_TARGET_REGIONS)
     tags: tuple[tuple[str, str], ...] = ()  # the copy's tags, fixed when it was queued (none: ours only)
+    copy_speed: str = STANDARD_SPEED  # CopyStart's provisionedBandwidthCopySpeed ("Enhanced" asks for more)
 
     @property
     def key(self) -> str:

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.ids import ResourceGroupId, ResourceId, Scope
-from shared.model import MAX_SNAPSHOT_NAME, MAX_TAGS, SOURCE_TAG, Snapshot, short_hash, target_snapshot_id
+from shared.model import (
+    MAX_SNAPSHOT_NAME,
+    MAX_TAGS,
+    SOURCE_TAG,
+    STANDARD_SPEED,
+    Snapshot,
+    short_hash,
+    target_snapshot_id,
+)
 from shared.policies import Policy, Target
 
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
@@ -50,6 +58,7 @@ class Placement:
     target_id: ResourceId
     tags: tuple[tuple[str, str], ...]
     dropped_tags: tuple[str, ...] = ()
+    copy_speed: str = STANDARD_SPEED
 
 
 # For a snapshot and a target region: the policy target that copies it there, if any.
@@ -119,7 +128,7 @@ def place(selected: Selected, snapshot: Snapshot, group: ResourceGroupId) -> Pla
         name = expand_name(policy.name_template, snapshot.id, disk, region, snapshot.time_created)
         target_id = ResourceId(group.subscription, group.resource_group, "snapshots", name)
     tags, dropped = copy_tags(snapshot, policy)
-    return Placement(policy.name, region, target_id, tags, dropped)
+    return Placement(policy.name, region, target_id, tags, dropped, selected.target.copy_speed.value)
 
 
 def copy_tags(source: Snapshot, policy: Policy) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:

@@ -109,6 +109,7 @@ def new_job(snapshot: Snapshot, placement: Placement, now: datetime) -> Job:
         size_bytes=snapshot.size_bytes,
         policy=placement.policy,
         tags=placement.tags,
+        copy_speed=placement.copy_speed,
     )
 
 

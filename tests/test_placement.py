@@ -49,7 +49,6 @@ def test_copy_policies_replace_the_old_settings_and_refuse_to_sit_beside_them():
     ("target", "policy", "field"),
     [
         ({"diskEncryptionSetId": f"/subscriptions/{SUB}/resourceGroups/r{DES}"}, {}, "diskEncryptionSetId"),
-        ({"copySpeed": "Enhanced"}, {}, "copySpeed"),
         ({"retain": {"count": 3}}, {}, "retain"),
     ],
 )

@@ -148,3 +148,25 @@ def test_in_mode_latest_a_chain_copies_only_the_newest_queued_snapshot(deploymen
     assert [states[f"vm0-data0-s{i}"][0] for i in range(4)] == ["succeeded", "skipped", "skipped", "succeeded"]
     assert states["vm0-data0-s1"][1].startswith("superseded by vm0-data0-s3")
     assert deployment.refusals() == {}
+
+
+def test_an_enhanced_target_asks_arm_for_the_faster_copy(deployment: Deployment):
+    both = [
+        {
+            "name": "speeds",
+            "targets": [{"region": "westus3"}, {"region": "centralus", "copySpeed": "Enhanced"}],
+        }
+    ]
+    settings = deployment.replicator.settings
+    deployment.replicator.settings = replace(settings, copy_policies=parse_policies(json.dumps(both)))
+    deployment.world.configure(min_copy_seconds=600)
+    (snap,) = take(deployment, "vm0-data0", 1)
+    deployment.deliver(snapshot_events(deployment))
+    by_region = {c["region"]: c for c in copies(deployment)}
+    assert by_region["centralus"]["duration_seconds"] * 2 == by_region["westus3"]["duration_seconds"]
+    enhanced = deployment.fleet.client.snapshots.get(RG, f"{snap.rsplit('/', 1)[-1]}-centralus")
+    assert enhanced.creation_data.provisioned_bandwidth_copy_speed == "Enhanced"
+    standard = deployment.fleet.client.snapshots.get(RG, f"{snap.rsplit('/', 1)[-1]}-westus3")
+    assert standard.creation_data.provisioned_bandwidth_copy_speed is None
+    run_until_done(deployment)
+    assert {row["CopySpeed"] for row in jobs(deployment)} == {"Standard", "Enhanced"}

@@ -479,7 +479,8 @@ class World:
             subscription=rid.subscription,
             source_time_created=source.time_created,
             started_at=now,
-            duration_seconds=self.config.copy_seconds(source.size_bytes),
+            duration_seconds=self.config.copy_seconds(source.size_bytes)
+            / (self.config.enhanced_copy_factor if extra.get("provisionedBandwidthCopySpeed") == "Enhanced" else 1.0),
         )
         self._state.copies.append(copy)
         self._state.in_flight.append(copy)

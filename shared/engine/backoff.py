@@ -19,7 +19,7 @@ from typing import TypeVar
 from shared.arm import ArmError, ComputeApi
 from shared.engine.caches import Caches
 from shared.ids import ResourceGroupId, ResourceId
-from shared.model import Snapshot
+from shared.model import STANDARD_SPEED, Snapshot
 
 T = TypeVar("T")
 
@@ -98,9 +98,18 @@ class GuardedArm:
         self._call(snapshot_id.subscription, lambda: self._arm.delete_snapshot(snapshot_id))
 
     def start_copy(
-        self, source_id: ResourceId, target_id: ResourceId, region: str, tags: dict[str, str]
+        self,
+        source_id: ResourceId,
+        target_id: ResourceId,
+        region: str,
+        tags: dict[str, str],
+        *,
+        copy_speed: str = STANDARD_SPEED,
     ) -> Snapshot | None:
-        return self._call(target_id.subscription, lambda: self._arm.start_copy(source_id, target_id, region, tags))
+        return self._call(
+            target_id.subscription,
+            lambda: self._arm.start_copy(source_id, target_id, region, tags, copy_speed=copy_speed),
+        )
 
     def close(self) -> None:
         self._arm.close()

@@ -235,7 +235,11 @@ class Starter(Part):
         connection) keeps it: the copy may exist, and the tick's listing will tell."""
         try:
             made = self.arm.start_copy(
-                job.source_id, job.target_id, flight.region.region, dict(job.tags) or {SOURCE_TAG: str(job.source_id)}
+                job.source_id,
+                job.target_id,
+                flight.region.region,
+                dict(job.tags) or {SOURCE_TAG: str(job.source_id)},
+                copy_speed=job.copy_speed,
             )
         except ArmError as error:
             stored = self.store.load_job(job.chain, job.key) or job

@@ -17,7 +17,19 @@ from azure.core import MatchConditions
 from azure.data.tables import UpdateMode
 
 from shared.ids import ResourceId, parse_resource_group
-from shared.model import ChainHead, ChainKey, CopyError, CopyState, IndexEntry, InFlight, Job, Phase, RegionKey, Waiting
+from shared.model import (
+    STANDARD_SPEED,
+    ChainHead,
+    ChainKey,
+    CopyError,
+    CopyState,
+    IndexEntry,
+    InFlight,
+    Job,
+    Phase,
+    RegionKey,
+    Waiting,
+)
 from shared.poison import EventFailure
 from shared.tables.keys import (
     CHAINS,
@@ -161,6 +173,7 @@ def job_entity(job: Job) -> Entity:
         "Policy": job.policy,
         # the copy's tags as JSON: at most 50, each within ARM's lengths, so within a property's 64 KiB
         "Tags": json.dumps(dict(job.tags)) if job.tags else "",
+        "CopySpeed": job.copy_speed,
     }
 
 
@@ -210,6 +223,7 @@ def job_from(chain: ChainKey, entity: Any) -> Job:
         size_bytes=size(entity.get("SizeBytes")),
         policy=entity.get("Policy", "") or "",
         tags=tags_from(entity),
+        copy_speed=entity.get("CopySpeed") or STANDARD_SPEED,
     )
 
 
