@@ -441,11 +441,11 @@ def test_a_cancel_that_lands_while_the_put_is_sent_says_it_may_have_lost(
     start_copy = deployment.replicator.arm.start_copy
     answers: list[tuple[int, str]] = []
 
-    def cancel_during_put(source: Any, target: Any, region: str, tags: dict[str, str]) -> Any:
+    def cancel_during_put(source: Any, target: Any, region: str, tags: dict[str, str], **options: Any) -> Any:
         if str(source).lower() == second["sourceSnapshotId"].lower() and not answers:
             status, _, body = call(deployment, "cancel_copy", "DELETE", copy=second["copyId"])
             answers.append((status, body["detail"]))
-        return start_copy(source, target, region, tags)
+        return start_copy(source, target, region, tags, **options)
 
     monkeypatch.setattr(deployment.replicator.arm, "start_copy", cancel_during_put)
     for _ in range(10):

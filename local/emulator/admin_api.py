@@ -37,6 +37,7 @@ class ConfigChange(BaseModel):
     page_size: int | None = Field(default=None, ge=1)
     list_lag_seconds: float | None = Field(default=None, ge=0)
     source_copy_seconds_factor: float | None = Field(default=None, ge=0)
+    enhanced_copy_factor: float | None = Field(default=None, ge=1)
 
 
 @router.get("/clock")

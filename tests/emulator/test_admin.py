@@ -95,7 +95,12 @@ def test_config_changes_limits_and_refuses_nonsense(http: Http, world: World) ->
     )
     refused = [
         http.request("POST", "/_admin/config", change, token=None)
-        for change in ({"cap": -1}, {"list_lag_seconds": -1}, {"source_copy_seconds_factor": -0.5})
+        for change in (
+            {"cap": -1},
+            {"list_lag_seconds": -1},
+            {"source_copy_seconds_factor": -0.5},
+            {"enhanced_copy_factor": 0.5},
+        )
     ]
 
     assert changed == {
@@ -105,11 +110,12 @@ def test_config_changes_limits_and_refuses_nonsense(http: Http, world: World) ->
         "page_size": 100,
         "list_lag_seconds": 30.0,
         "source_copy_seconds_factor": 2.0,
+        "enhanced_copy_factor": 2.0,
     }
     assert http.admin("GET", "config") == changed
     assert world.config.cap == 5
     assert world.config.list_lag_seconds == 30.0
-    assert [response.status for response in refused] == [422, 422, 422]
+    assert [response.status for response in refused] == [422, 422, 422, 422]
 
 
 def test_reset_forgets_everything(arm: Arm, http: Http) -> None:
