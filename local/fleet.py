@@ -4,7 +4,15 @@ real azure-mgmt-compute SDK against the ARM emulator (as a backup job would in A
 from __future__ import annotations
 
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute.models import CreationData, Disk, DiskProperties, DiskSku, Snapshot, SnapshotProperties
+from azure.mgmt.compute.models import (
+    CreationData,
+    Disk,
+    DiskProperties,
+    DiskSku,
+    Encryption,
+    Snapshot,
+    SnapshotProperties,
+)
 
 from local.emulator.credential import EmulatorCredential
 
@@ -23,13 +31,28 @@ class Fleet:
         )
 
     def create_disk(
-        self, resource_group: str, name: str, location: str, size_gb: int = 128, *, sku: str | None = None
+        self,
+        resource_group: str,
+        name: str,
+        location: str,
+        size_gb: int = 128,
+        *,
+        sku: str | None = None,
+        disk_encryption_set_id: str | None = None,
     ) -> str:
-        """A disk; `sku` e.g. PremiumV2_LRS, whose snapshots run a background copy first."""
+        """A disk; `sku` e.g. PremiumV2_LRS, whose snapshots run a background copy first;
+        `disk_encryption_set_id`: encrypted with a customer-managed key (its snapshots too)."""
+        encryption = (
+            Encryption(type="EncryptionAtRestWithCustomerKey", disk_encryption_set_id=disk_encryption_set_id)
+            if disk_encryption_set_id
+            else None
+        )
         body = Disk(
             location=location,
             sku=DiskSku(name=sku) if sku else None,
-            properties=DiskProperties(creation_data=CreationData(create_option="Empty"), disk_size_gb=size_gb),
+            properties=DiskProperties(
+                creation_data=CreationData(create_option="Empty"), disk_size_gb=size_gb, encryption=encryption
+            ),
         )
         disk = self.client.disks.begin_create_or_update(resource_group, name, body).result()
         assert disk.id is not None

@@ -224,8 +224,6 @@ def _policies(env: Mapping[str, str]) -> tuple[Policy, ...]:
     for policy in policies:
         for index, target in enumerate(policy.targets):
             field = f"targets[{index}]"
-            if target.disk_encryption_set_id is not None:
-                raise PolicyError(policy.name, f"{field}.diskEncryptionSetId", target.disk_encryption_set_id, NOT_YET)
             if target.retain is not None:
                 raise PolicyError(policy.name, f"{field}.retain", "set", NOT_YET)
     return policies

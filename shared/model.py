@@ -63,6 +63,13 @@ class Snapshot:
     # snapshotAccessState: Premium SSD v2 and Ultra snapshots are `Pending` (or `InstantAccess`)
     # while their own background copy runs; None on API versions that do not report it
     access_state: str | None = None
+    encryption_type: str = ""  # properties.encryption.type
+    disk_encryption_set_id: str = ""  # properties.encryption.diskEncryptionSetId, if any
+
+    @property
+    def customer_key(self) -> bool:
+        """Encrypted with a customer-managed key (through a disk encryption set)."""
+        return "customerkey" in self.encryption_type.lower()
 
     @property
     def is_copy(self) -> bool:
@@ -157,6 +164,7 @@ class Job:
     size_bytes: int | None = None  # the source's size as ARM reported it: the copy's expected length
     policy: str = ""  # the replication policy that queued it ("default": COPY_TARGET_REGIONS)
     tags: tuple[tuple[str, str], ...] = ()  # the copy's tags, fixed when it was queued (none: ours only)
+    disk_encryption_set_id: str = ""  # the copy's disk encryption set ("": platform-managed keys)
     copy_speed: str = STANDARD_SPEED  # CopyStart's provisionedBandwidthCopySpeed ("Enhanced" asks for more)
 
     @property
@@ -183,6 +191,7 @@ class ChainHead:
     last_completed_source: str = ""
     last_completed_at: datetime | None = None
     listed_through: datetime | None = None
+    disk_encryption_set_id: str = ""  # every copy of a chain uses this one (Azure: one set per family)
     etag: str | None = None
 
     @property

@@ -59,6 +59,7 @@ class Placement:
     tags: tuple[tuple[str, str], ...]
     dropped_tags: tuple[str, ...] = ()
     copy_speed: str = STANDARD_SPEED
+    disk_encryption_set_id: str = ""
 
 
 # For a snapshot and a target region: the policy target that copies it there, if any.
@@ -128,7 +129,10 @@ def place(selected: Selected, snapshot: Snapshot, group: ResourceGroupId) -> Pla
         name = expand_name(policy.name_template, snapshot.id, disk, region, snapshot.time_created)
         target_id = ResourceId(group.subscription, group.resource_group, "snapshots", name)
     tags, dropped = copy_tags(snapshot, policy)
-    return Placement(policy.name, region, target_id, tags, dropped, selected.target.copy_speed.value)
+    target = selected.target
+    return Placement(
+        policy.name, region, target_id, tags, dropped, target.copy_speed.value, target.disk_encryption_set_id or ""
+    )
 
 
 def copy_tags(source: Snapshot, policy: Policy) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:

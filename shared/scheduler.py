@@ -13,19 +13,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
+from shared.admission import arrival, new_job
 from shared.model import (
     SOURCE_TAG,
     ChainHead,
-    ChainKey,
     CopyError,
     CopyState,
     Job,
     Snapshot,
     Waiting,
 )
-from shared.placement import Placement, Selected, Selector, evaluate, place
-from shared.policies import Policy
+from shared.placement import Selector, place
 
 # What a listing proves (README, "The replication rules snapcopy keeps"): a LIST may lag
 # behind writes, so absence from it proves nothing, and the time it was taken vouches for
@@ -37,120 +35,6 @@ from shared.policies import Policy
 SOURCE_CHECK_MIN = timedelta(minutes=1)
 SOURCE_CHECK_MAX = timedelta(minutes=30)
 SOURCE_GONE = "source snapshot no longer exists (ARM answered 404 before its copy started)"
-
-
-# --- the event / request path: is this snapshot ours to copy? ------------------------------
-
-
-@dataclass(frozen=True)
-class Ignore:
-    reason: str
-
-
-@dataclass(frozen=True)
-class CopyTo:
-    targets: tuple[Selected, ...]
-
-    @property
-    def regions(self) -> tuple[str, ...]:
-        return tuple(item.target.region for item in self.targets)
-
-
-@dataclass(frozen=True)
-class NotYet:
-    """ARM's answer lacks what the decision needs (timeCreated): read the snapshot again later."""
-
-    reason: str
-
-
-def eligibility(
-    snapshot: Snapshot, policies: tuple[Policy, ...], scopes: Sequence[Scope], regions: Sequence[str] | None = None
-) -> Ignore | CopyTo | NotYet:
-    """Decide whether a source snapshot is copied, and where: the targets of the policies
-    that select it (`regions`, when given, narrows them: an operator's request)."""
-    if snapshot.is_copy:
-        return Ignore("a CopyStart copy (ours or another's): never copied again")
-    chosen, passed = evaluate(policies, snapshot.id, snapshot.tags, tuple(scopes))
-    if not chosen:
-        if len(policies) == 1 and policies[0].implicit:
-            return Ignore("outside COPY_SOURCE_SCOPES")
-        return Ignore("no policy selects it (" + "; ".join(f"{item.policy}: {item.reason}" for item in passed) + ")")
-    if not snapshot.incremental:
-        return Ignore("not incremental: CopyStart copies incremental snapshots only")
-    if not snapshot.family_id:
-        return Ignore("incremental but ARM reported no incrementalSnapshotFamilyId")
-    if regions is not None:
-        chosen = [item for item in chosen if item.target.region in regions]
-        if not chosen:
-            return Ignore(f"no policy copies it to {', '.join(regions)}")
-    targets = tuple(item for item in chosen if item.target.region != snapshot.location.lower())
-    if not targets:
-        return Ignore(f"already in every target region ({snapshot.location})")
-    if snapshot.time_created is None:
-        return NotYet("ARM reported no timeCreated, without which copies cannot be ordered; read it again later")
-    return CopyTo(targets)
-
-
-def new_job(snapshot: Snapshot, placement: Placement, now: datetime) -> Job:
-    """The queued copy of `snapshot` as placed (one `eligibility` said is copyable)."""
-    if snapshot.family_id is None or snapshot.time_created is None:
-        raise ValueError(f"{snapshot.id}: a job needs ARM's incrementalSnapshotFamilyId and timeCreated")
-    ready = snapshot.is_ready
-    return Job(
-        chain=ChainKey(snapshot.family_id.lower(), placement.region),
-        source_id=snapshot.id,
-        source_time=snapshot.time_created,
-        target_id=placement.target_id,
-        source_unique_id=snapshot.unique_id,
-        source_ready=ready,
-        source_percent=None if ready else snapshot.completion_percent,
-        source_checked_at=now,
-        queued_at=now,
-        size_bytes=snapshot.size_bytes,
-        policy=placement.policy,
-        tags=placement.tags,
-        copy_speed=placement.copy_speed,
-    )
-
-
-def new_head(snapshot: Snapshot, region: str, group: ResourceGroupId) -> ChainHead:
-    """A new chain of the snapshot's family into `region`, its copies going to `group`."""
-    if snapshot.family_id is None:
-        raise ValueError(f"{snapshot.id}: a chain needs ARM's incrementalSnapshotFamilyId")
-    return ChainHead(
-        key=ChainKey(snapshot.family_id.lower(), region),
-        source_groups=source_groups_of(snapshot),
-        target_group=group,
-        disk_id=snapshot.disk_id or "",
-    )
-
-
-def source_groups_of(snapshot: Snapshot) -> tuple[ResourceGroupId, ...]:
-    """Where a family's snapshots are looked for: the snapshot's group and its disk's."""
-    groups = [snapshot.id.group]
-    if snapshot.disk_id:
-        try:
-            disk = ResourceId.parse(snapshot.disk_id, kind="disks")
-        except InvalidResourceId:
-            return tuple(groups)
-        disk_group = disk.group
-        if disk_group not in groups:
-            groups.append(disk_group)
-    return tuple(groups)
-
-
-def arrival(job: Job, head: ChainHead) -> Job:
-    """A snapshot reported (event, request or listing) for a chain: queue it, or skip it
-    if a newer snapshot of the family has already started copying (Azure's copy order)."""
-    if head.last_started_key and job.key <= head.last_started_key:
-        return replace(
-            job,
-            state=CopyState.SKIPPED,
-            finished_at=job.queued_at,
-            reason=f"older than {head.last_started_key.split('|')[-1]}, which already started copying "
-            f"to {head.key.region}; Azure copies a family in creation order only",
-        )
-    return job
 
 
 # --- the chain: what to start next --------------------------------------------------------
@@ -237,7 +121,8 @@ def plan_chain(
             selected = select(snap, head.key.region) if select is not None else None
             if selected is None:
                 continue  # no policy copies it here (its tags, a policy changed): it still vouches
-            job = new_job(snap, place(selected, snap, head.target_group), listed_at or now)
+            placement = place(selected, snap, head.target_group)
+            job = new_job(snap, placement, listed_at or now, chain_set=head.disk_encryption_set_id)
             adds.append(job)
             queued[job.key] = job
         for key, job in list(queued.items()):

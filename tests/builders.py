@@ -7,11 +7,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.admission import new_head, new_job
 from shared.ids import ResourceGroupId, ResourceId, TargetResourceGroup
 from shared.model import ChainHead, ChainKey, InFlight, Job, Phase, Snapshot
 from shared.placement import Selected, place
 from shared.policies import Policy, implicit_policy
-from shared.scheduler import new_head, new_job
 
 SUB = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
 OTHER_SUB = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 CORE = [
-    "cursors", "config", "dedupe", "errors", "events", "ids", "model",
+    "admission", "cursors", "config", "dedupe", "errors", "events", "ids", "model",
     "placement", "poison", "policies", "progress", "refusals", "scheduler", "tokens",
 ]  # fmt: skip
 HTTP_AND_TRIGGERS = ["api", "openapi", "policy_api", "problems", "triggers"]

@@ -8,13 +8,14 @@ from dataclasses import replace
 
 import pytest
 
+from shared.admission import new_job
 from shared.config import load_settings
 from shared.errors import ConfigError
 from shared.ids import ResourceGroupId, ResourceId, Scope, TargetResourceGroup
-from shared.model import MAX_TAGS, SOURCE_TAG, target_snapshot_id
-from shared.placement import TAG_TEXT_BUDGET, Selected, copy_tags, place, selector
+from shared.model import MAX_TAGS, SOURCE_TAG, CopyState, Snapshot, target_snapshot_id
+from shared.placement import TAG_TEXT_BUDGET, Placement, Selected, copy_tags, place, selector
 from shared.policies import Policy, Target, implicit_policy
-from tests.builders import OTHER_SUB, SUB, a_snapshot
+from tests.builders import OTHER_SUB, SUB, T0, a_snapshot
 
 DES = "/providers/Microsoft.Compute/diskEncryptionSets/des"
 STATE = {"STATE_CONNECTION_STRING": "UseDevelopmentStorage=true"}
@@ -48,7 +49,6 @@ def test_copy_policies_replace_the_old_settings_and_refuse_to_sit_beside_them():
 @pytest.mark.parametrize(
     ("target", "policy", "field"),
     [
-        ({"diskEncryptionSetId": f"/subscriptions/{SUB}/resourceGroups/r{DES}"}, {}, "diskEncryptionSetId"),
         ({"retain": {"count": 3}}, {}, "retain"),
     ],
 )
@@ -115,3 +115,39 @@ def test_a_selector_answers_per_region_with_the_first_policy_winning():
     assert (choice := select(tagged, "westus3")) is not None and choice.policy.name == "first"
     assert (choice := select(a_snapshot().build(), "westus3")) is not None and choice.policy.name == "second"
     assert select(tagged, "eastus") is None
+
+
+# --- encryption ----------------------------------------------------------------------------
+
+SET = f"/subscriptions/{SUB}/resourceGroups/dr{DES}"
+
+
+def encrypted(snapshot_set: str = "/x/des-source") -> Snapshot:
+    return replace(
+        a_snapshot().build(), encryption_type="EncryptionAtRestWithCustomerKey", disk_encryption_set_id=snapshot_set
+    )
+
+
+def placed(target: Target, snapshot: Snapshot) -> Placement:
+    policy = Policy("p", (target,))
+    return place(Selected(policy, target), snapshot, snapshot.id.group)
+
+
+def test_a_customer_key_source_without_a_set_for_its_region_fails_at_once():
+    snapshot = encrypted()
+    job = new_job(snapshot, placed(Target("westus3"), snapshot), T0)
+    assert job.state is CopyState.FAILED and job.finished_at == T0
+    assert job.error is not None and job.error.code == "EncryptionSetRequired" and "westus3" in job.error.message
+    ok = new_job(snapshot, placed(Target("westus3", disk_encryption_set_id=SET), snapshot), T0)
+    assert ok.state is CopyState.QUEUED and ok.disk_encryption_set_id == SET
+    plain = a_snapshot().build()  # platform keys: a set on the copy is allowed, none is too
+    assert new_job(plain, placed(Target("westus3"), plain), T0).state is CopyState.QUEUED
+
+
+def test_a_chain_keeps_its_set_and_a_changed_one_fails_with_a_clear_reason():
+    snapshot = encrypted()
+    placement = placed(Target("westus3", disk_encryption_set_id=SET), snapshot)
+    assert new_job(snapshot, placement, T0, chain_set=SET.upper()).state is CopyState.QUEUED  # ids ignore case
+    changed = new_job(snapshot, placement, T0, chain_set="")
+    assert changed.state is CopyState.FAILED and changed.error is not None
+    assert changed.error.code == "EncryptionSetChanged" and "platform-managed keys" in changed.error.message

@@ -170,3 +170,67 @@ def test_an_enhanced_target_asks_arm_for_the_faster_copy(deployment: Deployment)
     assert standard.creation_data.provisioned_bandwidth_copy_speed is None
     run_until_done(deployment)
     assert {row["CopySpeed"] for row in jobs(deployment)} == {"Standard", "Enhanced"}
+
+
+DES_WEST = f"/subscriptions/{SUB}/resourceGroups/dr-rg/providers/Microsoft.Compute/diskEncryptionSets/des-westus3"
+DES_EAST = f"/subscriptions/{SUB}/resourceGroups/prod-rg/providers/Microsoft.Compute/diskEncryptionSets/des-eastus2"
+
+
+def use_policies(deployment: Deployment, policies: list[dict[str, Any]]) -> None:
+    settings = deployment.replicator.settings
+    deployment.replicator.settings = replace(settings, copy_policies=parse_policies(json.dumps(policies)))
+
+
+def cmk_snapshots(deployment: Deployment, disk: str, count: int) -> list[str]:
+    disk_id = deployment.fleet.create_disk(RG, disk, "eastus2", disk_encryption_set_id=DES_EAST)
+    taken = []
+    for i in range(count):
+        taken.append(deployment.fleet.take_snapshot(disk_id, f"{disk}-s{i}", "eastus2"))
+        deployment.advance(60)
+    return taken
+
+
+def test_a_customer_key_source_is_copied_with_the_targets_encryption_set(deployment: Deployment):
+    use_policies(deployment, [{"name": "cmk", "targets": [{"region": "westus3", "diskEncryptionSetId": DES_WEST}]}])
+    snaps = cmk_snapshots(deployment, "vm0-data0", 2)
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    assert [c["state"] for c in copies(deployment)] == ["succeeded", "succeeded"]
+    copy = deployment.fleet.client.snapshots.get(RG, f"{snaps[0].rsplit('/', 1)[-1]}-westus3")
+    assert copy.encryption.disk_encryption_set_id == DES_WEST
+    assert copy.encryption.type == "EncryptionAtRestWithCustomerKey"
+    assert deployment.refusals() == {}
+
+
+def test_a_customer_key_source_without_a_set_for_the_region_fails_at_once_and_is_never_sent(
+    deployment: Deployment,
+):
+    use_policies(deployment, [{"name": "plain", "targets": [{"region": "westus3"}]}])
+    cmk_snapshots(deployment, "vm0-data0", 2)
+    puts = deployment.requests("PUT snapshot")
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    rows = jobs(deployment)
+    assert [row["State"] for row in rows] == ["failed", "failed"]
+    assert all(row["ErrorCode"] == "EncryptionSetRequired" and "westus3" in row["ErrorMessage"] for row in rows)
+    assert copies(deployment) == [] and deployment.requests("PUT snapshot") == puts
+    assert deployment.refusals() == {}
+
+
+def test_a_chain_never_changes_its_encryption_set(deployment: Deployment):
+    use_policies(deployment, [{"name": "cmk", "targets": [{"region": "westus3", "diskEncryptionSetId": DES_WEST}]}])
+    disk_id = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", disk_encryption_set_id=DES_EAST)
+    deployment.fleet.take_snapshot(disk_id, "vm0-data0-s0", "eastus2")
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    other = DES_WEST.replace("des-westus3", "des-westus3-new")
+    use_policies(deployment, [{"name": "cmk", "targets": [{"region": "westus3", "diskEncryptionSetId": other}]}])
+    deployment.advance(60)
+    deployment.fleet.take_snapshot(disk_id, "vm0-data0-s1", "eastus2")
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    states = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment)}
+    assert states["vm0-data0-s0"]["State"] == "succeeded"
+    assert states["vm0-data0-s1"]["State"] == "failed"
+    assert states["vm0-data0-s1"]["ErrorCode"] == "EncryptionSetChanged"
+    assert len(copies(deployment)) == 1 and deployment.refusals() == {}

@@ -9,6 +9,7 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.admission import CopyTo, Ignore, NotYet, arrival, eligibility
 from shared.dedupe import DEDUPE_WINDOW, handled_for, same_snapshot, seen_recently, started_recently
 from shared.ids import Scope
 from shared.model import CopyError, CopyState, IndexEntry, Phase, RegionKey, Waiting
@@ -28,11 +29,6 @@ from shared.refusals import StartRefusal, after_refusal
 from shared.scheduler import (
     SOURCE_CHECK_MAX,
     SOURCE_CHECK_MIN,
-    CopyTo,
-    Ignore,
-    NotYet,
-    arrival,
-    eligibility,
     next_source_check,
     observed_source,
     overtaken,

@@ -3,7 +3,9 @@ refused as ARM refuses them (400, `InvalidParameter` unless ARM says otherwise).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .background import MAX_INSTANT_ACCESS_MINUTES, MIN_INSTANT_ACCESS_MINUTES
@@ -11,6 +13,62 @@ from .errors import ArmError, bad_request
 from .ids import ResourceId
 
 _COPY_SPEEDS = frozenset({"None", "Enhanced"})
+PLATFORM_KEY = "EncryptionAtRestWithPlatformKey"
+CUSTOMER_KEY = "EncryptionAtRestWithCustomerKey"
+# EncryptionType in the Compute REST spec: the two that need a disk encryption set
+CUSTOMER_KEY_TYPES = frozenset({"EncryptionAtRestWithCustomerKey", "EncryptionAtRestWithPlatformAndCustomerKeys"})
+_DES_RE = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w._()]{1,90}"
+    r"/providers/Microsoft\.Compute/diskEncryptionSets/[A-Za-z0-9_][-A-Za-z0-9_]{0,79}$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """`properties.encryption`: platform-managed keys, or a customer's through a disk encryption set."""
+
+    type: str = PLATFORM_KEY
+    disk_encryption_set_id: str | None = None
+
+    @property
+    def customer_key(self) -> bool:
+        return self.type in CUSTOMER_KEY_TYPES
+
+    def same_set(self, other: Encryption) -> bool:
+        return (self.disk_encryption_set_id or "").lower() == (other.disk_encryption_set_id or "").lower()
+
+    def to_arm(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type}
+        if self.disk_encryption_set_id is not None:
+            body["diskEncryptionSetId"] = self.disk_encryption_set_id
+        return body
+
+
+def encryption_of(properties: Mapping[str, Any]) -> Encryption | None:
+    """`properties.encryption` as sent (None: not sent), refused as ARM refuses a bad one."""
+    value = properties.get("encryption")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise bad_request("properties.encryption must be an object.", "InvalidParameter")
+    des = value.get("diskEncryptionSetId")
+    kind = value.get("type") or (CUSTOMER_KEY if des else PLATFORM_KEY)
+    if kind != PLATFORM_KEY and kind not in CUSTOMER_KEY_TYPES:
+        allowed = sorted({PLATFORM_KEY, *CUSTOMER_KEY_TYPES})
+        raise bad_request(f"properties.encryption.type must be one of {allowed}, got {kind!r}.", "InvalidParameter")
+    if des is not None and (not isinstance(des, str) or not _DES_RE.match(des)):
+        raise bad_request(
+            f"properties.encryption.diskEncryptionSetId '{des}' is not a Microsoft.Compute/diskEncryptionSets id.",
+            "LinkedInvalidPropertyId",
+        )
+    if kind in CUSTOMER_KEY_TYPES and des is None:
+        raise bad_request(
+            f"Encryption type '{kind}' needs properties.encryption.diskEncryptionSetId.", "InvalidParameter"
+        )
+    if kind == PLATFORM_KEY and des is not None:
+        raise bad_request(f"Encryption type '{kind}' takes no diskEncryptionSetId.", "InvalidParameter")
+    return Encryption(kind, des)
 
 
 def required_object(parent: Mapping[str, Any], name: str, prefix: str = "") -> Mapping[str, Any]:

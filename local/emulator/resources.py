@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from .background import BackgroundCopy
+from .bodies import Encryption
 from .clock import arm_time
 from .config import GIB
 from .copies import Copy
@@ -64,6 +65,7 @@ class Disk:
     unique_id: str
     family_id: str
     time_created: datetime
+    encryption: Encryption = field(default_factory=Encryption)
 
     def to_arm(self, now: datetime, provisioning_state: str = "Succeeded") -> dict[str, Any]:
         """`now` is unused (disks do not progress); it keeps one signature for all resources."""
@@ -76,6 +78,7 @@ class Disk:
             "provisioningState": provisioning_state,
             "diskState": "Unattached",
             **_common_properties(),
+            "encryption": self.encryption.to_arm(),
         }
         if self.os_type is not None:
             properties["osType"] = self.os_type
@@ -105,6 +108,7 @@ class Snapshot:
     copy: Copy | None = None
     background: BackgroundCopy | None = None
     extra_creation_data: dict[str, Any] = field(default_factory=dict)
+    encryption: Encryption = field(default_factory=Encryption)
 
     @property
     def size_bytes(self) -> int:
@@ -139,6 +143,7 @@ class Snapshot:
             "uniqueId": self.unique_id,
             "diskState": "Unattached",
             **_common_properties(),
+            "encryption": self.encryption.to_arm(),
             "snapshotAccessState": self.access_state(now),
         }
         if self.os_type is not None:

@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 from . import listing
 from .background import BACKGROUND_COPY_SKUS, COPYABLE_STATES, BackgroundCopy
-from .bodies import extra_creation_data, os_type_of, required_object, same_location, sku_of, tags_of
+from .bodies import (
+    Encryption,
+    encryption_of,
+    extra_creation_data,
+    os_type_of,
+    required_object,
+    same_location,
+    sku_of,
+    tags_of,
+)
 from .clock import Clock, RealClock, arm_time
 from .config import GIB, EmulatorConfig
 from .copies import CANCELLED_CODE, Copy
@@ -46,6 +55,7 @@ REFUSALS = (
     "source_not_ready",
     "source_not_available",
     "source_not_found",
+    "encryption",
 )
 SOURCE_DELETED_CODE = "CopySourceNotFound"
 _MAX_DISK_GB = 32767
@@ -296,6 +306,7 @@ class World:
             )
         tags = tags_of(body)
         os_type = os_type_of(properties)
+        encryption = encryption_of(properties) or Encryption()
         with self._lock:
             now = self.clock.now()
             existing = self._state.disks.get(rid.key)
@@ -316,6 +327,7 @@ class World:
                 unique_id=str(uuid.uuid4()),
                 family_id=str(uuid.uuid4()),
                 time_created=now,
+                encryption=encryption,
             )
             self._state.disks[rid.key] = disk
             return self._created(disk, request, now)
@@ -351,6 +363,7 @@ class World:
         if not isinstance(incremental, bool):
             raise bad_request("properties.incremental must be a boolean.", "InvalidParameter")
         extra = extra_creation_data(creation)
+        encryption = encryption_of(properties)
         tags = tags_of(body)
         sku = sku_of(body, SNAPSHOT_SKUS, "Standard_ZRS")
         with self._lock:
@@ -373,7 +386,15 @@ class World:
                 return WriteResult(rid, existing.to_arm(now))
             start = self._snapshot_of_disk if option == "Copy" else self._start_copy
             snapshot = start(
-                source_rid, incremental, rid=rid, location=location, tags=tags, sku=sku, extra=extra, now=now
+                source_rid,
+                incremental,
+                rid=rid,
+                location=location,
+                tags=tags,
+                sku=sku,
+                extra=extra,
+                encryption=encryption,
+                now=now,
             )
             self._state.snapshots[rid.key] = snapshot
             return self._created(snapshot, request, now)
@@ -421,6 +442,7 @@ class World:
         tags: dict[str, str],
         sku: str,
         extra: dict[str, Any],
+        encryption: Encryption | None,
         now: datetime,
     ) -> Snapshot:
         if source_rid.kind != "disks":
@@ -432,6 +454,16 @@ class World:
             raise bad_request(
                 f"The snapshot must be in the location of its source disk '{disk.rid.name}' "
                 f"('{disk.location}'), not '{location}'."
+            )
+        if encryption is not None and (
+            encryption.type != disk.encryption.type or not encryption.same_set(disk.encryption)
+        ):
+            raise self._refuse(
+                "encryption",
+                400,
+                f"The snapshot's encryption must be its disk's ({disk.encryption.type}, "
+                f"{disk.encryption.disk_encryption_set_id or 'no disk encryption set'}): a disk and all of its "
+                "incremental snapshots must have the same disk encryption set.",
             )
         background = None
         if disk.sku in BACKGROUND_COPY_SKUS:
@@ -453,6 +485,7 @@ class World:
             time_created=now,
             background=background,
             extra_creation_data=extra,
+            encryption=disk.encryption,
         )
 
     def _start_copy(
@@ -465,12 +498,15 @@ class World:
         tags: dict[str, str],
         sku: str,
         extra: dict[str, Any],
+        encryption: Encryption | None,
         now: datetime,
     ) -> Snapshot:
         """Start a copy into `location` once Azure's CopyStart rules allow it."""
         source = self._copy_source(source_rid, incremental, rid, location, now)
         family = source.family_id
         assert family is not None  # checked by _copy_source
+        target_encryption = encryption or Encryption()
+        self._check_copy_encryption(source, family, location, target_encryption, now)
         copy = Copy(
             source_id=source.rid.arm_id,
             target_id=rid.arm_id,
@@ -502,6 +538,7 @@ class World:
             time_created=now,
             copy=copy,
             extra_creation_data=extra,
+            encryption=target_encryption,
         )
 
     def _copy_source(
@@ -579,6 +616,31 @@ class World:
         """Copies still copying; finished ones are dropped so rule checks cost O(in flight)."""
         self._state.in_flight = [c for c in self._state.in_flight if c.in_flight(now)]
         return self._state.in_flight
+
+    def _check_copy_encryption(
+        self, source: Snapshot, family: str, location: str, encryption: Encryption, now: datetime
+    ) -> None:
+        """A customer-key source needs a disk encryption set on its copy, and every copy of a
+        family in one region uses the same set (a disk and all of its incremental snapshots
+        must have the same disk encryption set)."""
+        if source.encryption.customer_key and not encryption.customer_key:
+            message = (
+                f"The source snapshot '{source.rid.arm_id}' is encrypted with a customer-managed key; its copy to "
+                f"'{location}' needs properties.encryption.diskEncryptionSetId (a disk encryption set in '{location}')."
+            )
+            raise self._refuse("encryption", 400, message)
+        for other in self._state.snapshots.values():
+            if other.copy is None or other.family_id != family or other.location != location:
+                continue
+            if other.copy.state(now) == "failed":
+                continue
+            if not other.encryption.same_set(encryption):
+                used = other.encryption.disk_encryption_set_id or "no disk encryption set"
+                message = (
+                    f"Copies of incremental snapshot family '{family}' in '{location}' use {used}; a disk and all of "
+                    "its incremental snapshots must have the same disk encryption set."
+                )
+                raise self._refuse("encryption", 400, message)
 
     def _refuse(self, name: str, status: int, message: str) -> ArmError:
         """Count a rule refusal; 400 for a request Azure would never accept, 409 for a state conflict."""

@@ -105,10 +105,18 @@ class GuardedArm:
         tags: dict[str, str],
         *,
         copy_speed: str = STANDARD_SPEED,
+        disk_encryption_set_id: str = "",
     ) -> Snapshot | None:
         return self._call(
             target_id.subscription,
-            lambda: self._arm.start_copy(source_id, target_id, region, tags, copy_speed=copy_speed),
+            lambda: self._arm.start_copy(
+                source_id,
+                target_id,
+                region,
+                tags,
+                copy_speed=copy_speed,
+                disk_encryption_set_id=disk_encryption_set_id,
+            ),
         )
 
     def close(self) -> None:

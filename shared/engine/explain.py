@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.admission import CopyTo, Ignore, eligibility
 from shared.arm import ArmError
 from shared.engine.operator import arm_trouble
 from shared.engine.parts import Part
@@ -17,7 +18,6 @@ from shared.ids import ResourceId
 from shared.model import Snapshot
 from shared.placement import Passed, Placement, evaluate, target_group
 from shared.policies import Policy
-from shared.scheduler import CopyTo, Ignore, eligibility
 
 
 @dataclass(frozen=True)

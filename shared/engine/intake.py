@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from shared.admission import CopyTo, NotYet, arrival, eligibility, new_head, new_job, source_groups_of
 from shared.arm import ArmError
 from shared.dedupe import same_snapshot, seen_recently, started_recently
 from shared.engine.listings import Run
@@ -22,7 +23,6 @@ from shared.ids import ResourceId
 from shared.model import ChainHead, ChainKey, CopyState, Job, RegionKey, Snapshot
 from shared.placement import target_group
 from shared.poison import EventFailure, failed_again
-from shared.scheduler import CopyTo, NotYet, arrival, eligibility, new_head, new_job, source_groups_of
 from shared.store import Conflict, IndexEntry, retrying
 
 log = logging.getLogger("snapcopy")
@@ -180,7 +180,9 @@ class Intake(Part):
         selected = self.select(snapshot, region)
         if selected is None:  # callers asked `eligibility`, which answers from the same policies
             raise ValueError(f"no policy copies {snapshot.id} to {region}")
-        template = new_head(snapshot, region, target_group(selected, snapshot.id))
+        template = new_head(
+            snapshot, region, target_group(selected, snapshot.id), selected.target.disk_encryption_set_id or ""
+        )
         key = snapshot.order_key  # the key its job has
         first, existing = self.store.load_head_and_job(template.key, key)
         if first is None:
@@ -196,7 +198,8 @@ class Intake(Part):
                 raise Conflict(f"head {template.key.partition} is missing")
             if existing is not None:
                 return existing, False, head
-            candidate = new_job(snapshot, self.placed(selected, snapshot, head.target_group), self.clock())
+            placement = self.placed(selected, snapshot, head.target_group)
+            candidate = new_job(snapshot, placement, self.clock(), chain_set=head.disk_encryption_set_id)
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
             if groups != head.source_groups:  # a group never listed: what was listed so far proves less
                 head = replace(head, source_groups=groups, listed_through=None)

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from shared.admission import CopyTo, NotYet, eligibility
 from shared.arm import ArmError
 from shared.cursors import Cursor
 from shared.engine.intake import Intake
@@ -24,7 +25,7 @@ from shared.engine.parts import Deps, Part
 from shared.errors import Refusal, Refused, conflict, unprocessable
 from shared.ids import ResourceId
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Job, Snapshot
-from shared.scheduler import CopyTo, NotYet, eligibility, ours_to_replace
+from shared.scheduler import ours_to_replace
 from shared.store import Conflict
 
 log = logging.getLogger("snapcopy")

@@ -240,6 +240,7 @@ class Starter(Part):
                 flight.region.region,
                 dict(job.tags) or {SOURCE_TAG: str(job.source_id)},
                 copy_speed=job.copy_speed,
+                disk_encryption_set_id=job.disk_encryption_set_id,
             )
         except ArmError as error:
             stored = self.store.load_job(job.chain, job.key) or job

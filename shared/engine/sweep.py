@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from shared.admission import CopyTo, arrival, eligibility
 from shared.arm import ArmError
 from shared.dedupe import handled_for
 from shared.engine.finishing import Finisher
@@ -26,7 +27,6 @@ from shared.engine.reports import summary_line
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
 from shared.progress import Completed, Failed, assess_copy
-from shared.scheduler import CopyTo, arrival, eligibility
 from shared.store import Conflict, IndexEntry
 
 log = logging.getLogger("snapcopy")

@@ -117,6 +117,7 @@ def head_entity(head: ChainHead) -> Entity:
         # not "ListedThrough": rows before 2026-12 held a listing's time there, which vouches
         # for nothing under today's rule (docs: README, "The replication rules")
         "VouchedThrough": head.listed_through,
+        "DiskEncryptionSetId": head.disk_encryption_set_id,
     }
 
 
@@ -143,6 +144,7 @@ def head_from(chain: ChainKey, entity: Any) -> ChainHead:
         last_completed_source=entity.get("LastCompletedSource", "") or "",
         last_completed_at=moment(entity.get("LastCompletedAt")),
         listed_through=moment(entity.get("VouchedThrough")),
+        disk_encryption_set_id=entity.get("DiskEncryptionSetId", "") or "",
         etag=etag_of(entity),
     )
 
@@ -174,6 +176,7 @@ def job_entity(job: Job) -> Entity:
         # the copy's tags as JSON: at most 50, each within ARM's lengths, so within a property's 64 KiB
         "Tags": json.dumps(dict(job.tags)) if job.tags else "",
         "CopySpeed": job.copy_speed,
+        "DiskEncryptionSetId": job.disk_encryption_set_id,
     }
 
 
@@ -224,6 +227,7 @@ def job_from(chain: ChainKey, entity: Any) -> Job:
         policy=entity.get("Policy", "") or "",
         tags=tags_from(entity),
         copy_speed=entity.get("CopySpeed") or STANDARD_SPEED,
+        disk_encryption_set_id=entity.get("DiskEncryptionSetId", "") or "",
     )
 
 
