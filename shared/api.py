@@ -94,6 +94,10 @@ def job_view(job: Job) -> dict[str, Any]:
         "sourcePercent": job.source_percent,
         "stuck": False,
         "lastProgressAt": None,
+        "policy": job.policy or None,
+        "prunedAt": _iso(job.pruned_at),
+        "prunedBy": job.pruned_by or None,
+        "pruneError": job.prune_error or None,
     }
 
 

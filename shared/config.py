@@ -23,13 +23,11 @@ from shared.ids import (
     Scope,
     TargetResourceGroup,
 )
-from shared.policies import Policy, PolicyError, implicit_policy, parse_policies
+from shared.policies import Policy, implicit_policy, parse_policies
 
-# Policy fields this version parses but does not carry out yet: refused at start-up rather
-# than ignored (README, "Replication policies").
-NOT_YET = "the field left out: this version of snapcopy does not carry it out yet"
 DEFAULT_POLL_SCHEDULE = "0 */1 * * * *"
 DEFAULT_SWEEP_SCHEDULE = "0 17 * * * *"  # hourly, off the top of the hour
+DEFAULT_PRUNE_SCHEDULE = "0 41 * * * *"  # hourly, away from the sweep
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 AZURE_COPY_CAP = 100  # Azure's limit: copies in flight per subscription per target region
 CREDENTIAL_KINDS = ("default", "managed-identity")
@@ -111,6 +109,11 @@ def _schedule(env: Mapping[str, str], name: str, default: str, example: str) -> 
 def poll_schedule(env: Mapping[str, str]) -> str:
     """The poll timer's NCRONTAB schedule (six fields, seconds first), read at import time."""
     return _schedule(env, "POLL_SCHEDULE", DEFAULT_POLL_SCHEDULE, "'0 */1 * * * *' (every minute)")
+
+
+def prune_schedule(env: Mapping[str, str]) -> str:
+    """The retention timer's NCRONTAB schedule (hourly by default), read at import time."""
+    return _schedule(env, "PRUNE_SCHEDULE", DEFAULT_PRUNE_SCHEDULE, "'0 41 * * * *' (hourly)")
 
 
 def sweep_schedule(env: Mapping[str, str]) -> str:
@@ -220,13 +223,7 @@ def _policies(env: Mapping[str, str]) -> tuple[Policy, ...]:
             "COPY_POLICIES alone: unset COPY_TARGET_REGIONS and COPY_TARGET_RESOURCE_GROUP "
             f"(set: {', '.join(clashing)}), whose meaning a policy's targets hold",
         )
-    policies = parse_policies(raw)
-    for policy in policies:
-        for index, target in enumerate(policy.targets):
-            field = f"targets[{index}]"
-            if target.retain is not None:
-                raise PolicyError(policy.name, f"{field}.retain", "set", NOT_YET)
-    return policies
+    return parse_policies(raw)
 
 
 def _policy_regions(policies: tuple[Policy, ...]) -> tuple[str, ...]:

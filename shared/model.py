@@ -165,6 +165,9 @@ class Job:
     policy: str = ""  # the replication policy that queued it ("default": COPY_TARGET_REGIONS)
     tags: tuple[tuple[str, str], ...] = ()  # the copy's tags, fixed when it was queued (none: ours only)
     disk_encryption_set_id: str = ""  # the copy's disk encryption set ("": platform-managed keys)
+    pruned_at: datetime | None = None  # when retention deleted the copy (state stays succeeded)
+    pruned_by: str = ""  # the policy whose `retain` pruned it
+    prune_error: str = ""  # why retention did not delete it (a lock, not ours): asked once, never again
     copy_speed: str = STANDARD_SPEED  # CopyStart's provisionedBandwidthCopySpeed ("Enhanced" asks for more)
 
     @property

@@ -106,6 +106,16 @@ def _copy_properties() -> dict[str, Any]:
             "description": "Why the copy is in its state, when snapcopy has something to say (skipped, "
             "cancelled, retried).",
         },
+        "policy": {"type": ["string", "null"], "description": "The replication policy that queued it."},
+        "prunedAt": {
+            **when,
+            "description": "When retention deleted the completed copy (its state stays `succeeded`).",
+        },
+        "prunedBy": {"type": ["string", "null"], "description": "The policy whose `retain` pruned it."},
+        "pruneError": {
+            "type": ["string", "null"],
+            "description": "Why retention left it (a lock, or a snapshot that is not snapcopy's); not retried.",
+        },
         "sourceReady": {
             "type": "boolean",
             "description": "False while the source cannot be copied yet: a Premium SSD v2 or Ultra Disk "

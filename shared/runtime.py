@@ -74,6 +74,11 @@ def poll_schedule() -> str:
     return config.poll_schedule(os.environ)
 
 
+def prune_schedule() -> str:
+    """PRUNE_SCHEDULE from the app settings, read when the app is indexed."""
+    return config.prune_schedule(os.environ)
+
+
 def sweep_schedule() -> str:
     """SWEEP_SCHEDULE from the app settings, read when the app is indexed."""
     return config.sweep_schedule(os.environ)

@@ -12,6 +12,7 @@ ARM, clock) and hands each call to the part that owns it:
 | sweeper | `engine/sweep.py` | the hourly reconciliation: lost events, stranded work, orphans |
 | operator | `engine/operator.py` | operators' requests (copy, backfill, retry, cancel, status) |
 | explainer | `engine/explain.py` | the policies in effect, and what they make of a snapshot |
+| pruner | `engine/pruner.py` | the retention run: deletes the copies no policy keeps |
 
 Every decision comes from `shared.scheduler`; the parts read what a decision needs, ask,
 and carry out the answer in a crash-safe order (each protocol's module says which).
@@ -35,6 +36,7 @@ from shared.engine.listings import Listings
 from shared.engine.operator import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
 from shared.engine.parts import Clock, Deps, Part, utc_now
 from shared.engine.polling import Poller
+from shared.engine.pruner import Pruner, PruneReport
 from shared.engine.reports import TickReport
 from shared.engine.starting import Starter
 from shared.engine.sweep import Reconciler, SweepReport
@@ -74,6 +76,7 @@ class Replicator(Part):
         self.operator = Operator(self.deps, self.intake)  # operators' requests (the HTTP API)
         self.sweeper = Reconciler(self.deps, self.intake, self.finishing)
         self.explainer = Explainer(self.deps)  # operators' questions about the policies
+        self.pruner = Pruner(self.deps)
 
     # --- the entry points ----------------------------------------------------------------
 
@@ -99,6 +102,10 @@ class Replicator(Part):
     def tick(self) -> TickReport:
         """One timer run (see Poller.tick)."""
         return self.polling.tick()
+
+    def prune(self) -> PruneReport:
+        """One retention run (see Pruner.prune)."""
+        return self.pruner.prune()
 
     def sweep(self) -> SweepReport:
         """One reconciliation sweep (see Reconciler.sweep)."""

@@ -1,4 +1,5 @@
-"""The replication triggers: the Event Grid subscription, the polling timer and the sweep timer.
+"""The replication triggers: the Event Grid subscription, the polling timer, the sweep timer
+and the retention timer.
 
 Thin on purpose: each trigger hands its input to the shell (shared/service.py), logs the
 outcome, and ends the invocation failed when part of the work failed (after doing the
@@ -58,3 +59,10 @@ def poll_copies(timer: func.TimerRequest) -> None:
 def sweep_sources(timer: func.TimerRequest) -> None:
     """Find snapshots no event reported and repair state that disagrees with ARM."""
     _finish("sweep_sources", runtime.replicator().sweep().errors)
+
+
+@blueprint.function_name("prune_copies")
+@blueprint.timer_trigger(arg_name="timer", schedule=runtime.prune_schedule(), run_on_startup=False, use_monitor=True)
+def prune_copies(timer: func.TimerRequest) -> None:
+    """Delete completed copies that no policy's `retain` keeps (snapcopy's own copies only)."""
+    _finish("prune_copies", runtime.replicator().prune().errors)

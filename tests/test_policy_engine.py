@@ -234,3 +234,36 @@ def test_a_chain_never_changes_its_encryption_set(deployment: Deployment):
     assert states["vm0-data0-s1"]["State"] == "failed"
     assert states["vm0-data0-s1"]["ErrorCode"] == "EncryptionSetChanged"
     assert len(copies(deployment)) == 1 and deployment.refusals() == {}
+
+
+def test_retention_deletes_only_our_copies_the_policy_no_longer_keeps(deployment: Deployment):
+    keep_one = [{"name": "short", "targets": [{"region": "westus3", "retain": {"count": 1}}]}]
+    use_policies(deployment, keep_one)
+    snaps = take(deployment, "vm0-data0", 4)
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    names = [f"{snap.rsplit('/', 1)[-1]}-westus3" for snap in snaps]
+    deployment.world.lock(f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/snapshots/{names[1]}")
+    deployment.fleet.client.snapshots.begin_update(RG, names[2], {"tags": {"owner": "someone"}}).result()
+    deletes = deployment.requests("DELETE snapshot")
+    deployment.host.run_timer(function="prune_copies")
+    rows = {row["SourceId"].rsplit("/", 1)[-1]: row for row in jobs(deployment)}
+    assert rows["vm0-data0-s0"]["PrunedBy"] == "short" and rows["vm0-data0-s0"]["PrunedAt"] is not None
+    assert "ScopeLocked" in rows["vm0-data0-s1"]["PruneError"]  # a lock: recorded once, left alone
+    assert "not a copy snapcopy made" in rows["vm0-data0-s2"]["PruneError"]  # our tag is gone: not ours
+    assert not rows["vm0-data0-s3"].get("PrunedAt") and not rows["vm0-data0-s3"]["PruneError"]  # the newest stays
+    assert all(row["State"] == "succeeded" for row in rows.values())
+    existing = {snap.name for snap in deployment.fleet.client.snapshots.list_by_resource_group(RG)}
+    assert names[0] not in existing and {names[1], names[2], names[3]} <= existing
+    assert deployment.requests("DELETE snapshot") == deletes + 2  # s0 deleted, s1 refused
+    deployment.host.run_timer(function="prune_copies")  # nothing is asked again
+    assert deployment.requests("DELETE snapshot") == deletes + 2
+
+
+def test_without_retain_the_retention_run_reads_nothing(deployment: Deployment):
+    take(deployment, "vm0-data0", 2)
+    deployment.deliver(snapshot_events(deployment))
+    run_until_done(deployment)
+    before = deployment.operations.total
+    deployment.host.run_timer(function="prune_copies")
+    assert deployment.operations.total == before

@@ -81,6 +81,7 @@ class _State:
     refusals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFUSALS, 0))
     copies_started: int = 0
     faults: ArmedFaults = field(default_factory=ArmedFaults)
+    locks: dict[str, str] = field(default_factory=dict)  # resource key -> lock level (CanNotDelete, ReadOnly)
 
 
 class World:
@@ -131,6 +132,14 @@ class World:
     def count_request(self, key: str) -> None:
         with self._lock:
             self._state.requests[key] += 1
+
+    def lock(self, resource_id: str, level: str = "CanNotDelete") -> None:
+        """Put a management lock on a disk or snapshot: ARM then refuses to delete it."""
+        if level not in ("CanNotDelete", "ReadOnly"):
+            raise ValueError(f"lock level must be CanNotDelete or ReadOnly, got {level!r}")
+        rid = parse_resource_id(resource_id, "resource_id")
+        with self._lock:
+            self._state.locks[rid.key] = level
 
     def count_refusal(self, name: str) -> None:
         with self._lock:
@@ -234,6 +243,13 @@ class World:
         """
         with self._lock:
             now = self.clock.now()
+            if rid.key in self._state.locks:  # a management lock (or an immutability policy) on it
+                raise ArmError(
+                    409,
+                    "ScopeLocked",
+                    f"The scope '{rid.arm_id}' cannot perform delete operation because following scope(s) are "
+                    f"locked: '{rid.arm_id}'. Please remove the lock and try again.",
+                )
             resource: Disk | Snapshot | None
             if rid.kind == "disks":
                 resource = self._state.disks.pop(rid.key, None)

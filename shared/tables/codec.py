@@ -177,6 +177,9 @@ def job_entity(job: Job) -> Entity:
         "Tags": json.dumps(dict(job.tags)) if job.tags else "",
         "CopySpeed": job.copy_speed,
         "DiskEncryptionSetId": job.disk_encryption_set_id,
+        "PrunedAt": job.pruned_at,
+        "PrunedBy": job.pruned_by,
+        "PruneError": job.prune_error,
     }
 
 
@@ -228,6 +231,9 @@ def job_from(chain: ChainKey, entity: Any) -> Job:
         tags=tags_from(entity),
         copy_speed=entity.get("CopySpeed") or STANDARD_SPEED,
         disk_encryption_set_id=entity.get("DiskEncryptionSetId", "") or "",
+        pruned_at=moment(entity.get("PrunedAt")),
+        pruned_by=entity.get("PrunedBy", "") or "",
+        prune_error=entity.get("PruneError", "") or "",
     )
 
 
