@@ -93,6 +93,7 @@ FAMILIES = (
     "premium_v2",  # Premium SSD v2 / Ultra sources: not copyable until their own background copy ends
     "put_answers",  # CopyStart answered 200, 201, 202 with and without a body, Location only
     "refused_source",  # one source's CopyStart refused for as long as faults are on; the others run
+    "policies",  # COPY_POLICIES: tags select, retention prunes, under server errors and throttling
     "everything",  # all of the above at once, at lower rates
 )
 
@@ -182,6 +183,30 @@ RECOVERY_TICKS = 150
 RECOVERY_TICK_SECONDS = 60.0
 RECOVERY_SWEEP_EVERY = 15
 _OK_REFUSALS = frozenset({"source_not_found"})  # a source deleted just before its PUT
+# The "policies" family: gold disks' snapshots (even-numbered disks) carry these tags; the
+# first policy copies them to the first region and keeps the GOLD_KEEP newest there.
+GOLD_TAGS = {"tier": "gold", "app": "db"}
+GOLD_KEEP = 2
+
+
+def _gold(disk_id: str) -> bool:
+    return int(disk_id.rsplit("/", 1)[-1].split("-", maxsplit=1)[0].removeprefix("vm")) % 2 == 0
+
+
+def chaos_policies(scenario: Scenario) -> list[dict[str, Any]]:
+    """COPY_POLICIES of the "policies" family: gold copies to the first region, tagged and
+    pruned; every snapshot to every region (the first only if not gold) by the second."""
+    group = {"resourceGroup": scenario.target_group} if scenario.target_group else {}
+    return [
+        {
+            "name": "gold",
+            "sources": {"tags": {"tier": "gold"}},
+            "targets": [{"region": scenario.regions[0], "retain": {"count": GOLD_KEEP}, **group}],
+            "tags": {"owner": "chaos"},
+        },
+        {"name": "rest", "targets": [{"region": region, **group} for region in scenario.regions], "copyTags": False},
+    ]
+
 
 log = logging.getLogger("snapcopy.chaos")
 
@@ -247,6 +272,7 @@ class Scenario:
     v2_disks: float = 0.0  # share of disks that are Premium SSD v2 or Ultra (sources with a background copy)
     answer_rate: float = 0.0  # chance per step of reshaping the next CopyStart answers (200/201/202, no body)
     refused_source: bool = False  # one source's CopyStart refused while faults are on
+    policies: bool = False  # COPY_POLICIES (tag-selected gold copies kept 2 deep) instead of the old settings
 
     @classmethod
     def generate(cls, seed: int, *, quick: bool = False, family: str | None = None) -> Scenario:
@@ -319,6 +345,8 @@ class Scenario:
             base.update(answer_rate=0.7)
         elif family == "refused_source":
             base.update(refused_source=True)
+        elif family == "policies":
+            base.update(policies=True, fault_kinds=("server", "throttle"), fault_rate=0.3, snapshots=rng.randint(3, 4))
         else:  # everything
             base.update(
                 instances=2,
@@ -415,6 +443,7 @@ class ScenarioResult:
     lagged_lists: int = 0  # LISTs served while they lagged behind writes
     v2_sources: int = 0  # snapshots of Premium SSD v2 / Ultra disks (a background copy of their own)
     lost_or_stranded: int = 0  # eligible snapshots neither copied nor settled with a reason ARM confirms
+    pruned: int = 0  # copies retention deleted (the "policies" family)
     virtual_seconds: float = 0.0
     elapsed: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -604,9 +633,15 @@ class ChaosRun:
         self.result = ScenarioResult(scenario.seed, scenario.family)
         self.table = f"chaos{scenario.seed}x{uuid.uuid4().hex[:10]}"
         self.checker = TableRows.from_connection_string(backend.connection_string, self.table)
+        if scenario.policies:
+            targets: dict[str, str] = {"COPY_POLICIES": json.dumps(chaos_policies(scenario))}
+        else:
+            targets = {"COPY_TARGET_REGIONS": ",".join(scenario.regions)}
+            if scenario.target_group:
+                targets["COPY_TARGET_RESOURCE_GROUP"] = scenario.target_group
         self.settings = load_settings(
             {
-                "COPY_TARGET_REGIONS": ",".join(scenario.regions),
+                **targets,
                 "COPY_SOURCE_SCOPES": f"/subscriptions/{SUBSCRIPTION}",
                 "STATE_CONNECTION_STRING": backend.connection_string,
                 "STATE_TABLE_NAME": self.table,
@@ -614,7 +649,6 @@ class ChaosRun:
                 "ARM_CA_BUNDLE": backend.ca_path,
                 "MAX_COPIES_PER_REGION": str(scenario.cap),
                 "EVENT_MAX_ATTEMPTS": str(scenario.max_event_attempts),
-                **({"COPY_TARGET_RESOURCE_GROUP": scenario.target_group} if scenario.target_group else {}),
             }
         )
         self.injector = Injector(scenario.crash_points, scenario.lost_answers, random.Random(scenario.seed + 3))
@@ -696,7 +730,12 @@ class ChaosRun:
         creation: dict[str, Any] = {"createOption": "Copy", "sourceResourceId": disk_id}
         if self.scenario.v2_disks and self.rng.random() < 0.3:
             creation["instantAccessDurationMinutes"] = 60  # InstantAccess, then AvailableWithInstantAccess
-        body = {"location": location, "properties": {"creationData": creation, "incremental": incremental}}
+        body: dict[str, Any] = {
+            "location": location,
+            "properties": {"creationData": creation, "incremental": incremental},
+        }
+        if self.scenario.policies and _gold(disk_id):
+            body["tags"] = dict(GOLD_TAGS)
         self.world.put_snapshot(parse_resource_id(snapshot_id, "id"), body, RequestInfo("PUT"))
         self.sources.append(_Source(snapshot_id, disk_id, location, incremental))
         self.last_snapshot_at = self.clock.now()
@@ -784,6 +823,13 @@ class ChaosRun:
 
         return sweep
 
+    def _prune(self) -> Callable[[_Instance], None]:
+        def prune(instance: _Instance) -> None:
+            self.host.run_timer(function="prune_copies")
+
+        prune.what = "prune"  # type: ignore[attr-defined]
+        return prune
+
     def _work_sequential(self, deliveries: list[_Delivery], sweep: bool) -> None:
         """One worker: the due events, then the timer (and maybe the sweep), through the host."""
         for delivery in deliveries:
@@ -793,6 +839,9 @@ class ChaosRun:
         self._invoke("tick", self._tick(True), self._pick(), host=True)
         self.result.ticks += 1
         self._replace_dead()
+        if self.scenario.policies and self.rng.random() < 0.5:
+            self._invoke("sweep", self._prune(), self._pick(), host=True)
+            self._replace_dead()
         if sweep:
             self._swept(self._invoke("sweep", self._sweep(True), self._pick(), host=True))
             self.result.sweeps += 1
@@ -961,6 +1010,10 @@ class ChaosRun:
                 sweep_now = settled  # quiet, but a crash may have cut the last sweep short: sweep again
             else:
                 self.result.violations.append(f"not settled after {RECOVERY_TICKS} recovery ticks")
+            if scenario.policies:  # the last retention run, ARM healthy: what it leaves is checked
+                outcome = self._invoke("sweep", self._prune(), self._pick(), host=True)
+                if outcome != "ok":
+                    self.result.violations.append(f"the last retention run ended {outcome}")
             self.result.crashes = len(self.injector.fired)
             self.result.crashes_fired = [point.describe() for point in self.injector.fired]
             self.result.violations.extend(self.check_invariants())
@@ -1068,7 +1121,13 @@ class ChaosRun:
         # 4. chain heads agree with their jobs (no lost update of the watermark or the head)
         violations.extend(_head_problems(rows, made))
 
-        # 5. no slot held or counted at the end
+        # 5. policies: only our completed copies deleted, each chain kept as deep as `retain` says, tags carried
+        if self.scenario.policies:
+            deletions = self.world.deletions()
+            self.result.pruned = len(deletions)
+            violations.extend(_policy_problems(deletions, rows, self.scenario.regions[0], self.world))
+
+        # 6. no slot held or counted at the end
         for row in slots:
             if row["RowKey"].startswith("flight|"):
                 violations.append(f"{row['PartitionKey']}: flight row {row['RowKey']} left behind")
@@ -1097,6 +1156,40 @@ def _replayable_uuids(seed: int) -> Iterator[None]:
 
 def _name(source_id: str) -> str:
     return source_id.rsplit("/", 1)[-1]
+
+
+def _policy_problems(
+    deletions: list[dict[str, Any]], rows: list[dict[str, Any]], gold_region: str, world: World
+) -> list[str]:
+    """Retention deleted only completed copies snapcopy made, only where a policy prunes, and
+    left every gold chain exactly GOLD_KEEP deep (its newest included); copies carry their tags."""
+    problems = []
+    deleted = {item["id"].lower() for item in deletions}
+    for item in deletions:
+        ours = item["create_option"] == "CopyStart" and "snapcopy-source" in item["tags"]
+        if not ours or item["copy_state"] != "succeeded" or not item["id"].lower().endswith(f"-{gold_region}"):
+            problems.append(f"{_name(item['id'])}: deleted, but it was not a completed copy retention may prune")
+    chains: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row["RowKey"].startswith("job|") and row["State"] == "succeeded":
+            chains[row["PartitionKey"]].append(row)
+    for partition, done in sorted(chains.items()):
+        done.sort(key=lambda row: row["RowKey"])
+        kept = [row for row in done if row["TargetId"].lower() not in deleted]
+        gold = partition.endswith(f"|{gold_region}") and done[-1].get("Policy") == "gold"
+        if not gold:
+            if len(kept) != len(done):
+                problems.append(f"{partition}: copies deleted where no policy prunes")
+            continue
+        if done[-1] not in kept:
+            problems.append(f"{partition}: the newest completed copy was deleted")
+        if len(kept) != min(GOLD_KEEP, len(done)):
+            problems.append(f"{partition}: {len(kept)} completed copies kept, retain says {min(GOLD_KEEP, len(done))}")
+        for row in kept:
+            tags = world.snapshot_tags(row["TargetId"])
+            if tags is not None and not {"tier": "gold", "app": "db", "owner": "chaos"}.items() <= tags.items():
+                problems.append(f"{_name(row['TargetId'])}: tags {tags} lack the source's and the policy's")
+    return problems
 
 
 def _outcome_problems(
@@ -1220,6 +1313,7 @@ TOTALS = (
     "failed",
     "skipped",
     "lost_or_stranded",
+    "pruned",
 )
 
 
@@ -1256,6 +1350,7 @@ def _table(summary: dict[str, dict[str, int]], title: str) -> Any:
         ("copies failed by ARM", "copy_failures"),
         ("sources deleted", "sources_deleted"),
         ("copies", "copies"),
+        ("copies pruned", "pruned"),
         ("lost or stranded", "lost_or_stranded"),
         ("violations", "violations"),
     )

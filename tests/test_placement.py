@@ -46,18 +46,6 @@ def test_copy_policies_replace_the_old_settings_and_refuse_to_sit_beside_them():
         assert "COPY_TARGET_REGIONS" in message and "COPY_TARGET_RESOURCE_GROUP" in message and clash in message
 
 
-@pytest.mark.parametrize(
-    ("target", "policy", "field"),
-    [
-        ({"retain": {"count": 3}}, {}, "retain"),
-    ],
-)
-def test_fields_this_version_does_not_carry_out_fail_start_up_instead_of_being_ignored(target, policy, field):
-    env = policies_env({"name": "p", "targets": [{"region": "westus3", **target}], **policy})
-    with pytest.raises(ConfigError, match=f"policy 'p', field .*{field}.*does not carry it out yet"):
-        load_settings(env)
-
-
 def test_a_source_is_in_scope_when_any_policy_may_select_it():
     scoped = {
         "name": "a",

@@ -82,6 +82,7 @@ class _State:
     copies_started: int = 0
     faults: ArmedFaults = field(default_factory=ArmedFaults)
     locks: dict[str, str] = field(default_factory=dict)  # resource key -> lock level (CanNotDelete, ReadOnly)
+    deleted: list[dict[str, Any]] = field(default_factory=list)  # every snapshot deleted, as it was then
 
 
 class World:
@@ -132,6 +133,18 @@ class World:
     def count_request(self, key: str) -> None:
         with self._lock:
             self._state.requests[key] += 1
+
+    def snapshot_tags(self, snapshot_id: str) -> dict[str, str] | None:
+        """A snapshot's tags (None: no such snapshot), read in-process by the checks."""
+        rid = parse_resource_id(snapshot_id, "snapshot_id")
+        with self._lock:
+            snapshot = self._state.snapshots.get(rid.key)
+            return None if snapshot is None else dict(snapshot.tags)
+
+    def deletions(self) -> list[dict[str, Any]]:
+        """Every snapshot deleted so far, as it was when deleted (ground truth for checks)."""
+        with self._lock:
+            return [dict(item) for item in self._state.deleted]
 
     def lock(self, resource_id: str, level: str = "CanNotDelete") -> None:
         """Put a management lock on a disk or snapshot: ARM then refuses to delete it."""
@@ -258,6 +271,15 @@ class World:
             if resource is None:
                 return False
             if isinstance(resource, Snapshot):
+                self._state.deleted.append(
+                    {
+                        "id": resource.rid.arm_id,
+                        "create_option": resource.create_option,
+                        "tags": dict(resource.tags),
+                        "copy_state": resource.copy.state(now) if resource.copy is not None else None,
+                        "source_unique_id": resource.source_unique_id,
+                    }
+                )
                 for running in self._in_flight(now):
                     if running.source_id.lower() == rid.key:
                         running.fail(
