@@ -56,7 +56,11 @@ REFUSALS = (
     "source_not_available",
     "source_not_found",
     "encryption",
+    "family_limit",
 )
+# Azure: a disk may have at most 500 incremental snapshots; the emulator counts a family's
+# snapshots per region (the source's own, or the copies in a target region).
+MAX_FAMILY_SNAPSHOTS = 500
 SOURCE_DELETED_CODE = "CopySourceNotFound"
 _MAX_DISK_GB = 32767
 _MAX_V2_DISK_GB = 65536  # Premium SSD v2 and Ultra disks
@@ -503,6 +507,8 @@ class World:
                 f"{disk.encryption.disk_encryption_set_id or 'no disk encryption set'}): a disk and all of its "
                 "incremental snapshots must have the same disk encryption set.",
             )
+        if incremental:
+            self._check_family_room(disk.family_id, location)
         background = None
         if disk.sku in BACKGROUND_COPY_SKUS:
             duration = self.config.source_copy_seconds(disk.size_gb * GIB)
@@ -545,6 +551,7 @@ class World:
         assert family is not None  # checked by _copy_source
         target_encryption = encryption or Encryption()
         self._check_copy_encryption(source, family, location, target_encryption, now)
+        self._check_family_room(family, location)
         copy = Copy(
             source_id=source.rid.arm_id,
             target_id=rid.arm_id,
@@ -654,6 +661,18 @@ class World:
         """Copies still copying; finished ones are dropped so rule checks cost O(in flight)."""
         self._state.in_flight = [c for c in self._state.in_flight if c.in_flight(now)]
         return self._state.in_flight
+
+    def _check_family_room(self, family: str, location: str) -> None:
+        """At most MAX_FAMILY_SNAPSHOTS incremental snapshots of one family in one region."""
+        count = sum(
+            1 for item in self._state.snapshots.values() if item.family_id == family and item.location == location
+        )
+        if count >= MAX_FAMILY_SNAPSHOTS:
+            message = (
+                f"Incremental snapshot family '{family}' already has {count} snapshots in '{location}'; a disk may "
+                f"have at most {MAX_FAMILY_SNAPSHOTS} incremental snapshots. Delete some and try again."
+            )
+            raise self._refuse("family_limit", 400, message)
 
     def _check_copy_encryption(
         self, source: Snapshot, family: str, location: str, encryption: Encryption, now: datetime

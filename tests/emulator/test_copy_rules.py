@@ -323,3 +323,24 @@ def test_copy_target_carries_source_identity_and_tags(arm: Arm) -> None:
     assert target.properties.incremental_snapshot_family_id == source.properties.incremental_snapshot_family_id
     assert target.tags == {"snapcopy-source": source.id}
     assert target.location == TARGET_REGION
+
+
+def test_a_family_holds_at_most_500_snapshots_per_region(arm: Arm, world: World, monkeypatch: pytest.MonkeyPatch):
+    from local.emulator import world as world_module
+
+    monkeypatch.setattr(world_module, "MAX_FAMILY_SNAPSHOTS", 2)
+    disk = arm.disk()
+    first, second = arm.snapshot(disk, "s0"), arm.snapshot(disk, "s1")
+    error = refused(lambda: arm.snapshot(disk, "s2"))
+    assert error.status_code == 400 and "at most 2 incremental snapshots" in str(error.message)
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    arm.copy(first)
+    clock.advance(3600)
+    arm.copy(second)
+    clock.advance(3600)
+    arm.client.snapshots.begin_delete(RG, "s0").result()  # room again at the source
+    third = arm.snapshot(disk, "s2")
+    error = refused(lambda: arm.copy(third))  # but the target region holds two copies of the family
+    assert error.status_code == 400 and TARGET_REGION in str(error.message)
+    assert world.counters()["refusals"]["family_limit"] == 2
