@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from local import demo_policies
 from local.azurite import Azurite
 from local.fleet import Fleet
 from local.host import FunctionHost
@@ -242,24 +243,49 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
         rows = table.rows("chain|")
         console.print(summary_table(rows))
         problems = verify(chains, emulator.admin("GET", "copies"), emulator.admin("GET", "counters"))
+        if finished < total:
+            problems.append(f"only {finished}/{total} copies finished within {timeout:.0f} s")
+        total_first = total
+
+        console.print("\n[bold]second act[/bold]: replication policies (tags, retention, mode latest)")
+        demo_policies.configure(azurite.connection_string)
+        runtime.install(runtime.build(load_settings(os.environ), credential=EmulatorCredential()))
+        act = demo_policies.run_act(
+            console,
+            fleet,
+            host,
+            TableRows.from_connection_string(azurite.connection_string, demo_policies.TABLE_NAME),
+            lambda: list(emulator.admin("GET", "events", params={"drain": "true"})),
+            resource_group=RESOURCE_GROUP,
+            location=SOURCE_REGION,
+            timeout=max(10.0, timeout - (time.monotonic() - began)),
+        )
+        problems += act
         counters = emulator.admin("GET", "counters")
+        refusals = {name: count for name, count in counters.get("refusals", {}).items() if count}
+        if refusals and not any("refused" in problem for problem in problems):
+            problems.append(f"the emulator refused requests for rule violations: {refusals}")
         fleet.close()
     elapsed = time.monotonic() - began
     requests_made = sum(counters.get("requests", {}).values())
     console.print(f"ARM requests seen by the emulator: {requests_made}; elapsed {elapsed:.1f} s")
-    if finished < total:
-        problems.append(f"only {finished}/{total} copies finished within {timeout:.0f} s")
     if problems:
         for problem in problems:
             console.print(f"[red]✗ {problem}[/red]")
         return 1
-    console.print(f"[green]✓ all {total} snapshots copied once, in creation order per disk; no rule refused[/green]")
+    console.print(
+        f"[green]✓ all {total_first} snapshots copied once, in creation order per disk; no rule refused[/green]"
+    )
+    console.print(
+        "[green]✓ policies: gold copies tagged and pruned to the 2 newest; in mode latest the newest "
+        "superseded the queued ones[/green]"
+    )
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timeout", type=float, default=80.0, help="give up after this many seconds")
+    parser.add_argument("--timeout", type=float, default=140.0, help="give up after this many seconds")
     parser.add_argument("--copy-seconds", type=float, default=4.0, help="how long one copy takes")
     parser.add_argument("--seed", type=int, default=7, help="seed for the delivery order")
     args = parser.parse_args()

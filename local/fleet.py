@@ -3,6 +3,7 @@ real azure-mgmt-compute SDK against the ARM emulator (as a backup job would in A
 
 from __future__ import annotations
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import (
     CreationData,
@@ -85,6 +86,14 @@ class Fleet:
         """The tags ARM shows on a snapshot of this fleet's subscription."""
         parts = snapshot_id.split("/")
         return dict(self.client.snapshots.get(parts[4], parts[8]).tags or {})
+
+    def snapshot_exists(self, snapshot_id: str) -> bool:
+        parts = snapshot_id.split("/")
+        try:
+            self.client.snapshots.get(parts[4], parts[8])
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         parts = snapshot_id.split("/")
