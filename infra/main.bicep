@@ -33,9 +33,17 @@ param principalId string = ''
 ])
 param principalType string = 'User'
 
-@minLength(1)
-@description('COPY_TARGET_REGIONS: comma-separated regions copies go to, e.g. westus3,centralus.')
-param targetRegions string
+@description('COPY_TARGET_REGIONS: comma-separated regions copies go to, e.g. westus3,centralus. Required unless copyPolicies (or copyPoliciesJson) is given; never with them.')
+param targetRegions string = ''
+
+@description('COPY_POLICIES: replication policies (README, "Replication policies"). When given, targetRegions and targetResourceGroup must be empty.')
+param copyPolicies array = []
+
+@description('COPY_POLICIES as JSON text (how the azd environment hands it in); used when copyPolicies is empty.')
+param copyPoliciesJson string = ''
+
+@description('PRUNE_SCHEDULE: NCRONTAB (six fields) of the prune_copies retention timer.')
+param pruneSchedule string = '0 41 * * * *'
 
 @description('COPY_SOURCE_SCOPES: comma-separated /subscriptions/<id> or /subscriptions/<id>/resourceGroups/<name> ids whose snapshots are copied. Empty: this subscription.')
 param sourceScopes string = ''
@@ -101,7 +109,21 @@ var targetGroupName = toLower(trim(targetResourceGroup))
 // Copies go to: a named group id; a group name in each source scope's subscription; or,
 // with no target group, the source snapshot's own group (so the source scopes).
 var targetGroupsByName = [for scope in sourceScopeList: '/subscriptions/${split(scope, '/')[2]}/resourcegroups/${targetGroupName}']
-var targetScopeList = union(startsWith(targetGroupName, '/') ? [targetGroupName] : (empty(targetGroupName) ? sourceScopeList : targetGroupsByName), [])
+var settingsTargetScopes = union(startsWith(targetGroupName, '/') ? [targetGroupName] : (empty(targetGroupName) ? sourceScopeList : targetGroupsByName), [])
+// With COPY_POLICIES, copies go where each policy target says: a group id; a group name in
+// each source scope's subscription; or, with no resourceGroup, the source's own group.
+var policies = !empty(copyPolicies) ? copyPolicies : (empty(trim(copyPoliciesJson)) ? [] : json(copyPoliciesJson))
+var policyTargetLists = [for policy in policies: policy.targets]
+var policyTargets = flatten(policyTargetLists)
+var policyTargetsById = filter(policyTargets, target => startsWith(contains(target, 'resourceGroup') ? string(target.resourceGroup) : '', '/'))
+var policyGroupIds = [for target in policyTargetsById: toLower(target.resourceGroup)]
+var policyTargetsByName = filter(policyTargets, target => contains(target, 'resourceGroup') && !startsWith(string(target.resourceGroup), '/'))
+var policyGroupNames = [for target in policyTargetsByName: toLower(target.resourceGroup)]
+// each group name in each source scope's subscription (no nested loops in Bicep: one index over both)
+var policyGroupsByName = [for i in range(0, length(policyGroupNames) * length(sourceScopeList)): '/subscriptions/${split(sourceScopeList[i % length(sourceScopeList)], '/')[2]}/resourcegroups/${policyGroupNames[i / length(sourceScopeList)]}']
+var policyBesideSource = length(filter(policyTargets, target => !contains(target, 'resourceGroup'))) > 0
+var policyTargetScopes = union(policyGroupIds, policyGroupsByName, policyBesideSource ? sourceScopeList : [])
+var targetScopeList = empty(policies) ? settingsTargetScopes : policyTargetScopes
 var sourceSubscriptionEntries = [for scope in sourceScopeList: '/subscriptions/${split(scope, '/')[2]}']
 var targetSubscriptionEntries = [for scope in targetScopeList: '/subscriptions/${split(scope, '/')[2]}']
 var targetSubscriptionList = union(targetSubscriptionEntries, [])
@@ -170,7 +192,11 @@ module functionApp 'app/function.bicep' = {
     snapcopySettings: [
       {
         name: 'COPY_TARGET_REGIONS'
-        value: replace(targetRegions, ' ', '')
+        value: empty(policies) ? replace(targetRegions, ' ', '') : ''
+      }
+      {
+        name: 'COPY_POLICIES'
+        value: empty(policies) ? '' : string(policies)
       }
       {
         name: 'COPY_SOURCE_SCOPES'
@@ -179,7 +205,7 @@ module functionApp 'app/function.bicep' = {
       }
       {
         name: 'COPY_TARGET_RESOURCE_GROUP'
-        value: trim(targetResourceGroup)
+        value: empty(policies) ? trim(targetResourceGroup) : ''
       }
       {
         name: 'POLL_SCHEDULE'
@@ -188,6 +214,10 @@ module functionApp 'app/function.bicep' = {
       {
         name: 'SWEEP_SCHEDULE'
         value: sweepSchedule
+      }
+      {
+        name: 'PRUNE_SCHEDULE'
+        value: pruneSchedule
       }
       {
         name: 'STATE_TABLE_ENDPOINT'

@@ -315,7 +315,8 @@ def test_every_setting_the_app_reads_is_deployed_and_storage_is_reached_by_ident
     assert accessor(settings["STATE_TABLE_NAME"]) == "storage.outputs.stateTableName"
     assert settings["POLL_SCHEDULE"] == "pollSchedule"
     assert settings["SWEEP_SCHEDULE"] == "sweepSchedule"
-    assert {"COPY_TARGET_REGIONS", "COPY_SOURCE_SCOPES", "COPY_TARGET_RESOURCE_GROUP"} <= set(settings)
+    assert settings["PRUNE_SCHEDULE"] == "pruneSchedule"
+    assert {"COPY_TARGET_REGIONS", "COPY_SOURCE_SCOPES", "COPY_TARGET_RESOURCE_GROUP", "COPY_POLICIES"} <= set(settings)
 
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["AzureWebJobsStorage__clientId"] == "identityClientId"
@@ -471,8 +472,13 @@ def test_compute_roles_are_assigned_at_the_source_and_target_scopes_not_wider():
         assert body(main[name])["scope"]["function"]["type"] == "resource_group"
     for name in ("sourceReadOnSubscriptions", "copyWriteOnSubscriptions", "operationReadOnSubscriptions"):
         assert main[name]["detail"]["path"] == "app/rbac/subscription-assignment.bicep"
-    # The writer role goes to the copy targets, which default to the source scopes.
-    assert "sourceScopeList" in json.dumps(variable(INFRA / "main.bicep", "targetScopeList"))
+    # The writer role goes to the copy targets, which default to the source scopes: from the
+    # old settings, or from each policy target (a group id, a group name, or beside the source).
+    targets = json.dumps(variable(INFRA / "main.bicep", "targetScopeList"))
+    assert "settingsTargetScopes" in targets and "policyTargetScopes" in targets
+    assert "sourceScopeList" in json.dumps(variable(INFRA / "main.bicep", "settingsTargetScopes"))
+    by_policy = json.dumps(variable(INFRA / "main.bicep", "policyTargetScopes"))
+    assert all(name in by_policy for name in ("policyGroupIds", "policyGroupsByName", "sourceScopeList"))
 
 
 # --- Event Grid ----------------------------------------------------------------------------
@@ -577,6 +583,7 @@ def test_main_parameters_come_from_the_azd_environment():
     assert values["targetRegions"] == "${COPY_TARGET_REGIONS}"
     assert values["sourceScopes"] == "${COPY_SOURCE_SCOPES}"
     assert values["targetResourceGroup"] == "${COPY_TARGET_RESOURCE_GROUP}"
+    assert values["copyPoliciesJson"] == "${COPY_POLICIES}"
     declared = parsed(INFRA / "main.bicep")["parameters"]
     assert set(values) <= set(declared)
     required = {name for name, param in declared.items() if param["default"] is None}
@@ -599,6 +606,7 @@ def test_outputs_give_azd_and_the_hooks_what_they_read():
         "COPY_TARGET_REGIONS",
         "COPY_SOURCE_SCOPES",
         "COPY_TARGET_RESOURCE_GROUP",
+        "COPY_POLICIES",
         "SNAPCOPY_EXISTING_SYSTEM_TOPIC_NAME",
         "SNAPCOPY_EXISTING_SYSTEM_TOPIC_RESOURCE_GROUP",
         "SNAPCOPY_FUNCTION_WAIT_SECONDS",
@@ -735,6 +743,10 @@ def _topic(name: str, group: str, identity: str = "SystemAssigned") -> str:
         ({"COPY_SOURCE_SCOPES": "/subscriptions/not-a-guid"}, 1, "COPY_SOURCE_SCOPES: '/subscriptions/not-a-guid'"),
         ({"COPY_TARGET_REGIONS": "westus3,West US"}, 1, "COPY_TARGET_REGIONS"),
         ({"COPY_TARGET_RESOURCE_GROUP": "/subscriptions/x/rg"}, 1, "COPY_TARGET_RESOURCE_GROUP"),
+        ({"COPY_TARGET_REGIONS": "", "COPY_POLICIES": '[{"name": "p"}]'}, 0, "preprovision checks passed"),
+        ({"COPY_POLICIES": '[{"name": "p"}]'}, 1, "COPY_POLICIES and COPY_TARGET_REGIONS are both set"),
+        ({"COPY_TARGET_REGIONS": "", "COPY_POLICIES": "{}"}, 1, "COPY_POLICIES: not a JSON array"),
+        ({"COPY_TARGET_REGIONS": ""}, 1, "neither COPY_TARGET_REGIONS nor COPY_POLICIES"),
     ],
     ids=[
         "no-topic",
@@ -745,6 +757,10 @@ def _topic(name: str, group: str, identity: str = "SystemAssigned") -> str:
         "bad-scope",
         "bad-region",
         "bad-target",
+        "policies",
+        "policies-and-regions",
+        "policies-not-an-array",
+        "no-targets",
     ],
 )
 def test_preprovision_checks_settings_and_the_one_system_topic_per_subscription(fake_az, extra, code, message):

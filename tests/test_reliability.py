@@ -43,6 +43,7 @@ def injected(result: ScenarioResult) -> int:
         "premium_v2": result.v2_sources,
         "put_answers": result.arm_faults,
         "refused_source": result.arm_faults,
+        "policies": result.pruned,
         "everything": min(result.crashes + result.arm_faults, result.concurrent_calls),
     }[result.family]
 

@@ -17,8 +17,17 @@ problem() {
 
 # --- 1. settings -------------------------------------------------------------------------
 regions=$(printf '%s' "${COPY_TARGET_REGIONS:-}" | tr -d ' ')
-if [ -z "$regions" ]; then
-    say "COPY_TARGET_REGIONS is not set: azd will ask for targetRegions (or run: azd env set COPY_TARGET_REGIONS westus3)"
+if [ -n "${COPY_POLICIES:-}" ]; then
+    # the app checks every policy field at start-up; here, only what would clash
+    [ -z "$regions" ] || problem "COPY_POLICIES and COPY_TARGET_REGIONS are both set: unset COPY_TARGET_REGIONS"
+    [ -z "$(printf '%s' "${COPY_TARGET_RESOURCE_GROUP:-}" | tr -d ' ')" ] ||
+        problem "COPY_POLICIES and COPY_TARGET_RESOURCE_GROUP are both set: unset COPY_TARGET_RESOURCE_GROUP"
+    case "$(printf '%s' "$COPY_POLICIES" | tr -d ' \n')" in
+    \[*\]) ;;
+    *) problem "COPY_POLICIES: not a JSON array of policies" ;;
+    esac
+elif [ -z "$regions" ]; then
+    problem "neither COPY_TARGET_REGIONS nor COPY_POLICIES is set (run: azd env set COPY_TARGET_REGIONS westus3)"
 else
     for region in $(printf '%s' "$regions" | tr ',' ' '); do
         printf '%s' "$region" | grep -Eq '^[a-z][a-z0-9]{2,39}$' ||
