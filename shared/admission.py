@@ -113,6 +113,12 @@ def new_job(snapshot: Snapshot, placement: Placement, now: datetime, *, chain_se
     return replace(job, state=CopyState.FAILED, finished_at=now, error=problem, reason=problem.message)
 
 
+def chain_set(head: ChainHead) -> str | None:
+    """The disk encryption set a chain's next copies must use: the one its copies use once
+    one has started (None before: nothing in Azure holds the chain to a set yet)."""
+    return head.disk_encryption_set_id if head.last_started_key else None
+
+
 def encryption_problem(snapshot: Snapshot, placement: Placement, chain_set: str | None) -> CopyError | None:
     """Why a copy must not be sent: a customer-key source needs a disk encryption set in the
     target region, and a disk and all of its incremental snapshots share one set, so a

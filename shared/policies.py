@@ -39,6 +39,7 @@ _SOURCE_FIELDS = {"scopes", "tags"}
 _TARGET_FIELDS = {"region", "resourceGroup", "diskEncryptionSetId", "copySpeed", "retain", "method", "storage"}
 _RETAIN_FIELDS = {"count", "days"}
 MAX_TAG_NAME, MAX_TAG_VALUE = 512, 256  # ARM's limits on a tag's name and value
+MAX_COPY_TAGS = 49  # a policy's own tags on a copy: ARM's 50, less snapcopy's provenance tag
 
 
 class CopySpeed(StrEnum):
@@ -182,6 +183,8 @@ def _scopes(value: Any, policy: str) -> tuple[Scope, ...]:
 def _tags(value: Any, policy: str, field: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise PolicyError(policy, field, value, "an object of tag names to string values")
+    if field == "tags" and len(value) > MAX_COPY_TAGS:
+        raise PolicyError(policy, field, len(value), f"at most {MAX_COPY_TAGS} tags (ARM allows 50; snapcopy adds one)")
     for key, tag in value.items():
         if not key or len(key) > MAX_TAG_NAME or any(c in key for c in "<>%&\\?/"):
             raise PolicyError(policy, f"{field}.{key}", key, "a tag name of 1 to 512 characters, none of <>%&\\?/")
@@ -238,9 +241,9 @@ def _target_group(value: Any, policy: str, field: str) -> TargetResourceGroup:
 def _retention(value: Any, policy: str, field: str) -> Retention | None:
     if value is None:
         return None
-    body = _object(value, policy, field, _RETAIN_FIELDS)
-    if not body:
-        raise PolicyError(policy, field, value, "'count' and/or 'days'")
+    body = {key: number for key, number in _object(value, policy, field, _RETAIN_FIELDS).items() if number is not None}
+    if not body:  # {} or only nulls: a rule that keeps nothing but the newest is never meant
+        raise PolicyError(policy, field, value, "'count' and/or 'days' (a whole number of at least 1)")
     for key in ("count", "days"):
         number = body.get(key)
         if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):

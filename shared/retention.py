@@ -1,8 +1,10 @@
 """Retention: which completed copies of a chain its policy no longer keeps.
 
-A copy is kept if either rule keeps it: it is among the `count` newest completed copies,
-or its source snapshot is younger than `days` (by the source's `timeCreated`). The newest
-completed copy of a chain is always kept, whatever the rules say: it is the chain's
+A policy's `retain` applies to the copies that policy made (a chain's copies may come
+from several policies, when they select its snapshots by tag): one is kept if either
+rule keeps it: it is among the policy's `count` newest completed copies in the chain, or
+its source snapshot is younger than `days` (by the source's `timeCreated`). The newest
+completed copy of the chain is always kept, whatever the rules say: it is the chain's
 recovery point and the base of its next incremental copy. A copy in flight, or one a
 pruning already handled, is never a candidate.
 
@@ -18,18 +20,18 @@ from shared.model import CopyState, Job
 from shared.policies import Retention
 
 
-def prunable(done: Sequence[Job], retain: Retention | None, now: datetime, *, copying_key: str = "") -> list[Job]:
-    """The chain's completed copies that `retain` does not keep, oldest first."""
+def prunable(
+    done: Sequence[Job], policy: str, retain: Retention | None, now: datetime, *, copying_key: str = ""
+) -> list[Job]:
+    """The chain's completed copies made by `policy` that its `retain` does not keep, oldest first."""
     if retain is None:
         return []
-    completed = sorted(
-        (job for job in done if job.state == CopyState.SUCCEEDED and job.key != copying_key),
-        key=lambda job: job.key,
-        reverse=True,
-    )
+    completed = [job for job in done if job.state == CopyState.SUCCEEDED and job.key != copying_key]
+    newest = max((job.key for job in completed), default="")
+    own = sorted((job for job in completed if job.policy == policy), key=lambda job: job.key, reverse=True)
     candidates = []
-    for rank, job in enumerate(completed):
-        if rank == 0 or job.pruned_at is not None or job.prune_error:
+    for rank, job in enumerate(own):
+        if job.key == newest or job.pruned_at is not None or job.prune_error:
             continue  # the newest is always kept; a handled one is not asked again
         by_count = retain.count is not None and rank < retain.count
         by_age = retain.days is not None and now - job.source_time < timedelta(days=retain.days)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from shared.admission import arrival, new_job
+from shared.admission import arrival, chain_set, new_job
 from shared.model import (
     SOURCE_TAG,
     ChainHead,
@@ -89,9 +89,10 @@ def plan_chain(
     shows is queued only when `select` (the policies) copies it into the chain's region;
     it goes to the chain's resource group.
 
-    `latest`: the policies in mode `latest`. When the newest queued job is one of theirs,
-    it is the one to start, and the older queued jobs are superseded when it does (Azure's
-    order rule allows skipping; it forbids only going back).
+    `latest`: the policies in mode `latest`. When every queued job is one of theirs, the
+    newest (the newest whose source is ready, if any is) is the one to start, and the older
+    queued jobs are superseded when it does (Azure's order rule allows skipping; it forbids
+    only going back). A job of any other policy queued among them keeps creation order.
     """
     adds: list[Job] = []
     suspect: set[str] = set()
@@ -122,7 +123,7 @@ def plan_chain(
             if selected is None:
                 continue  # no policy copies it here (its tags, a policy changed): it still vouches
             placement = place(selected, snap, head.target_group)
-            job = new_job(snap, placement, listed_at or now, chain_set=head.disk_encryption_set_id)
+            job = new_job(snap, placement, listed_at or now, chain_set=chain_set(head))
             adds.append(job)
             queued[job.key] = job
         for key, job in list(queued.items()):
@@ -137,8 +138,11 @@ def plan_chain(
         return replace(plan, hold=Hold.IN_FLIGHT, wait="a copy is in flight")
     if not queued:
         return replace(plan, hold=Hold.NOTHING_QUEUED, wait="nothing queued")
-    newest_queued = queued[max(queued)]
-    candidate = newest_queued if newest_queued.policy in latest else queued[min(queued)]
+    candidate = queued[min(queued)]
+    if all(job.policy in latest for job in queued.values()):
+        # only `latest` policies want these: the newest, or the newest whose source is ready
+        ready = [key for key, job in queued.items() if job.source_ready]
+        candidate = queued[max(ready or queued)]
     due = candidate.key in suspect or next_source_check(candidate) <= now
     check = candidate if due else None
     if listed_through is None or candidate.source_time > listed_through:
@@ -268,7 +272,8 @@ def ours_to_replace(target: Snapshot, job: Job) -> bool:
     a delete needs proof, a start only the absence of a contradiction."""
     tagged = {key.lower(): value for key, value in target.tags.items()}.get(SOURCE_TAG, "")
     same_source = bool(job.source_unique_id) and target.source_unique_id == job.source_unique_id
-    return target.is_copy and tagged.lower() == str(job.source_id).lower() and same_source
+    copy_start = target.create_option.lower() == "copystart"
+    return copy_start and tagged.lower() == str(job.source_id).lower() and same_source
 
 
 def name_taken(job: Job) -> CopyError:

@@ -139,3 +139,14 @@ def test_a_chain_keeps_its_set_and_a_changed_one_fails_with_a_clear_reason():
     changed = new_job(snapshot, placement, T0, chain_set="")
     assert changed.state is CopyState.FAILED and changed.error is not None
     assert changed.error.code == "EncryptionSetChanged" and "platform-managed keys" in changed.error.message
+
+
+def test_the_chains_set_binds_only_once_a_copy_started():
+    from shared.admission import chain_set
+    from tests.builders import head_for
+
+    snapshot = encrypted()
+    head = head_for(snapshot)
+    assert chain_set(head) is None  # nothing copied yet: a corrected policy may still choose its set
+    started = replace(head, last_started_key="k", disk_encryption_set_id=SET)
+    assert chain_set(started) == SET

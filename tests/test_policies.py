@@ -214,3 +214,20 @@ def test_a_policy_reads_back_from_the_form_the_api_shows():
     for policy in parse(EXAMPLE, {"name": "bare", "targets": [{"region": "centralus"}]}):
         (again,) = parse_policies(json.dumps([policy_document(policy)]))
         assert again == policy
+
+
+def test_retain_with_only_nulls_and_too_many_policy_tags_are_refused():
+    for retain in ({"count": None}, {"count": None, "days": None}):
+        with pytest.raises(PolicyError, match="'count' and/or 'days'"):
+            parse(with_({}, {"retain": retain}))
+    (policy,) = parse(with_({}, {"retain": {"count": 3, "days": None}}))
+    assert policy.targets[0].retain == Retention(count=3)
+    with pytest.raises(PolicyError, match="at most 49 tags"):
+        parse(with_({"tags": {f"t{i}": "v" for i in range(50)}}))
+
+
+def test_a_cut_name_differs_by_region_even_without_a_region_token():
+    long = ResourceId(SUB, "prod-rg", "snapshots", "a" * 75)
+    west = expand_name("{source}-{region}", long, None, "westus3", WHEN)
+    central = expand_name("{source}-{region}", long, None, "centralus", WHEN)
+    assert west != central and len(west) <= 80 and len(central) <= 80

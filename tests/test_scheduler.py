@@ -494,3 +494,21 @@ def test_in_mode_latest_the_newest_queued_snapshot_starts_and_the_older_ones_are
     assert [job.state for job in passed] == [CopyState.SKIPPED] * 2
     assert all(job.reason.startswith(f"superseded by {snaps[2].id.name}") for job in passed)
     assert plan_chain(head, jobs, now, latest=frozenset({"other"})).start == jobs[0]
+
+
+def test_mode_latest_never_supersedes_a_snapshot_another_policy_promised():
+    snaps = family_snapshots(3)
+    jobs = [job_for(snaps[0], policy="all"), job_for(snaps[1], policy="p"), job_for(snaps[2], policy="p")]
+    head = head_for(snaps[0], listed_through=created(snaps[2]))
+    now = created(snaps[2]) + minutes(1)
+    assert plan_chain(head, jobs, now, latest=frozenset({"p"})).start == jobs[0]  # creation order for `all`
+    assert plan_chain(head, jobs[1:], now, latest=frozenset({"p"})).start == jobs[2]
+
+
+def test_mode_latest_takes_the_newest_ready_source_when_the_newest_is_not_ready():
+    snaps = family_snapshots(3)
+    jobs = [job_for(snap, policy="p") for snap in snaps]
+    jobs[2] = replace(jobs[2], source_ready=False, source_percent=10.0, source_checked_at=created(snaps[2]))
+    head = head_for(snaps[0], listed_through=created(snaps[2]))
+    plan = plan_chain(head, jobs, created(snaps[2]) + minutes(1), latest=frozenset({"p"}))
+    assert plan.start == jobs[1]

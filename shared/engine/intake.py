@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from shared.admission import CopyTo, NotYet, arrival, eligibility, new_head, new_job, source_groups_of
+from shared.admission import CopyTo, NotYet, arrival, chain_set, eligibility, new_head, new_job, source_groups_of
 from shared.arm import ArmError
 from shared.dedupe import same_snapshot, seen_recently, started_recently
 from shared.engine.listings import Run
@@ -199,7 +199,7 @@ class Intake(Part):
             if existing is not None:
                 return existing, False, head
             placement = self.placed(selected, snapshot, head.target_group)
-            candidate = new_job(snapshot, placement, self.clock(), chain_set=head.disk_encryption_set_id)
+            candidate = new_job(snapshot, placement, self.clock(), chain_set=chain_set(head))
             groups = head.source_groups + tuple(g for g in source_groups_of(snapshot) if g not in head.source_groups)
             if groups != head.source_groups:  # a group never listed: what was listed so far proves less
                 head = replace(head, source_groups=groups, listed_through=None)

@@ -70,19 +70,20 @@ class Pruner(Part):
         return report
 
     def _prune_chain(self, head: ChainHead, policies: dict[str, Policy], report: PruneReport) -> None:
+        """Each policy's `retain` over the copies that policy made in this chain (a policy
+        that is gone, or keeps everything, deletes nothing)."""
         jobs = self.store.list_jobs(head.key)
-        newest = max((job for job in jobs if job.state == CopyState.SUCCEEDED), key=lambda job: job.key, default=None)
-        policy = policies.get(newest.policy) if newest is not None else None
-        retain = _retention(policy, head.key.region)
-        if policy is None or retain is None:
-            return  # its policy keeps everything (or is gone: then nothing is deleted)
-        for job in prunable(jobs, retain, self.clock(), copying_key=head.copying_key):
-            handled = self._delete(job, policy.name)
-            self.save_quietly(handled)
-            if handled.pruned_at is not None:
-                report.pruned += 1
-            else:
-                report.kept += 1
+        for name in sorted({job.policy for job in jobs if job.state == CopyState.SUCCEEDED}):
+            retain = _retention(policies.get(name), head.key.region)
+            for job in prunable(jobs, name, retain, self.clock(), copying_key=head.copying_key):
+                self._record(self._delete(job, name), report)
+
+    def _record(self, handled: Job, report: PruneReport) -> None:
+        self.save_quietly(handled)
+        if handled.pruned_at is not None:
+            report.pruned += 1
+        else:
+            report.kept += 1
 
     def _delete(self, job: Job, policy: str) -> Job:
         """The job after its copy was deleted, or after snapcopy declined to or was refused."""
@@ -101,8 +102,9 @@ class Pruner(Part):
         try:
             self.arm.delete_snapshot(job.target_id)
         except ArmError as error:
-            if error.retryable:
+            if error.status != 409:  # passing trouble, or a missing role: the run fails, the next asks again
                 raise
+            # a lock or an immutability policy protects it: recorded once, never asked again
             reason = f"not pruned: ARM refused the delete ({error.code}: {error.message}); not asked again"
             log.warning("prune: %s: %s", job.target_id, reason)
             return replace(job, prune_error=reason)

@@ -353,7 +353,12 @@ class Starter(Part):
             )
             watermark = max(head.last_started_key, job.key)
             self.store.save_chain(
-                replace(head, copying_key=job.key, last_started_key=watermark),
+                replace(
+                    head,
+                    copying_key=job.key,
+                    last_started_key=watermark,
+                    disk_encryption_set_id=job.disk_encryption_set_id,  # the set every later copy keeps
+                ),
                 [started],
                 overtaken=overtaken(
                     head, pending, job.key, flight.started_at, superseded=job.policy in self.latest_policies

@@ -92,10 +92,12 @@ class Reconciler(Part):
         return report
 
     def scopes(self) -> list[Scope]:
-        """COPY_SOURCE_SCOPES; when unset, every subscription a chain has seen (a disk in a
-        subscription snapcopy never heard of cannot be found: set the scopes to cover it)."""
-        if self.settings.source_scopes:
-            return list(self.settings.source_scopes)
+        """COPY_SOURCE_SCOPES and every policy's own `sources.scopes`; when none is set,
+        every subscription a chain has seen (a disk in a subscription snapcopy never heard
+        of cannot be found: set the scopes to cover it)."""
+        named = [*self.settings.source_scopes, *(s for p in self.settings.policies for s in p.scopes)]
+        if named and all(policy.scopes or self.settings.source_scopes for policy in self.settings.policies):
+            return _widest(named)
         subscriptions = {
             group.subscription.lower(): group.subscription
             for head in self.store.list_heads()
@@ -269,3 +271,14 @@ class Reconciler(Part):
         else:  # still copying (or just started and not listed yet): poll it again
             self.store.reserve_slot(self.store.load_region(head.region), flight, _UNLIMITED)
         return True
+
+
+def _widest(scopes: list[Scope]) -> list[Scope]:
+    """The scopes once each, a resource group dropped when its subscription is listed whole."""
+    whole = {scope.subscription.lower() for scope in scopes if scope.resource_group is None}
+    kept: dict[str, Scope] = {}
+    for scope in scopes:
+        if scope.resource_group is not None and scope.subscription.lower() in whole:
+            continue
+        kept.setdefault(str(scope).lower(), scope)
+    return list(kept.values())

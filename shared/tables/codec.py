@@ -174,7 +174,7 @@ def job_entity(job: Job) -> Entity:
         "SizeBytes": float(job.size_bytes) if job.size_bytes is not None else None,
         "Policy": job.policy,
         # the copy's tags as JSON: at most 50, each within ARM's lengths, so within a property's 64 KiB
-        "Tags": json.dumps(dict(job.tags)) if job.tags else "",
+        "Tags": json.dumps(dict(job.tags), ensure_ascii=False) if job.tags else "",
         "CopySpeed": job.copy_speed,
         "DiskEncryptionSetId": job.disk_encryption_set_id,
         "PrunedAt": job.pruned_at,
