@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,23 @@ def test_the_chains_set_binds_only_once_a_copy_started():
     assert chain_set(head) is None  # nothing copied yet: a corrected policy may still choose its set
     started = replace(head, last_started_key="k", disk_encryption_set_id=SET)
     assert chain_set(started) == SET
+
+
+def test_the_sweep_lists_every_policys_scopes_once_each():
+    from typing import cast
+
+    from shared.engine.caches import Caches
+    from shared.engine.parts import Deps
+    from shared.engine.sweep import Reconciler
+    from shared.store import StateStore
+
+    scoped = {
+        "name": "a",
+        "sources": {"scopes": [f"/subscriptions/{SUB}/resourceGroups/prod-rg"]},
+        "targets": [{"region": "westus3"}],
+    }
+    other = {"name": "b", "sources": {"scopes": [f"/subscriptions/{OTHER_SUB}"]}, "targets": [{"region": "westus3"}]}
+    settings = load_settings(policies_env(scoped, other, COPY_SOURCE_SCOPES=f"/subscriptions/{SUB}"))
+    deps = Deps(settings, cast(StateStore, None), cast(Any, None), lambda: T0, Caches(lambda: T0), cast(Any, None))
+    scopes = Reconciler(deps, cast(Any, None), cast(Any, None)).scopes()
+    assert sorted(str(scope) for scope in scopes) == sorted([f"/subscriptions/{SUB}", f"/subscriptions/{OTHER_SUB}"])
