@@ -160,7 +160,7 @@ def copy_tags(source: Snapshot, policy: Policy) -> tuple[tuple[tuple[str, str], 
 
 def expand_name(template: str, source: ResourceId, disk: str | None, region: str, time: datetime | None) -> str:
     """The copy's name from the policy's template, within ARM's 80 characters: a name too
-    long keeps its start and ends with a hash of the source and the region, so it stays unique."""
+    long keeps its start and ends with `{hash}-{region}`, so it stays unique."""
     digest = short_hash(str(source).lower())
     values = {
         "source": source.name,
@@ -170,7 +170,7 @@ def expand_name(template: str, source: ResourceId, disk: str | None, region: str
         "hash": digest,
     }
     name = _TOKEN_RE.sub(lambda match: values[match.group(1)], template)
-    if len(name) > MAX_SNAPSHOT_NAME:  # cut, and told apart by source and region
-        suffix = short_hash(f"{str(source).lower()}|{region}")
+    if len(name) > MAX_SNAPSHOT_NAME:  # cut, and told apart by source ({hash}) and region
+        suffix = f"{digest}-{region}"
         name = name[: MAX_SNAPSHOT_NAME - len(suffix) - 1].rstrip("-.") + "-" + suffix
     return name
