@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.admission import CopyTo, Ignore, eligibility
-from shared.arm import ArmError
-from shared.engine.operator import arm_trouble
+from shared.engine.operator import read_source
 from shared.engine.parts import Part
-from shared.errors import unprocessable
 from shared.ids import ResourceId
 from shared.model import Snapshot
 from shared.placement import Passed, Placement, evaluate, target_group
@@ -40,12 +38,7 @@ class Explainer(Part):
     def evaluate(self, snapshot_id: ResourceId) -> Evaluation:
         """Which targets would copy this snapshot, and why not the others (scope, tags, a
         region another policy took, the source's own region, what the snapshot is)."""
-        try:
-            snapshot = self.arm.get_snapshot(snapshot_id)
-        except ArmError as error:
-            raise arm_trouble(error, f"reading {snapshot_id}") from None
-        if snapshot is None:
-            raise unprocessable(f"sourceSnapshotId: ARM has no snapshot {snapshot_id}")
+        snapshot = read_source(self.arm, snapshot_id)
         policies, scopes = self.settings.policies, self.settings.source_scopes
         chosen, passed = evaluate(policies, snapshot.id, snapshot.tags, scopes)
         decision = eligibility(snapshot, policies, scopes)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from shared.admission import CopyTo, NotYet, eligibility
-from shared.arm import ArmError
+from shared.arm import ArmError, ComputeApi
 from shared.cursors import Cursor
 from shared.engine.intake import Intake
 from shared.engine.parts import Deps, Part
@@ -39,6 +39,17 @@ _SENDING = (
     "CopyStart for this copy is being sent to ARM right now; once sent it cannot be cancelled: "
     "it will finish (delete the target snapshot afterwards if it is not wanted)"
 )
+
+
+def read_source(arm: ComputeApi, snapshot_id: ResourceId) -> Snapshot:
+    """The snapshot an operator named, as ARM shows it now, or the refusal to answer with."""
+    try:
+        snapshot = arm.get_snapshot(snapshot_id)
+    except ArmError as error:
+        raise arm_trouble(error, f"reading {snapshot_id}") from None
+    if snapshot is None:
+        raise unprocessable(f"sourceSnapshotId: ARM has no snapshot {snapshot_id}")
+    return snapshot
 
 
 def arm_trouble(error: ArmError, what: str, *, recorded: str = "nothing was recorded") -> Refused:
@@ -121,12 +132,7 @@ class Operator(Part):
         """Copy one snapshot now (or as soon as its chain allows)."""
         regions = self.regions(requested)
         self._check_scope(snapshot_id)
-        try:
-            snapshot = self.arm.get_snapshot(snapshot_id)
-        except ArmError as error:
-            raise arm_trouble(error, f"reading {snapshot_id}") from None
-        if snapshot is None:
-            raise unprocessable(f"sourceSnapshotId: ARM has no snapshot {snapshot_id}")
+        snapshot = read_source(self.arm, snapshot_id)
         decision = eligibility(snapshot, self.settings.policies, self.settings.source_scopes, regions)
         if isinstance(decision, NotYet):
             detail = f"sourceSnapshotId: {snapshot_id}: {decision.reason}; nothing was recorded: retry shortly"
