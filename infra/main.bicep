@@ -133,6 +133,13 @@ var rbacSubscriptionIds = [for scope in rbacSubscriptionScopes: split(scope, '/'
 var sourceSubscriptionScopes = filter(sourceScopeList, scope => length(split(scope, '/')) == 3)
 var sourceGroupScopes = filter(sourceScopeList, scope => length(split(scope, '/')) == 5)
 var targetSubscriptionScopes = filter(targetScopeList, scope => length(split(scope, '/')) == 3)
+// Source subscriptions other than this one get their own system topic (README, "Sources
+// in several subscriptions"): every subscription COPY_SOURCE_SCOPES names.
+var sourceSubscriptionIdList = [for scope in sourceScopeList: split(scope, '/')[2]]
+var sourceSubscriptionIds = union(sourceSubscriptionIdList, [])
+var otherSourceSubscriptions = filter(sourceSubscriptionIds, id => id != toLower(subscription().subscriptionId))
+var sourceEventsGroupName = 'rg-${environmentName}-snapcopy-events'
+var sourceTopicPaths = [for id in otherSourceSubscriptions: '${id}/${sourceEventsGroupName}/evgt-snapcopy-${resourceToken}']
 var targetGroupScopes = filter(targetScopeList, scope => length(split(scope, '/')) == 5)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -260,6 +267,19 @@ module systemTopic 'app/eventgrid-topic.bicep' = {
   ]
 }
 
+module sourceTopics 'app/source-events.bicep' = [
+  for id in otherSourceSubscriptions: {
+    name: 'snapcopy-events-${uniqueString(id, environmentName)}'
+    scope: subscription(id)
+    params: {
+      resourceGroupName: sourceEventsGroupName
+      location: location
+      topicName: 'evgt-snapcopy-${resourceToken}'
+      tags: tags
+    }
+  }
+]
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -269,6 +289,7 @@ module rbac 'app/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     appPrincipalId: identity.outputs.principalId
     eventGridPrincipalId: systemTopic.outputs.principalId
+    sourceTopicPrincipalIds: [for (id, index) in otherSourceSubscriptions: sourceTopics[index].outputs.principalId]
     userPrincipalId: principalId
     userPrincipalType: principalType
   }
@@ -381,6 +402,8 @@ output EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
 output EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP string = systemTopic.outputs.resourceGroupName
 output EVENTGRID_SYSTEM_TOPIC_REUSED bool = reuseSystemTopic
 output EVENTGRID_SUBSCRIPTION_NAME string = eventSubscriptionName
+// the other source subscriptions' topics, as <subscription>/<resource group>/<topic>, comma-separated
+output EVENTGRID_SOURCE_TOPICS string = join(sourceTopicPaths, ',')
 output EVENTGRID_DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
 output EVENTGRID_MAX_DELIVERY_ATTEMPTS int = maxDeliveryAttempts
 output SNAPCOPY_ROLE_DEFINITION_IDS string = roles.outputs.roleDefinitionIds

@@ -394,6 +394,7 @@ def test_storage_and_telemetry_roles_are_granted_on_the_app_resources_only():
         "appStorageRoles": "storage",
         "appTelemetryRole": "applicationInsights",
         "eventGridDeadLetterRole": "deadLetterContainer",
+        "sourceTopicDeadLetterRoles": "deadLetterContainer",  # the other source subscriptions' topics
         "userStorageRoles": "storage",
     }
     assert variable(rbac, "storageDataRoles") == [
@@ -422,6 +423,22 @@ def test_storage_and_telemetry_roles_are_granted_on_the_app_resources_only():
     (call,) = module_calls("app/rbac.bicep")
     assert accessor(call["params"]["eventGridPrincipalId"]) == "systemTopic.outputs.principalId"
     assert call["params"]["userPrincipalId"] == "principalId"  # AZURE_PRINCIPAL_ID: local debugging
+    others = assignments["sourceTopicDeadLetterRoles"]["properties"]
+    assert others["roleDefinitionId"]["function"]["parameters"]["resource_name_1"] == "storageBlobDataContributor"
+    assert "sourceTopics" in json.dumps(call["params"]["sourceTopicPrincipalIds"])
+
+
+def test_every_other_source_subscription_gets_its_own_system_topic():
+    main = parsed(INFRA / "main.bicep")
+    module = main["modules"]["sourceTopics"]
+    assert module["detail"]["path"] == "app/source-events.bicep"
+    assert module["config"]["loop_type"]["detail"]["array_name"] == "otherSourceSubscriptions"
+    assert body(module)["scope"]["function"]["type"] == "subscription"
+    assert "subscriptionId" in json.dumps(variable(INFRA / "main.bicep", "otherSourceSubscriptions"))
+    events = parsed(APP / "source-events.bicep")
+    assert set(events["resources"]) == {"group"} and set(events["modules"]) == {"topic"}
+    assert body(events["modules"]["topic"])["params"]["create"] is True
+    assert "EVENTGRID_SOURCE_TOPICS" in main["outputs"]
 
 
 def test_custom_roles_hold_exactly_the_compute_actions_the_code_calls():
@@ -797,6 +814,41 @@ def test_predown_removes_what_azd_down_leaves_behind(fake_az):
     deletes = [c for c in calls if c.startswith("rest --method delete")]
     assert len(deletes) == 3
     assert calls.index(deletes[0]) > max(i for i, c in enumerate(calls) if c.startswith("role assignment delete"))
+
+
+OTHER = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+THIRD = "11111111-2222-4333-8444-555555555555"
+SOURCE_TOPICS = f"{OTHER}/rg-dev-snapcopy-events/evgt-snapcopy-x,{THIRD}/rg-dev-snapcopy-events/evgt-snapcopy-x"
+
+
+def test_postdeploy_subscribes_the_function_to_every_other_source_subscriptions_topic(fake_az):
+    env = {
+        **fake_az,
+        "AZURE_FUNCTION_APP_ID": f"{GROUP}/providers/Microsoft.Web/sites/func",
+        "AZURE_STORAGE_ACCOUNT_ID": f"{GROUP}/providers/Microsoft.Storage/storageAccounts/st",
+        "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt",
+        "EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-topic",
+        "EVENTGRID_SUBSCRIPTION_NAME": "snapcopy-abc",
+        "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletter",
+        "EVENTGRID_SOURCE_TOPICS": SOURCE_TOPICS,
+    }
+    result, calls = run_hook("postdeploy.sh", env)
+    assert result.returncode == 0, result.stderr
+    deploys = [c for c in calls if c.startswith("deployment group create")]
+    assert len(deploys) == 3
+    assert "--subscription" not in deploys[0] and "systemTopicName=evgt " in deploys[0]
+    for deploy, subscription in zip(deploys[1:], (OTHER, THIRD), strict=True):
+        assert f"--subscription {subscription} --resource-group rg-dev-snapcopy-events " in deploy
+        assert "systemTopicName=evgt-snapcopy-x " in deploy and "deadLetterStorageAccountId=" in deploy
+
+
+def test_predown_deletes_the_other_source_subscriptions_topic_groups(fake_az):
+    result, calls = run_hook("predown.sh", {**fake_az, "EVENTGRID_SOURCE_TOPICS": SOURCE_TOPICS})
+    assert result.returncode == 0, result.stderr
+    assert [c for c in calls if c.startswith("group delete")] == [
+        f"group delete --subscription {OTHER} --name rg-dev-snapcopy-events --yes --no-wait --output none",
+        f"group delete --subscription {THIRD} --name rg-dev-snapcopy-events --yes --no-wait --output none",
+    ]
 
 
 def test_hooks_pass_shellcheck_as_posix_sh():

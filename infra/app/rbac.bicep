@@ -21,6 +21,9 @@ param appPrincipalId string
 @description('Principal id of the Event Grid system topic\'s system-assigned identity.')
 param eventGridPrincipalId string
 
+@description('Principal ids of the other source subscriptions\' system topics (they dead-letter here too).')
+param sourceTopicPrincipalIds array = []
+
 @description('Principal id of the deploying user, for local debugging; empty for none.')
 param userPrincipalId string = ''
 
@@ -95,6 +98,19 @@ resource eventGridDeadLetterRole 'Microsoft.Authorization/roleAssignments@2022-0
     description: 'Event Grid system topic: dead-letter undeliverable snapshot events'
   }
 }
+
+resource sourceTopicDeadLetterRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for sourceTopicPrincipalId in sourceTopicPrincipalIds: {
+    name: guid(deadLetterContainer.id, sourceTopicPrincipalId, storageBlobDataContributor)
+    scope: deadLetterContainer
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+      principalId: sourceTopicPrincipalId
+      principalType: 'ServicePrincipal'
+      description: 'Event Grid system topic of another source subscription: dead-letter undeliverable snapshot events'
+    }
+  }
+]
 
 resource userStorageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for role in userStorageDataRoles: {

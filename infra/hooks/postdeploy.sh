@@ -31,7 +31,6 @@ until az rest --method get --url "$function_id?api-version=2024-04-01" --output 
 done
 
 set -- \
-    systemTopicName="$EVENTGRID_SYSTEM_TOPIC_NAME" \
     eventSubscriptionName="$EVENTGRID_SUBSCRIPTION_NAME" \
     functionAppId="$AZURE_FUNCTION_APP_ID" \
     deadLetterStorageAccountId="$AZURE_STORAGE_ACCOUNT_ID" \
@@ -45,6 +44,20 @@ az deployment group create \
     --resource-group "$EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP" \
     --name "$EVENTGRID_SUBSCRIPTION_NAME" \
     --template-file "$(repo_root)/infra/app/event-subscription.bicep" \
-    --parameters "$@" \
+    --parameters "$@" systemTopicName="$EVENTGRID_SYSTEM_TOPIC_NAME" \
     --output none
+
+# the other source subscriptions' topics: <subscription>/<resource group>/<topic>
+for topic in $(printf '%s' "${EVENTGRID_SOURCE_TOPICS:-}" | tr ',' ' '); do
+    subscription=${topic%%/*}
+    rest=${topic#*/}
+    say "creating the Event Grid subscription $EVENTGRID_SUBSCRIPTION_NAME on ${rest#*/} (subscription $subscription)"
+    az deployment group create \
+        --subscription "$subscription" \
+        --resource-group "${rest%%/*}" \
+        --name "$EVENTGRID_SUBSCRIPTION_NAME" \
+        --template-file "$(repo_root)/infra/app/event-subscription.bicep" \
+        --parameters "$@" systemTopicName="${rest#*/}" \
+        --output none
+done
 say "Event Grid delivers snapshot writes to on_snapshot_written (dead letters: container $EVENTGRID_DEADLETTER_CONTAINER)"

@@ -2,6 +2,7 @@
 # azd predown hook: removes what `azd down` cannot, because it lives outside the resource
 # group it deletes:
 #   - the event subscription, when it is on a reused system topic in another group;
+#   - the resource groups holding the other source subscriptions' system topics;
 #   - the app identity's role assignments at the source and target scopes;
 #   - snapcopy's custom role definitions (deletable only once nothing is assigned them).
 # It never fails `azd down`: what it cannot remove, it names.
@@ -21,6 +22,15 @@ if [ "$(lower "${EVENTGRID_SYSTEM_TOPIC_REUSED:-false}")" = "true" ]; then
     say "deleting the event subscription on the reused topic $EVENTGRID_SYSTEM_TOPIC_NAME"
     az resource delete --ids "$id" --output none || warn "could not delete $id"
 fi
+
+# the other source subscriptions' topics live in resource groups of their own there
+for topic in $(printf '%s' "${EVENTGRID_SOURCE_TOPICS:-}" | tr ',' ' '); do
+    subscription=${topic%%/*}
+    rest=${topic#*/}
+    say "deleting ${rest%%/*} (the system topic of subscription $subscription)"
+    az group delete --subscription "$subscription" --name "${rest%%/*}" --yes --no-wait --output none ||
+        warn "could not delete ${rest%%/*} in subscription $subscription"
+done
 
 principal=${AZURE_MANAGED_IDENTITY_PRINCIPAL_ID:-}
 if [ -n "$principal" ]; then
