@@ -130,6 +130,13 @@ def encryption_problem(snapshot: Snapshot, placement: Placement, chain_set: str 
             f"{snapshot.id.name} is encrypted with a customer-managed key, and {where} names no "
             "diskEncryptionSetId: Azure needs a disk encryption set in the target region for its copy",
         )
+    des = placement.disk_encryption_set_id
+    if des and des.split("/")[2].lower() != placement.target_id.subscription.lower():
+        return CopyError(
+            "EncryptionSetSubscription",
+            f"{where} names the disk encryption set {des}, in another subscription than the copy's "
+            f"({placement.target_id.subscription}): a disk encryption set serves its own subscription only",
+        )
     if chain_set is not None and chain_set.lower() != placement.disk_encryption_set_id.lower():
         return CopyError(
             "EncryptionSetChanged",

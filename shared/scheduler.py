@@ -67,6 +67,7 @@ class ChainPlan:
     needs_listing: bool = False
     listed_through: datetime | None = None
     check: Job | None = None
+    dropped_tags: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (source, tag names) not carried: log them
 
 
 def plan_chain(
@@ -95,6 +96,7 @@ def plan_chain(
     only going back). A job of any other policy queued among them keeps creation order.
     """
     adds: list[Job] = []
+    dropped: list[tuple[str, tuple[str, ...]]] = []
     suspect: set[str] = set()
     listed_through = head.listed_through
     queued = {job.key: job for job in pending if job.state == CopyState.QUEUED}
@@ -125,6 +127,8 @@ def plan_chain(
             placement = place(selected, snap, head.target_group)
             job = new_job(snap, placement, listed_at or now, chain_set=chain_set(head))
             adds.append(job)
+            if placement.dropped_tags:
+                dropped.append((snap.id.name, placement.dropped_tags))
             queued[job.key] = job
         for key, job in list(queued.items()):
             listed = seen.get(key)
@@ -133,7 +137,7 @@ def plan_chain(
             elif newest is not None and key < newest:
                 suspect.add(key)  # this view should show it: a GET tells whether it is gone
 
-    plan = ChainPlan(add=tuple(adds), listed_through=listed_through)
+    plan = ChainPlan(add=tuple(adds), listed_through=listed_through, dropped_tags=tuple(dropped))
     if head.copying_key:
         return replace(plan, hold=Hold.IN_FLIGHT, wait="a copy is in flight")
     if not queued:

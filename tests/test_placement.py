@@ -171,3 +171,26 @@ def test_the_sweep_lists_every_policys_scopes_once_each():
     deps = Deps(settings, cast(StateStore, None), cast(Any, None), lambda: T0, Caches(lambda: T0), cast(Any, None))
     scopes = Reconciler(deps, cast(Any, None), cast(Any, None)).scopes()
     assert sorted(str(scope) for scope in scopes) == sorted([f"/subscriptions/{SUB}", f"/subscriptions/{OTHER_SUB}"])
+
+
+def test_a_set_in_another_subscription_than_the_copy_fails_at_once():
+    snapshot = encrypted()
+    elsewhere = f"/subscriptions/{OTHER_SUB}/resourceGroups/dr{DES}"
+    job = new_job(snapshot, placed(Target("westus3", disk_encryption_set_id=elsewhere), snapshot), T0)
+    assert job.state is CopyState.FAILED and job.error is not None
+    assert job.error.code == "EncryptionSetSubscription" and OTHER_SUB in job.error.message
+
+
+def test_a_listing_names_the_source_tags_a_copy_could_not_carry():
+    from shared.scheduler import plan_chain
+    from tests.builders import created, family_snapshots, head_for
+
+    many = {f"t{i:02}": "v" for i in range(60)}
+    snaps = [replace(snap, tags=many) for snap in family_snapshots(2)]
+    keep_all = Policy("p", (Target("westus3"),))
+    plan = plan_chain(
+        head_for(snaps[0]), [], created(snaps[1]), listing=snaps, listed_at=created(snaps[1]),
+        select=selector((keep_all,), ()),
+    )  # fmt: skip
+    assert [name for name, _ in plan.dropped_tags] == [snap.id.name for snap in snaps]
+    assert all(len(names) == 11 for _, names in plan.dropped_tags)

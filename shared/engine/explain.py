@@ -13,8 +13,8 @@ from shared.admission import CopyTo, Ignore, eligibility
 from shared.engine.operator import read_source
 from shared.engine.parts import Part
 from shared.ids import ResourceId
-from shared.model import Snapshot
-from shared.placement import Passed, Placement, evaluate, target_group
+from shared.model import ChainKey, Snapshot
+from shared.placement import Passed, Placement, Selected, evaluate, target_group
 from shared.policies import Policy
 
 
@@ -49,7 +49,12 @@ class Explainer(Part):
             if item.target.region == here
         ]
         copies: tuple[Placement, ...] = ()
-        if isinstance(decision, CopyTo):
-            copies = tuple(self.placed(item, snapshot, target_group(item, snapshot.id)) for item in decision.targets)
+        if isinstance(decision, CopyTo) and snapshot.family_id:
+            copies = tuple(self._placed(item, snapshot, snapshot.family_id) for item in decision.targets)
         reason = decision.reason if isinstance(decision, Ignore) else None
         return Evaluation(snapshot, copies, tuple(passed), reason)
+
+    def _placed(self, item: Selected, snapshot: Snapshot, family: str) -> Placement:
+        """As the intake would place it: in the chain's group when the chain exists."""
+        head = self.store.load_head(ChainKey(family.lower(), item.target.region))
+        return self.placed(item, snapshot, head.target_group if head else target_group(item, snapshot.id))

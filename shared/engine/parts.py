@@ -45,6 +45,18 @@ class Deps:
     listings: Listings
 
 
+def log_dropped_tags(source: str, region: str, names: tuple[str, ...]) -> None:
+    """Source tags that did not fit on a copy (ARM's 50): never dropped silently."""
+    log.warning(
+        "%s: %d source tag(s) not carried to its copy in %s (ARM allows %d tags): %s",
+        source,
+        len(names),
+        region,
+        MAX_TAGS,
+        ", ".join(names),
+    )
+
+
 class Part:
     """A part of the engine: reads its dependencies through the shared `Deps`."""
 
@@ -94,14 +106,7 @@ class Part:
         """Where and how a copy goes; source tags past ARM's limit are logged, not lost silently."""
         placement = place(selected, snapshot, group)
         if placement.dropped_tags:
-            log.warning(
-                "%s: %d source tag(s) not carried to its copy in %s (ARM allows %d tags): %s",
-                snapshot.id,
-                len(placement.dropped_tags),
-                placement.region,
-                MAX_TAGS,
-                ", ".join(placement.dropped_tags),
-            )
+            log_dropped_tags(str(snapshot.id), placement.region, placement.dropped_tags)
         return placement
 
     @property

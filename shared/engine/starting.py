@@ -22,7 +22,7 @@ from datetime import datetime
 from shared.arm import ArmError
 from shared.engine.finishing import Finisher
 from shared.engine.listings import Run
-from shared.engine.parts import Deps, Part
+from shared.engine.parts import Deps, Part, log_dropped_tags
 from shared.model import (
     SOURCE_TAG,
     ChainHead,
@@ -112,6 +112,8 @@ class Starter(Part):
             # the jobs first, the promise after: a head must never vouch for snapshots
             # ("everything older than T is known") that no job row records yet
             added = self.store.add_jobs(plan.add)
+            for source, names in plan.dropped_tags:
+                log_dropped_tags(source, head.key.region, names)
             pending = sorted({job.key: job for job in (*pending, *added)}.values(), key=lambda job: job.key)
             if plan.start is not None and not plan.add:
                 # no row changed: the start's commit writes the head, and the promise with it
