@@ -124,6 +124,8 @@ def chain_view(status: ChainStatus, now: datetime) -> dict[str, Any]:
         "lastCompletedSnapshotId": head.last_completed_source or None,
         "lastCompletedAt": _iso(head.last_completed_at),
         "lastCompletedAgeSeconds": age,
+        "rpoSeconds": status.rpo.total_seconds() if status.rpo is not None else None,
+        "rpoBreached": status.rpo_breached,
     }
 
 

@@ -56,6 +56,7 @@ class Settings:
     max_event_attempts: int = 10
     fair_wait: timedelta = timedelta(hours=12)
     copy_policies: tuple[Policy, ...] = ()  # COPY_POLICIES; empty: the implicit policy
+    rpo_alert: timedelta = timedelta(minutes=1500)  # RPO_ALERT_MINUTES: a chain further behind is breached
 
     @property
     def policies(self) -> tuple[Policy, ...]:
@@ -207,6 +208,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_event_attempts=_int(env, "EVENT_MAX_ATTEMPTS", 10, 1, 100),
         fair_wait=timedelta(hours=_int(env, "FAIR_WAIT_HOURS", 12, 1, 168)),
         copy_policies=policies,
+        rpo_alert=timedelta(minutes=_int(env, "RPO_ALERT_MINUTES", 1500, 5, 525600)),
     )
 
 

@@ -253,8 +253,15 @@ def _schemas() -> dict[str, Any]:
                 "lastCompletedAgeSeconds": {
                     "type": ["number", "null"],
                     "minimum": 0,
-                    "description": "Age of the last completed copy: the chain's recovery point in the region.",
+                    "description": "Seconds since the last copy completed.",
                 },
+                "rpoSeconds": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "description": "The chain's recovery point in the region: now minus timeCreated of the newest "
+                    "source copied there, or of the oldest still waiting when none is; null with nothing to protect.",
+                },
+                "rpoBreached": {"type": "boolean", "description": "rpoSeconds is over RPO_ALERT_MINUTES."},
             },
             "required": [
                 "familyId",
@@ -265,6 +272,8 @@ def _schemas() -> dict[str, Any]:
                 "lastCompletedSnapshotId",
                 "lastCompletedAt",
                 "lastCompletedAgeSeconds",
+                "rpoSeconds",
+                "rpoBreached",
             ],
             "additionalProperties": False,
         },

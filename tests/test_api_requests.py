@@ -539,3 +539,26 @@ def test_by_default_a_snapshot_is_copied_to_the_configured_regions_it_is_not_in(
     assert status == 202 and [c["targetRegion"] for c in body["copies"]] == ["centralus"]
     status, _, body = post(deployment, {"sourceSnapshotId": snap, "targetRegions": ["westus3", "centralus"]})
     assert status == 422 and "already in" in body["detail"]
+
+
+def test_chains_show_the_rpo_by_source_time_and_flag_a_breach(deployment: Deployment):
+    from datetime import timedelta
+
+    snaps = disk_with_snapshots(deployment, "vm0-data0", 2)
+    deployment.drain_events()
+    post(deployment, {"sourceDiskId": disk_id("vm0-data0"), "targetRegions": ["westus3"]})
+    taken = {s: deployment.fleet.client.snapshots.get(RG, s.rsplit("/", 1)[-1]).time_created for s in snaps}
+    status, _, body = call(deployment, "list_chains", "GET")
+    (chain,) = body["value"]
+    now = deployment.world.clock.now()
+    assert status == 200 and chain["rpoSeconds"] == (now - taken[snaps[0]]).total_seconds()  # the oldest waiting
+    assert chain["rpoBreached"] is False
+    run_until_done(deployment)
+    (chain,) = call(deployment, "list_chains", "GET")[2]["value"]
+    now = deployment.world.clock.now()
+    assert chain["rpoSeconds"] == (now - taken[snaps[1]]).total_seconds()  # the newest copied
+    assert chain["rpoBreached"] is False  # RPO_ALERT_MINUTES: 25 hours by default
+    age = now - taken[snaps[1]]
+    deployment.replicator.settings = replace(deployment.replicator.settings, rpo_alert=age - timedelta(seconds=1))
+    (chain,) = call(deployment, "list_chains", "GET")[2]["value"]
+    assert chain["rpoBreached"] is True

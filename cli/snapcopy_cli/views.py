@@ -32,6 +32,13 @@ def _why(copy: Mapping[str, Any]) -> str:
     return escape(str(copy.get("reason") or ""))
 
 
+def _rpo(chain: Mapping[str, Any]) -> str:
+    """The chain's RPO (older APIs: the last copy's age), red when over the alert threshold."""
+    seconds = chain.get("rpoSeconds", chain.get("lastCompletedAgeSeconds"))
+    text = _age(seconds)
+    return f"[red]{text}[/red]" if chain.get("rpoBreached") else text
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -110,7 +117,7 @@ def chains_table(chains: Iterable[Mapping[str, Any]]) -> Table:
             now,
             str(chain.get("queued", 0)),
             escape(name_of(chain.get("lastCompletedSnapshotId"))),
-            _age(chain.get("lastCompletedAgeSeconds")),
+            _rpo(chain),
         )
     return table
 

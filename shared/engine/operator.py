@@ -25,6 +25,7 @@ from shared.engine.parts import Deps, Part
 from shared.errors import Refusal, Refused, conflict, unprocessable
 from shared.ids import ResourceId
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Job, Snapshot
+from shared.rpo import breached, chain_rpo
 from shared.scheduler import ours_to_replace
 from shared.store import Conflict
 
@@ -106,6 +107,8 @@ class ChainStatus:
     head: ChainHead
     copying: LiveCopy | None
     queued: int
+    rpo: timedelta | None = None  # shared/rpo.py; None: nothing to protect yet
+    rpo_breached: bool = False  # over RPO_ALERT_MINUTES
 
 
 class Operator(Part):
@@ -204,7 +207,9 @@ class Operator(Part):
             pending = self.store.load_pending(head)
             copying = next((job for job in pending if job.state == CopyState.COPYING), None)
             queued = sum(1 for job in pending if job.state == CopyState.QUEUED)
-            statuses.append(ChainStatus(head, self.live(copying) if copying else None, queued))
+            rpo = chain_rpo(head, pending, self.clock())
+            live = self.live(copying) if copying else None
+            statuses.append(ChainStatus(head, live, queued, rpo, breached(rpo, self.settings.rpo_alert)))
         return statuses
 
     def job(self, chain: ChainKey, key: str) -> Job:
