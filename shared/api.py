@@ -32,7 +32,7 @@ from shared.problems import (
     read_object,
     shown,
 )
-from shared.service import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
+from shared.service import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator, RegionStatus
 
 log = logging.getLogger("snapcopy")
 
@@ -270,6 +270,40 @@ def list_chains(req: func.HttpRequest) -> func.HttpResponse:
     now = ondemand.clock()
     chains = [chain_view(status, now) for status in ondemand.chains()]
     return json_answer({"value": chains})
+
+
+def region_view(status: RegionStatus) -> dict[str, Any]:
+    """One target region as `GET /api/status` shows it."""
+    return {
+        "targetRegion": status.region,
+        "inFlight": status.in_flight,
+        "queued": status.queued,
+        "waitingForCap": status.waiting_for_cap,
+        "waitingForSource": status.waiting_for_source,
+        "completedLast24h": status.completed,
+        "failedLast24h": status.failed,
+        "worstRpoSeconds": status.worst_rpo.total_seconds() if status.worst_rpo is not None else None,
+        "chainsOverRpo": [
+            {
+                "familyId": head.key.family_id,
+                "sourceDiskId": head.disk_id or None,
+                "rpoSeconds": rpo.total_seconds(),
+            }
+            for head, rpo in status.over_rpo
+        ],
+    }
+
+
+@blueprint.function_name("get_status")
+@blueprint.route(route="status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@answers_problems
+def get_status(req: func.HttpRequest) -> func.HttpResponse:
+    """Per target region: in flight, queued, waiting, the last 24 hours, worst RPO, breaches."""
+    replicator = runtime.replicator()
+    alert = int(replicator.settings.rpo_alert.total_seconds() // 60)
+    return json_answer(
+        {"rpoAlertMinutes": alert, "regions": [region_view(status) for status in replicator.status.regions()]}
+    )
 
 
 @blueprint.function_name("openapi")

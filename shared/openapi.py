@@ -18,6 +18,7 @@ from shared.api import COPY_FIELDS, MAX_REGIONS
 from shared.ids import GUID, REGION
 from shared.model import CopyState
 from shared.openapi_policies import policy_paths, policy_schemas
+from shared.openapi_status import status_paths, status_schemas
 from shared.problems import MAX_BODY_BYTES
 from shared.service import DEFAULT_PAGE, MAX_PAGE
 
@@ -559,9 +560,9 @@ def document() -> dict[str, Any]:
             {"name": "meta", "description": "About the API itself."},
         ],
         "security": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
-        "paths": {**_paths(), **policy_paths(_errors)},
+        "paths": {**_paths(), **policy_paths(_errors), **status_paths(_errors)},
         "components": {
-            "schemas": {**_schemas(), **policy_schemas()},
+            "schemas": {**_schemas(), **policy_schemas(), **status_schemas()},
             "responses": _responses(),
             "securitySchemes": {
                 "functionKeyHeader": {

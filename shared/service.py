@@ -39,6 +39,7 @@ from shared.engine.polling import Poller
 from shared.engine.pruner import Pruner, PruneReport
 from shared.engine.reports import TickReport
 from shared.engine.starting import Starter
+from shared.engine.status import RegionStatus, Status
 from shared.engine.sweep import Reconciler, SweepReport
 from shared.ids import ResourceId
 from shared.model import ChainKey, CopyError, CopyState, InFlight, Job, RegionKey, Snapshot
@@ -55,6 +56,7 @@ __all__ = [
     "Explainer",
     "LiveCopy",
     "Operator",
+    "RegionStatus",
     "Replicator",
     "utc_now",
 ]
@@ -77,6 +79,7 @@ class Replicator(Part):
         self.sweeper = Reconciler(self.deps, self.intake, self.finishing)
         self.explainer = Explainer(self.deps)  # operators' questions about the policies
         self.pruner = Pruner(self.deps)
+        self.status = Status(self.deps)  # GET /api/status
 
     # --- the entry points ----------------------------------------------------------------
 

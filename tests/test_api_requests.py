@@ -562,3 +562,29 @@ def test_chains_show_the_rpo_by_source_time_and_flag_a_breach(deployment: Deploy
     deployment.replicator.settings = replace(deployment.replicator.settings, rpo_alert=age - timedelta(seconds=1))
     (chain,) = call(deployment, "list_chains", "GET")[2]["value"]
     assert chain["rpoBreached"] is True
+
+
+def test_status_sums_each_region_in_flight_waiting_done_failed_and_behind(deployment: Deployment):
+    from datetime import timedelta
+
+    from local.emulator.faults import Fault
+
+    settings = deployment.replicator.settings
+    deployment.replicator.settings = replace(settings, max_copies_per_region=1, rpo_alert=timedelta(minutes=5))
+    for disk in ("vm0-data0", "vm1-data0"):
+        disk_with_snapshots(deployment, disk, 1)
+    (lone,) = disk_with_snapshots(deployment, "vm2-data0", 1)
+    deployment.world.add_fault(Fault(method="PUT", kind="snapshot", status=404, error_code="ResourceGroupNotFound"))
+    post(deployment, {"sourceSnapshotId": lone, "targetRegions": ["centralus"]})  # refused for good: failed
+    deployment.world.clear_faults()
+    deployment.drain_events()
+    for disk in ("vm0-data0", "vm1-data0"):
+        post(deployment, {"sourceDiskId": disk_id(disk), "targetRegions": ["westus3"]})
+    deployment.advance(600)  # ten minutes behind: over the 5-minute threshold
+    status, _, body = call(deployment, "get_status", "GET")
+    assert status == 200 and body["rpoAlertMinutes"] == 5
+    central, west = body["regions"]
+    assert central["targetRegion"] == "centralus" and central["failedLast24h"] == 1 and central["inFlight"] == 0
+    assert west["inFlight"] == 1 and west["queued"] == 1 and west["waitingForCap"] == 1  # the cap is 1
+    assert west["waitingForSource"] == 0 and west["completedLast24h"] == 0
+    assert len(west["chainsOverRpo"]) == 2 and west["worstRpoSeconds"] >= 600

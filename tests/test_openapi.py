@@ -308,6 +308,14 @@ def test_every_operation_answers_as_documented(
     deployment.world.clear_faults()
     assert call("retry_copy", copy=copy["copyId"]).status == 202
 
+    # replication at a glance
+    status = call("get_status").body
+    assert status["rpoAlertMinutes"] == 1500
+    (region,) = status["regions"]
+    assert region["targetRegion"] == "westus3" and region["chainsOverRpo"] == []
+    assert region["completedLast24h"] == 2  # vm0-data0's first and third (the second was cancelled)
+    assert region["inFlight"] + region["queued"] == 1  # the refused copy, retried just above
+
     # the policies in effect, and what they make of a snapshot (nothing written)
     (policy,) = call("list_policies").body["value"]
     assert policy["implicit"] and [target["region"] for target in policy["targets"]] == ["westus3"]
@@ -342,6 +350,7 @@ def test_every_operation_answers_as_documented(
         ("retry_copy", UNKNOWN_COPY, None),
         ("list_chains", None, None),
         ("list_policies", None, None),
+        ("get_status", None, None),
         ("evaluate_policies", None, {"sourceSnapshotId": lone}),
         ("openapi", None, None),
     ]

@@ -164,6 +164,15 @@ class ChainRows(TableGateway):
         for row in self._query(" and ".join(conditions), parameters):
             yield job_from(chain, row)
 
+    def finished_since(self, chain: ChainKey, since: datetime) -> list[Job]:
+        """A chain's jobs that ended at or after `since` (any final state): one query,
+        filtered by the service."""
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high and FinishedAt ge @since",
+            {"pk": chain.partition, "low": JOB_PREFIX, "high": JOB_PREFIX + "\x7f", "since": since},
+        )
+        return [job_from(chain, row) for row in rows]
+
     def job_keys(self, chain: ChainKey, low: str) -> set[str]:
         """The keys of a chain's jobs from `low` on (keys only: the sweep's comparison)."""
         rows = self._query(

@@ -69,7 +69,7 @@ class TableGateway:
         except ResourceNotFoundError:
             return None
 
-    def _query(self, query_filter: str, parameters: dict[str, str], select: list[str] | None = None) -> Iterator[Any]:
+    def _query(self, query_filter: str, parameters: dict[str, Any], select: list[str] | None = None) -> Iterator[Any]:
         """Parameterised queries only: the SDK escapes every value (no OData injection).
 
         Counted per page: each page is one request (and one billed transaction)."""
