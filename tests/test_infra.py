@@ -725,6 +725,9 @@ def test_postdeploy_gives_up_when_the_function_never_appears(fake_az):
     assert not [c for c in calls if c.startswith("deployment")]
 
 
+SECOND_SOURCE = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+
 def _topic(name: str, group: str, identity: str = "SystemAssigned") -> str:
     return f"{name}\\t{group}\\t/subscriptions/{SUBSCRIPTION}\\tMicrosoft.Resources.Subscriptions\\t{identity}\\n"
 
@@ -764,6 +767,14 @@ def _topic(name: str, group: str, identity: str = "SystemAssigned") -> str:
         ({"COPY_POLICIES": '[{"name": "p"}]'}, 1, "COPY_POLICIES and COPY_TARGET_REGIONS are both set"),
         ({"COPY_TARGET_REGIONS": "", "COPY_POLICIES": "{}"}, 1, "COPY_POLICIES: not a JSON array"),
         ({"COPY_TARGET_REGIONS": ""}, 1, "neither COPY_TARGET_REGIONS nor COPY_POLICIES"),
+        (
+            {
+                "FAKE_TOPICS": _topic("evgt-snapcopy-x", "rg-dev") + _topic("defender-topic", "rg-security"),
+                "COPY_SOURCE_SCOPES": f"/subscriptions/{SUBSCRIPTION},/subscriptions/{SECOND_SOURCE}",
+            },
+            1,
+            f"source subscription {SECOND_SOURCE} already has an Event Grid system topic",
+        ),
     ],
     ids=[
         "no-topic",
@@ -778,6 +789,7 @@ def _topic(name: str, group: str, identity: str = "SystemAssigned") -> str:
         "policies-and-regions",
         "policies-not-an-array",
         "no-targets",
+        "other-subscription-has-a-topic",
     ],
 )
 def test_preprovision_checks_settings_and_the_one_system_topic_per_subscription(fake_az, extra, code, message):

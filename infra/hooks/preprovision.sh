@@ -98,4 +98,17 @@ elif [ -n "$subscription_topic" ]; then
     azd env set SNAPCOPY_EXISTING_SYSTEM_TOPIC_RESOURCE_GROUP $group"
     fi
 fi
+
+# --- 3. the other source subscriptions get a topic of their own: none may have one yet ---
+events_group=$(lower "rg-${AZURE_ENV_NAME:-}-snapcopy-events")
+others=$(printf '%s' "$scopes" | tr ',' '\n' | cut -d/ -f3 | tr 'A-F' 'a-f' | sort -u)
+for other in $others; do
+    [ "$other" != "$(lower "${subscription#/subscriptions/}")" ] || continue
+    found=$(az eventgrid system-topic list --subscription "$other" \
+        --query '[].[name, resourceGroup, source, topicType, identity.type]' --output tsv) || found=""
+    clash=$(printf '%s\n' "$found" | awk -F '\t' -v g="$events_group" \
+        'tolower($4) == "microsoft.resources.subscriptions" && tolower($2) != g { print $1 " in " $2; exit }')
+    [ -z "$clash" ] || problem "source subscription $other already has an Event Grid system topic ($clash); snapcopy cannot add its own there (README, \"Sources in several subscriptions\")"
+done
+[ "$problems" -eq 0 ] || die "$problems source subscription(s) to sort out first"
 say "preprovision checks passed"
