@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import trustme
 import uvicorn
@@ -42,8 +43,11 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         state_dir: str | os.PathLike[str] | None = None,
+        app: Any = None,
     ) -> None:
+        """`app`: another ASGI app to serve the same way (the local Event Grid topic)."""
         self.world = world or World()
+        self._app = app
         self.host = host
         self._requested_port = port
         self._state_dir = Path(state_dir) if state_dir is not None else None
@@ -89,7 +93,7 @@ class EmulatorServer:
         self._port = listener.getsockname()[1]
 
         config = uvicorn.Config(
-            create_app(self.world),
+            self._app if self._app is not None else create_app(self.world),
             ssl_certfile=str(cert_path),
             # httptools (C parser): ~0.2 ms less CPU per request than h11, measured side by side;
             # its request cycle keeps `.transport` too, which the connection-drop fault needs
