@@ -18,6 +18,7 @@ from shared.api import COPY_FIELDS, MAX_REGIONS
 from shared.ids import GUID, REGION
 from shared.model import CopyState
 from shared.openapi_policies import policy_paths, policy_schemas
+from shared.openapi_schema import ref
 from shared.openapi_status import status_paths, status_schemas
 from shared.problems import MAX_BODY_BYTES
 from shared.service import DEFAULT_PAGE, MAX_PAGE
@@ -30,10 +31,6 @@ _FAMILY = f"^{GUID.replace('A-Fa-f', 'a-f')}$"  # family ids are stored lower-ca
 _TOKEN = r"^[A-Za-z0-9_-]+$"
 
 _STATES = [state.value for state in CopyState]
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +193,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "copies": {
                     "type": "array",
-                    "items": _ref("CreatedCopy"),
+                    "items": ref("CreatedCopy"),
                     "description": "Every copy the request names (one per snapshot and region), oldest first, "
                     "as it stands now.",
                 },
@@ -219,7 +216,7 @@ def _schemas() -> dict[str, Any]:
         "CopyPage": {
             "type": "object",
             "properties": {
-                "value": {"type": "array", "items": _ref("Copy")},
+                "value": {"type": "array", "items": ref("Copy")},
                 "continuationToken": {
                     "type": "string",
                     "pattern": _TOKEN,
@@ -245,7 +242,7 @@ def _schemas() -> dict[str, Any]:
                 "sourceDiskId": {"type": ["string", "null"]},
                 "targetRegion": {"type": "string", "pattern": _REGION},
                 "copying": {
-                    "anyOf": [_ref("Copy"), {"type": "null"}],
+                    "anyOf": [ref("Copy"), {"type": "null"}],
                     "description": "The copy in flight (at most one per chain), with its live percent.",
                 },
                 "queued": {"type": "integer", "minimum": 0, "description": "Copies waiting their turn."},
@@ -280,7 +277,7 @@ def _schemas() -> dict[str, Any]:
         },
         "ChainList": {
             "type": "object",
-            "properties": {"value": {"type": "array", "items": _ref("Chain")}},
+            "properties": {"value": {"type": "array", "items": ref("Chain")}},
             "required": ["value"],
             "additionalProperties": False,
         },
@@ -302,7 +299,7 @@ def _schemas() -> dict[str, Any]:
 def _problem_response(description: str, *, retry_after: bool = False) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
-        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        "content": {"application/problem+json": {"schema": ref("Problem")}},
     }
     if retry_after:
         response["headers"] = {
@@ -361,7 +358,7 @@ _COPY_ID = {
 
 def _paths() -> dict[str, Any]:
     accepted = {
-        "content": _json(_ref("CopyAccepted")),
+        "content": _json(ref("CopyAccepted")),
         "headers": _location("The copy (one snapshot), or the list of the disk's copies (backfill)."),
     }
     return {
@@ -390,7 +387,7 @@ def _paths() -> dict[str, Any]:
                     "required": True,
                     "description": f"A JSON object with only the fields {', '.join(COPY_FIELDS)}; at most "
                     f"{MAX_BODY_BYTES} bytes.",
-                    "content": _json(_ref("CopyRequest")),
+                    "content": _json(ref("CopyRequest")),
                 },
                 "responses": {
                     "200": {"description": "Every copy named is already final.", **accepted},
@@ -442,7 +439,7 @@ def _paths() -> dict[str, Any]:
                     },
                 ],
                 "responses": {
-                    "200": {"description": "One page of copies.", "content": _json(_ref("CopyPage"))},
+                    "200": {"description": "One page of copies.", "content": _json(ref("CopyPage"))},
                     **_errors("BadRequest"),
                 },
             },
@@ -455,7 +452,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "One copy: state, live percent, timestamps, target and ARM error",
                 "description": "The copy as it stands now; while it copies, `percent` is ARM's latest.",
                 "responses": {
-                    "200": {"description": "The copy.", "content": _json(_ref("Copy"))},
+                    "200": {"description": "The copy.", "content": _json(ref("Copy"))},
                     **_errors("BadRequest", "NotFound"),
                 },
             },
@@ -471,7 +468,7 @@ def _paths() -> dict[str, Any]:
                     "copy answers 200 and changes nothing."
                 ),
                 "responses": {
-                    "200": {"description": "The copy, now cancelled.", "content": _json(_ref("Copy"))},
+                    "200": {"description": "The copy, now cancelled.", "content": _json(ref("Copy"))},
                     **_errors("BadRequest", "NotFound", "Conflict"),
                 },
             },
@@ -494,7 +491,7 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "202": {
                         "description": "Queued again (or already copying): follow Location to see progress.",
-                        "content": _json(_ref("Copy")),
+                        "content": _json(ref("Copy")),
                         "headers": _location("The copy."),
                     },
                     **_errors("BadRequest", "NotFound", "Conflict", "BadGateway", "Unavailable"),
@@ -512,7 +509,7 @@ def _paths() -> dict[str, Any]:
                     "(the chain's RPO in that region; null until a copy completes)."
                 ),
                 "responses": {
-                    "200": {"description": "Every chain.", "content": _json(_ref("ChainList"))},
+                    "200": {"description": "Every chain.", "content": _json(ref("ChainList"))},
                     **_errors(),
                 },
             },

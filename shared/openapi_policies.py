@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.ids import REGION
+from shared.openapi_schema import closed, ref
 from shared.policies import TOKENS, CopySpeed, Mode
 from shared.policy_api import EVALUATE_FIELDS
 
@@ -17,30 +18,14 @@ _REGION = f"^{REGION}$"
 _TAGS = {"type": "object", "additionalProperties": {"type": "string"}}
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _closed(properties: dict[str, Any], required: list[str], description: str = "") -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": False,
-    }
-    if description:
-        schema["description"] = description
-    return schema
-
-
 def policy_schemas() -> dict[str, Any]:
-    target = _closed(
+    target = closed(
         {
             "region": {"type": "string", "pattern": _REGION},
             "resourceGroup": {"type": "string", "description": "A resource group name or a full id."},
             "diskEncryptionSetId": {"type": "string"},
             "copySpeed": {"enum": [speed.value for speed in CopySpeed]},
-            "retain": _closed(
+            "retain": closed(
                 {"count": {"type": "integer", "minimum": 1}, "days": {"type": "integer", "minimum": 1}}, []
             ),
         },
@@ -48,10 +33,10 @@ def policy_schemas() -> dict[str, Any]:
         "One target region of a policy; fields left out take their defaults.",
     )
     tokens = ", ".join(f"{{{token}}}" for token in TOKENS)
-    policy = _closed(
+    policy = closed(
         {
             "name": {"type": "string", "pattern": "^[a-z0-9-]{1,40}$"},
-            "sources": _closed(
+            "sources": closed(
                 {"scopes": {"type": "array", "items": {"type": "string"}}, "tags": _TAGS},
                 [],
                 "Which snapshots the policy selects (no scopes: COPY_SOURCE_SCOPES, else everything).",
@@ -69,7 +54,7 @@ def policy_schemas() -> dict[str, Any]:
         ["name", "sources", "targets", "copyTags", "tags", "nameTemplate", "mode", "implicit"],
         "A replication policy in the COPY_POLICIES form (README, 'Replication policies').",
     )
-    placed = _closed(
+    placed = closed(
         {
             "policy": {"type": "string"},
             "targetRegion": {"type": "string", "pattern": _REGION},
@@ -84,7 +69,7 @@ def policy_schemas() -> dict[str, Any]:
         ["policy", "targetRegion", "targetSnapshotId", "tags", "droppedTags"],
         "A copy an event for this snapshot would queue now: its name and tags.",
     )
-    passed = _closed(
+    passed = closed(
         {
             "policy": {"type": "string"},
             "targetRegion": {"type": ["string", "null"], "description": "Null: the whole policy passes."},
@@ -92,26 +77,26 @@ def policy_schemas() -> dict[str, Any]:
         },
         ["policy", "targetRegion", "reason"],
     )
-    evaluation = _closed(
+    evaluation = closed(
         {
             "sourceSnapshotId": {"type": "string"},
             "location": {"type": "string"},
             "tags": _TAGS,
             "copied": {"type": "boolean", "description": "Whether any target would copy it."},
             "reason": {"type": ["string", "null"], "description": "Why it is not copied at all."},
-            "copies": {"type": "array", "items": _ref("PolicyCopy")},
-            "passed": {"type": "array", "items": _ref("PolicyPassed")},
+            "copies": {"type": "array", "items": ref("PolicyCopy")},
+            "passed": {"type": "array", "items": ref("PolicyPassed")},
         },
         ["sourceSnapshotId", "location", "tags", "copied", "reason", "copies", "passed"],
         "What the policies make of one snapshot, as ARM shows it now.",
     )
     return {
         "Policy": policy,
-        "PolicyList": _closed({"value": {"type": "array", "items": _ref("Policy")}}, ["value"]),
+        "PolicyList": closed({"value": {"type": "array", "items": ref("Policy")}}, ["value"]),
         "PolicyCopy": placed,
         "PolicyPassed": passed,
         "PolicyEvaluation": evaluation,
-        "EvaluateRequest": _closed(
+        "EvaluateRequest": closed(
             {"sourceSnapshotId": {"type": "string", "description": "The snapshot to evaluate."}},
             list(EVALUATE_FIELDS),
         ),
@@ -134,7 +119,7 @@ def policy_paths(errors: Any) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "The policies.",
-                        "content": {"application/json": {"schema": _ref("PolicyList")}},
+                        "content": {"application/json": {"schema": ref("PolicyList")}},
                     },
                     **errors(),
                 },
@@ -153,12 +138,12 @@ def policy_paths(errors: Any) -> dict[str, Any]:
                 ),
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("EvaluateRequest")}},
+                    "content": {"application/json": {"schema": ref("EvaluateRequest")}},
                 },
                 "responses": {
                     "200": {
                         "description": "The evaluation.",
-                        "content": {"application/json": {"schema": _ref("PolicyEvaluation")}},
+                        "content": {"application/json": {"schema": ref("PolicyEvaluation")}},
                     },
                     **errors("BadRequest", "TooLarge", "Unprocessable", "BadGateway", "Unavailable"),
                 },

@@ -9,29 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from shared.ids import REGION
+from shared.openapi_schema import closed, ref
 
 _COUNT = {"type": "integer", "minimum": 0}
 _SECONDS = {"type": ["number", "null"], "minimum": 0}
 
 
-def _closed(properties: dict[str, Any], description: str = "") -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-    if description:
-        schema["description"] = description
-    return schema
-
-
 def status_schemas() -> dict[str, Any]:
-    over = _closed(
+    over = closed(
         {"familyId": {"type": "string"}, "sourceDiskId": {"type": ["string", "null"]}, "rpoSeconds": _SECONDS},
-        "A chain whose RPO is over RPO_ALERT_MINUTES.",
+        description="A chain whose RPO is over RPO_ALERT_MINUTES.",
     )
-    region = _closed(
+    region = closed(
         {
             "targetRegion": {"type": "string", "pattern": f"^{REGION}$"},
             "inFlight": {**_COUNT, "description": "Copies ARM is making now."},
@@ -41,17 +30,17 @@ def status_schemas() -> dict[str, Any]:
             "completedLast24h": _COUNT,
             "failedLast24h": _COUNT,
             "worstRpoSeconds": {**_SECONDS, "description": "The largest RPO of the region's chains."},
-            "chainsOverRpo": {"type": "array", "items": {"$ref": "#/components/schemas/ChainOverRpo"}},
+            "chainsOverRpo": {"type": "array", "items": ref("ChainOverRpo")},
         },
-        "One target region, summed over its target subscriptions.",
+        description="One target region, summed over its target subscriptions.",
     )
     return {
         "ChainOverRpo": over,
         "RegionStatus": region,
-        "Status": _closed(
+        "Status": closed(
             {
                 "rpoAlertMinutes": {"type": "integer", "minimum": 1},
-                "regions": {"type": "array", "items": {"$ref": "#/components/schemas/RegionStatus"}},
+                "regions": {"type": "array", "items": ref("RegionStatus")},
             }
         ),
     }
@@ -72,7 +61,7 @@ def status_paths(errors: Any) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "The status.",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+                        "content": {"application/json": {"schema": ref("Status")}},
                     },
                     **errors(),
                 },

@@ -15,7 +15,16 @@ CORE = [
     "admission", "cursors", "config", "dedupe", "errors", "events", "ids", "model",
     "placement", "poison", "policies", "progress", "refusals", "scheduler", "tokens",
 ]  # fmt: skip
-HTTP_AND_TRIGGERS = ["api", "openapi", "openapi_policies", "openapi_status", "policy_api", "problems", "triggers"]
+HTTP_AND_TRIGGERS = [
+    "api",
+    "openapi",
+    "openapi_policies",
+    "openapi_schema",
+    "openapi_status",
+    "policy_api",
+    "problems",
+    "triggers",
+]
 EDGES = ("shared.store", "shared.tables", "shared.arm")
 
 
