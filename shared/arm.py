@@ -40,7 +40,7 @@ from azure.mgmt.compute.models import Snapshot as SnapshotModel
 from azure.mgmt.core.exceptions import ARMErrorFormat
 
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
-from shared.model import STANDARD_SPEED, CopyError, Snapshot
+from shared.model import STANDARD_SPEED, CopyError, CopyOrder, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +118,7 @@ class ComputeApi(Protocol):
 
     def delete_snapshot(self, snapshot_id: ResourceId) -> None: ...
 
-    def start_copy(
-        self,
-        source_id: ResourceId,
-        target_id: ResourceId,
-        region: str,
-        tags: dict[str, str],
-        *,
-        copy_speed: str = STANDARD_SPEED,
-        disk_encryption_set_id: str = "",
-    ) -> Snapshot | None: ...
+    def start_copy(self, order: CopyOrder) -> Snapshot | None: ...
 
 
 class ArmCompute:
@@ -238,37 +229,28 @@ class ArmCompute:
         poller = _call(lambda: client.snapshots.begin_delete(snapshot_id.resource_group, snapshot_id.name))
         _call(poller.result)
 
-    def start_copy(
-        self,
-        source_id: ResourceId,
-        target_id: ResourceId,
-        region: str,
-        tags: dict[str, str],
-        *,
-        copy_speed: str = STANDARD_SPEED,
-        disk_encryption_set_id: str = "",
-    ) -> Snapshot | None:
-        """PUT the CopyStart copy; ARM copies in the background (`copy_speed` "Enhanced" asks
-        for provisioned bandwidth: `creationData.provisionedBandwidthCopySpeed`, API 2023-10-02 on).
+    def start_copy(self, order: CopyOrder) -> Snapshot | None:
+        """PUT the CopyStart copy; ARM copies in the background (a copy speed of "Enhanced"
+        asks for provisioned bandwidth: `creationData.provisionedBandwidthCopySpeed`, API
+        2023-10-02 on).
 
         The LRO is not awaited (polling=False): the timer reads progress anyway, and a
         retried PUT of the same name is an idempotent update. ARM may answer 200, 201 or
         202, with or without a body: the copy as ARM showed it, or None when the answer
         had no body snapcopy can read (accepted, outcome unknown: the caller reads it back).
         """
+        speed, des, target_id = order.copy_speed, order.disk_encryption_set_id, order.target_id
         body = SnapshotModel(
-            location=region,
-            tags=tags,
+            location=order.region,
+            tags=order.tags,
             properties=SnapshotProperties(
                 creation_data=CreationData(
                     create_option="CopyStart",
-                    source_resource_id=str(source_id),
-                    provisioned_bandwidth_copy_speed=None if copy_speed == STANDARD_SPEED else copy_speed,
+                    source_resource_id=str(order.source_id),
+                    provisioned_bandwidth_copy_speed=None if speed == STANDARD_SPEED else speed,
                 ),
                 incremental=True,
-                encryption=Encryption(type=CUSTOMER_KEY, disk_encryption_set_id=disk_encryption_set_id)
-                if disk_encryption_set_id
-                else None,
+                encryption=Encryption(type=CUSTOMER_KEY, disk_encryption_set_id=des) if des else None,
             ),
         )
         client = self._client(target_id.subscription)

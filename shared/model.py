@@ -37,6 +37,18 @@ class CopyState(StrEnum):
 
 
 @dataclass(frozen=True)
+class CopyOrder:
+    """What one CopyStart PUT asks ARM for."""
+
+    source_id: ResourceId
+    target_id: ResourceId
+    region: str
+    tags: dict[str, str]
+    copy_speed: str = STANDARD_SPEED  # "Enhanced": creationData.provisionedBandwidthCopySpeed
+    disk_encryption_set_id: str = ""  # the copy encrypted with a customer key through this set
+
+
+@dataclass(frozen=True)
 class CopyError:
     code: str
     message: str
@@ -178,6 +190,14 @@ class Job:
     def region(self) -> RegionKey:
         """The slot partition the copy counts against: its target's subscription and region."""
         return RegionKey(self.target_id.subscription, self.chain.region)
+
+    @property
+    def order(self) -> CopyOrder:
+        """The CopyStart this job sends (a job from before policies carries our tag only)."""
+        tags = dict(self.tags) or {SOURCE_TAG: str(self.source_id)}
+        return CopyOrder(
+            self.source_id, self.target_id, self.chain.region, tags, self.copy_speed, self.disk_encryption_set_id
+        )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shared.api import parse_copy_id
 from shared.ids import Scope
+from shared.model import CopyOrder
 from shared.problems import MAX_BODY_BYTES
 from tests.builders import SUB
 from tests.conftest import Deployment
@@ -441,11 +442,11 @@ def test_a_cancel_that_lands_while_the_put_is_sent_says_it_may_have_lost(
     start_copy = deployment.replicator.arm.start_copy
     answers: list[tuple[int, str]] = []
 
-    def cancel_during_put(source: Any, target: Any, region: str, tags: dict[str, str], **options: Any) -> Any:
-        if str(source).lower() == second["sourceSnapshotId"].lower() and not answers:
+    def cancel_during_put(order: CopyOrder) -> Any:
+        if str(order.source_id).lower() == second["sourceSnapshotId"].lower() and not answers:
             status, _, body = call(deployment, "cancel_copy", "DELETE", copy=second["copyId"])
             answers.append((status, body["detail"]))
-        return start_copy(source, target, region, tags, **options)
+        return start_copy(order)
 
     monkeypatch.setattr(deployment.replicator.arm, "start_copy", cancel_during_put)
     for _ in range(10):

@@ -22,7 +22,7 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from shared.arm import ArmCompute
 from shared.events import SnapshotWritten, parse_event
 from shared.ids import ResourceId, TargetResourceGroup
-from shared.model import SOURCE_TAG, target_snapshot_id
+from shared.model import SOURCE_TAG, CopyOrder, target_snapshot_id
 
 _QUEUED, _COPYING, _DONE, _FAILED = "queued", "copying", "succeeded", "failed"
 _COLUMNS = ["PartitionKey", "RowKey", "SourceId", "TargetId", "State"]
@@ -97,7 +97,7 @@ class NaiveReplicator:
             if in_flight >= self.cap:
                 break
             source_id, target_id = ResourceId.parse(row["SourceId"]), ResourceId.parse(row["TargetId"])
-            self.arm.start_copy(source_id, target_id, self.region, {SOURCE_TAG: str(source_id)})
+            self.arm.start_copy(CopyOrder(source_id, target_id, self.region, {SOURCE_TAG: str(source_id)}))
             self._set(row, _COPYING)
             in_flight += 1
 

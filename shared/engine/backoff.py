@@ -19,7 +19,7 @@ from typing import TypeVar
 from shared.arm import ArmError, ComputeApi
 from shared.engine.caches import Caches
 from shared.ids import ResourceGroupId, ResourceId
-from shared.model import STANDARD_SPEED, Snapshot
+from shared.model import CopyOrder, Snapshot
 
 T = TypeVar("T")
 
@@ -97,27 +97,8 @@ class GuardedArm:
     def delete_snapshot(self, snapshot_id: ResourceId) -> None:
         self._call(snapshot_id.subscription, lambda: self._arm.delete_snapshot(snapshot_id))
 
-    def start_copy(
-        self,
-        source_id: ResourceId,
-        target_id: ResourceId,
-        region: str,
-        tags: dict[str, str],
-        *,
-        copy_speed: str = STANDARD_SPEED,
-        disk_encryption_set_id: str = "",
-    ) -> Snapshot | None:
-        return self._call(
-            target_id.subscription,
-            lambda: self._arm.start_copy(
-                source_id,
-                target_id,
-                region,
-                tags,
-                copy_speed=copy_speed,
-                disk_encryption_set_id=disk_encryption_set_id,
-            ),
-        )
+    def start_copy(self, order: CopyOrder) -> Snapshot | None:
+        return self._call(order.target_id.subscription, lambda: self._arm.start_copy(order))
 
     def close(self) -> None:
         self._arm.close()

@@ -24,7 +24,6 @@ from shared.engine.finishing import Finisher
 from shared.engine.listings import Run
 from shared.engine.parts import Deps, Part, log_dropped_tags
 from shared.model import (
-    SOURCE_TAG,
     ChainHead,
     ChainKey,
     CopyError,
@@ -236,14 +235,7 @@ class Starter(Part):
         A definite refusal (4xx) gives the slot back; an ambiguous failure (5xx, a lost
         connection) keeps it: the copy may exist, and the tick's listing will tell."""
         try:
-            made = self.arm.start_copy(
-                job.source_id,
-                job.target_id,
-                flight.region.region,
-                dict(job.tags) or {SOURCE_TAG: str(job.source_id)},
-                copy_speed=job.copy_speed,
-                disk_encryption_set_id=job.disk_encryption_set_id,
-            )
+            made = self.arm.start_copy(job.order)
         except ArmError as error:
             stored = self.store.load_job(job.chain, job.key) or job
             if error.status is None or error.status >= 500:
