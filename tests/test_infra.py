@@ -677,15 +677,21 @@ def run_hook(name: str, env: dict[str, str]) -> tuple[subprocess.CompletedProces
     return result, log.read_text().splitlines() if log.exists() else []
 
 
+# what `azd provision` leaves in the environment for the postdeploy hook
+POSTDEPLOY_OUTPUTS = {
+    "AZURE_FUNCTION_APP_ID": f"{GROUP}/providers/Microsoft.Web/sites/func",
+    "AZURE_STORAGE_ACCOUNT_ID": f"{GROUP}/providers/Microsoft.Storage/storageAccounts/st",
+    "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt",
+    "EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-topic",
+    "EVENTGRID_SUBSCRIPTION_NAME": "snapcopy-abc",
+    "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletter",
+}
+
+
 def test_postdeploy_deploys_the_event_subscription_module_with_every_parameter_it_needs(fake_az):
     env = {
         **fake_az,
-        "AZURE_FUNCTION_APP_ID": f"{GROUP}/providers/Microsoft.Web/sites/func",
-        "AZURE_STORAGE_ACCOUNT_ID": f"{GROUP}/providers/Microsoft.Storage/storageAccounts/st",
-        "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt",
-        "EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-topic",
-        "EVENTGRID_SUBSCRIPTION_NAME": "snapcopy-abc",
-        "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletter",
+        **POSTDEPLOY_OUTPUTS,
         "COPY_SOURCE_SCOPES": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/prod",
     }
     result, calls = run_hook("postdeploy.sh", env)
@@ -836,12 +842,7 @@ SOURCE_TOPICS = f"{OTHER}/rg-dev-snapcopy-events/evgt-snapcopy-x,{THIRD}/rg-dev-
 def test_postdeploy_subscribes_the_function_to_every_other_source_subscriptions_topic(fake_az):
     env = {
         **fake_az,
-        "AZURE_FUNCTION_APP_ID": f"{GROUP}/providers/Microsoft.Web/sites/func",
-        "AZURE_STORAGE_ACCOUNT_ID": f"{GROUP}/providers/Microsoft.Storage/storageAccounts/st",
-        "EVENTGRID_SYSTEM_TOPIC_NAME": "evgt",
-        "EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP": "rg-topic",
-        "EVENTGRID_SUBSCRIPTION_NAME": "snapcopy-abc",
-        "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletter",
+        **POSTDEPLOY_OUTPUTS,
         "EVENTGRID_SOURCE_TOPICS": SOURCE_TOPICS,
     }
     result, calls = run_hook("postdeploy.sh", env)
