@@ -79,7 +79,7 @@ class Replicator(Part):
         self.sweeper = Reconciler(self.deps, self.intake, self.finishing)
         self.explainer = Explainer(self.deps)  # operators' questions about the policies
         self.pruner = Pruner(self.deps)
-        self.status = Status(self.deps)  # GET /api/status
+        self.status = Status(self.deps, self.operator)  # GET /api/status
 
     # --- the entry points ----------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class ChainStatus:
     queued: int
     rpo: timedelta | None = None  # shared/rpo.py; None: nothing to protect yet
     rpo_breached: bool = False  # over RPO_ALERT_MINUTES
+    waiting_for_source: int = 0  # queued copies whose source's own background copy runs
 
 
 class Operator(Part):
@@ -200,16 +201,25 @@ class Operator(Part):
         flight = self.store.load_flight(job.region, job.chain)
         return LiveCopy(job, flight if flight is not None and flight.job_key == job.key else None)
 
-    def chains(self) -> list[ChainStatus]:
-        """Every chain with its queue: the heads in one query, then each chain's queue."""
+    def chains(self, *, live: bool = True) -> list[ChainStatus]:
+        """Every chain with its queue: the heads in one query, then each chain's queue
+        (`live`: and the flight row of each copy in flight, for its percent)."""
         statuses = []
         for head in self.store.list_heads():
             pending = self.store.load_pending(head)
             copying = next((job for job in pending if job.state == CopyState.COPYING), None)
-            queued = sum(1 for job in pending if job.state == CopyState.QUEUED)
+            queued = [job for job in pending if job.state == CopyState.QUEUED]
             rpo = chain_rpo(head, pending, self.clock())
-            live = self.live(copying) if copying else None
-            statuses.append(ChainStatus(head, live, queued, rpo, breached(rpo, self.settings.rpo_alert)))
+            statuses.append(
+                ChainStatus(
+                    head,
+                    (self.live(copying) if live else LiveCopy(copying)) if copying else None,
+                    len(queued),
+                    rpo,
+                    breached(rpo, self.settings.rpo_alert),
+                    sum(1 for job in queued if not job.source_ready),
+                )
+            )
         return statuses
 
     def job(self, chain: ChainKey, key: str) -> Job:

@@ -2,7 +2,8 @@
 queued and waiting (for the cap or for a source), what completed and failed in the last
 24 hours, the worst RPO and the chains over RPO_ALERT_MINUTES.
 
-It reads (a query per chain, and per region partition); it must not write or decide.
+It reads what `GET /api/chains` reads (Operator.chains, without the flight rows), a query
+per chain for the last 24 hours, and each region partition; it must not write or decide.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from shared.engine.parts import Part
+from shared.engine.operator import Operator
+from shared.engine.parts import Deps, Part
 from shared.model import ChainHead, CopyState
-from shared.rpo import breached, chain_rpo
 
 RECENT = timedelta(hours=24)
 
@@ -36,29 +37,32 @@ class RegionStatus:
 class Status(Part):
     """Summarises every chain by target region."""
 
+    def __init__(self, deps: Deps, operator: Operator) -> None:
+        super().__init__(deps)
+        self.operator = operator
+
     def regions(self) -> list[RegionStatus]:
         now = self.clock()
         loads = {key.partition: self.store.load_region(key) for key in self.store.list_regions()}
         by_region: dict[str, RegionStatus] = {}
-        for head in self.store.list_heads():
+        for chain in self.operator.chains(live=False):
+            head = chain.head
             status = by_region.setdefault(head.key.region, RegionStatus(head.key.region))
-            pending = self.store.load_pending(head)
-            queued = [job for job in pending if job.state == CopyState.QUEUED]
             status.in_flight += int(bool(head.copying_key))
-            status.queued += len(queued)
-            status.waiting_for_source += sum(1 for job in queued if not job.source_ready)
+            status.queued += chain.queued
+            status.waiting_for_source += chain.waiting_for_source
             load = loads.get(head.region.partition)
             full = load is not None and load.in_flight_count >= self.cap
-            if full and not head.copying_key and any(job.source_ready for job in queued):
+            if full and not head.copying_key and chain.queued > chain.waiting_for_source:
                 status.waiting_for_cap += 1
             ended: defaultdict[CopyState, int] = defaultdict(int)
             for job in self.store.finished_since(head.key, now - RECENT):
                 ended[job.state] += 1
             status.completed += ended[CopyState.SUCCEEDED]
             status.failed += ended[CopyState.FAILED]
-            rpo = chain_rpo(head, pending, now)
+            rpo = chain.rpo
             if rpo is not None and (status.worst_rpo is None or rpo > status.worst_rpo):
                 status.worst_rpo = rpo
-            if rpo is not None and breached(rpo, self.settings.rpo_alert):
+            if rpo is not None and chain.rpo_breached:
                 status.over_rpo.append((head, rpo))
         return [by_region[name] for name in sorted(by_region)]
