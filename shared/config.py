@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from urllib.parse import urlparse
 
 from shared.errors import ConfigError
@@ -58,10 +59,10 @@ class Settings:
     copy_policies: tuple[Policy, ...] = ()  # COPY_POLICIES; empty: the implicit policy
     rpo_alert: timedelta = timedelta(minutes=1500)  # RPO_ALERT_MINUTES: a chain further behind is breached
 
-    @property
+    @cached_property
     def policies(self) -> tuple[Policy, ...]:
         """COPY_POLICIES, or the one implicit policy of COPY_TARGET_REGIONS and
-        COPY_TARGET_RESOURCE_GROUP."""
+        COPY_TARGET_RESOURCE_GROUP (made once per Settings: every chain's plan asks)."""
         return self.copy_policies or (implicit_policy(self.target_regions, self.target_resource_group),)
 
     def in_scope(self, resource: ResourceId) -> bool:
