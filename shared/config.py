@@ -58,6 +58,9 @@ class Settings:
     fair_wait: timedelta = timedelta(hours=12)
     copy_policies: tuple[Policy, ...] = ()  # COPY_POLICIES; empty: the implicit policy
     rpo_alert: timedelta = timedelta(minutes=1500)  # RPO_ALERT_MINUTES: a chain further behind is breached
+    notify_endpoint: str | None = None  # NOTIFY_TOPIC_ENDPOINT: the Event Grid topic notices go to
+    notify_ca_bundle: str | None = None  # NOTIFY_CA_BUNDLE: a CA to trust for it (offline topic only)
+    app_id: str = ""  # the function app's resource id (from the platform's WEBSITE_* settings), if known
 
     @cached_property
     def policies(self) -> tuple[Policy, ...]:
@@ -210,7 +213,36 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         fair_wait=timedelta(hours=_int(env, "FAIR_WAIT_HOURS", 12, 1, 168)),
         copy_policies=policies,
         rpo_alert=timedelta(minutes=_int(env, "RPO_ALERT_MINUTES", 1500, 5, 525600)),
+        notify_endpoint=_topic_endpoint(env),
+        notify_ca_bundle=_get(env, "NOTIFY_CA_BUNDLE"),
+        app_id=_app_id(env),
     )
+
+
+def _topic_endpoint(env: Mapping[str, str]) -> str | None:
+    raw = _get(env, "NOTIFY_TOPIC_ENDPOINT")
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme != "https" or not parsed.hostname or parsed.path.rstrip("/") != "/api/events" or parsed.query:
+        raise ConfigError(
+            "NOTIFY_TOPIC_ENDPOINT",
+            raw,
+            "an Event Grid topic endpoint: https://<topic>.<region>-1.eventgrid.azure.net/api/events",
+        )
+    return raw
+
+
+def _app_id(env: Mapping[str, str]) -> str:
+    """The function app's resource id from what App Service sets in every app
+    (WEBSITE_OWNER_NAME is `<subscription>+<webspace>`); "" when run elsewhere."""
+    owner, group, site = (
+        _get(env, name) for name in ("WEBSITE_OWNER_NAME", "WEBSITE_RESOURCE_GROUP", "WEBSITE_SITE_NAME")
+    )
+    subscription = (owner or "").split("+", 1)[0]
+    if not (subscription and group and site):
+        return ""
+    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Web/sites/{site}"
 
 
 def _policies(env: Mapping[str, str]) -> tuple[Policy, ...]:

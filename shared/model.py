@@ -181,6 +181,8 @@ class Job:
     pruned_by: str = ""  # the policy whose `retain` pruned it
     prune_error: str = ""  # why retention did not delete it (a lock, not ours): asked once, never again
     copy_speed: str = STANDARD_SPEED  # CopyStart's provisionedBandwidthCopySpeed ("Enhanced" asks for more)
+    announced: str = ""  # the last notice recorded for it (shared/notices.py): never announced twice
+    announcements: int = 0  # how many it has had: numbers the next one's id
 
     @property
     def key(self) -> str:
@@ -215,6 +217,7 @@ class ChainHead:
     last_completed_at: datetime | None = None
     listed_through: datetime | None = None
     disk_encryption_set_id: str = ""  # every copy of a chain uses this one (Azure: one set per family)
+    rpo_breached_at: datetime | None = None  # RpoBreached announced, and not recovered since
     etag: str | None = None
 
     @property

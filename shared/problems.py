@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import azure.functions as func
 
+from shared import runtime
 from shared.errors import Refusal, Refused, invalid
 from shared.ids import REGION_RE, InvalidResourceId, ResourceId
 
@@ -76,6 +77,8 @@ def answers_problems(handler: Handler) -> Handler:
             # the path only: a query string may carry the function key (`code`)
             log.exception("%s %s failed", req.method, urlsplit(req.url).path)
             return problem(500, "Internal error", "snapcopy failed to answer; the function's log has the details")
+        finally:
+            runtime.publish_notices()  # what the request committed (never raises)
 
     return wrapped
 

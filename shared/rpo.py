@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from shared.model import ChainHead, CopyState, Job
 
@@ -25,10 +26,31 @@ def key_time(order_key: str) -> datetime:
 
 def chain_rpo(head: ChainHead, pending: Sequence[Job], now: datetime) -> timedelta | None:
     """The chain's recovery point age (see the module's docstring)."""
+    waiting = [job.source_time for job in pending if job.state in (CopyState.QUEUED, CopyState.COPYING)]
+    return behind(head, waiting, now)
+
+
+def behind(head: ChainHead, waiting: Sequence[datetime], now: datetime) -> timedelta | None:
+    """The RPO from the head and the source times of the snapshots still to be copied
+    (the sweep has only their keys: `key_time` gives the times)."""
     if head.last_completed_key:
         return max(timedelta(0), now - key_time(head.last_completed_key))
-    waiting = [job.source_time for job in pending if job.state in (CopyState.QUEUED, CopyState.COPYING)]
     return max(timedelta(0), now - min(waiting)) if waiting else None
+
+
+class Breach(StrEnum):
+    BEGAN = "began"  # over the threshold, not announced yet: announce it
+    ENDED = "ended"  # announced before, back under the threshold: the next breach is news
+
+
+def breach_change(head: ChainHead, rpo: timedelta | None, alert_after: timedelta) -> Breach | None:
+    """Whether a chain's breach began or ended since it was last announced (once per breach)."""
+    over = breached(rpo, alert_after)
+    if over and head.rpo_breached_at is None:
+        return Breach.BEGAN
+    if not over and head.rpo_breached_at is not None:
+        return Breach.ENDED
+    return None
 
 
 def breached(rpo: timedelta | None, alert_after: timedelta) -> bool:

@@ -20,6 +20,7 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.service import Clock, Replicator, utc_now
 from shared.store import StateStore
+from shared.topic import EventGridTopic
 
 log = logging.getLogger("snapcopy")
 
@@ -66,7 +67,12 @@ def build(
     arm = ArmCompute(
         credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle, client_options=arm_options
     )
-    return Replicator(settings, store, arm, clock)
+    topic = None
+    if settings.notify_endpoint is not None:
+        topic = EventGridTopic(
+            settings.notify_endpoint, credential, source=settings.app_id, ca_bundle=settings.notify_ca_bundle
+        )
+    return Replicator(settings, store, arm, clock, topic)
 
 
 def poll_schedule() -> str:
@@ -95,6 +101,15 @@ def replicator() -> Replicator:
                 raise
             _process["replicator"] = build(settings)
         return _process["replicator"]
+
+
+def publish_notices() -> None:
+    """After an HTTP request: publish the notices it committed (the triggers' entry points
+    do their own). Nothing when no Replicator was built (its settings failed)."""
+    with _lock:
+        instance = _process.get("replicator")
+    if instance is not None:
+        instance.flush()
 
 
 def install(instance: Replicator | None) -> None:

@@ -13,6 +13,7 @@ ARM, clock) and hands each call to the part that owns it:
 | operator | `engine/operator.py` | operators' requests (copy, backfill, retry, cancel, status) |
 | explainer | `engine/explain.py` | the policies in effect, and what they make of a snapshot |
 | pruner | `engine/pruner.py` | the retention run: deletes the copies no policy keeps |
+| notifier | `engine/notifier.py` | publishes the outbox: every entry point ends with `flush` |
 
 Every decision comes from `shared.scheduler`; the parts read what a decision needs, ask,
 and carry out the answer in a crash-safe order (each protocol's module says which).
@@ -33,6 +34,7 @@ from shared.engine.explain import Evaluation, Explainer
 from shared.engine.finishing import Finisher
 from shared.engine.intake import Intake
 from shared.engine.listings import Listings
+from shared.engine.notifier import Delivery, Notifier
 from shared.engine.operator import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
 from shared.engine.parts import Clock, Deps, Part, utc_now
 from shared.engine.polling import Poller
@@ -44,6 +46,7 @@ from shared.engine.sweep import Reconciler, SweepReport
 from shared.ids import ResourceId
 from shared.model import ChainKey, CopyError, CopyState, InFlight, Job, RegionKey, Snapshot
 from shared.store import StateStore
+from shared.topic import Topic
 
 # what the HTTP layer speaks in: it reaches the engine through here only
 __all__ = [
@@ -66,11 +69,15 @@ class Replicator(Part):
     """Runs the triggers over one process's parts. Created once per process; its
     dependencies (settings, store, arm, clock, listings) are the parts' own."""
 
-    def __init__(self, settings: Settings, store: StateStore, arm: ComputeApi, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, settings: Settings, store: StateStore, arm: ComputeApi, clock: Clock = utc_now, topic: Topic | None = None
+    ) -> None:
         caches = Caches(clock)
         guarded = GuardedArm(arm, caches, clock)
         # listings go through the gate: a paused subscription is not listed either
-        super().__init__(Deps(settings, store, guarded, clock, caches, Listings(guarded, caches, clock)))
+        super().__init__(Deps(settings, store, guarded, clock, caches, Listings(guarded, caches, clock), topic))
+        store.announcing = topic is not None  # transitions record their notices only when someone listens
+        self.notifier = Notifier(self.deps)
         self.finishing = Finisher(self.deps)
         self.starting = Starter(self.deps, self.finishing)
         self.polling = Poller(self.deps, self.starting, self.finishing)
@@ -85,7 +92,15 @@ class Replicator(Part):
 
     def handle_event(self, event: Any) -> str:
         """One Event Grid delivery (see Intake.handle_event)."""
-        return self.intake.handle_event(event)
+        try:
+            return self.intake.handle_event(event)
+        finally:
+            self.flush()
+
+    def flush(self) -> Delivery:
+        """Publish the notices this process committed (every entry point ends with it; the
+        HTTP layer calls it after each request)."""
+        return self.notifier.flush()
 
     def observe(self, snapshot_id: ResourceId) -> str:
         return self.intake.observe(snapshot_id)
@@ -103,16 +118,29 @@ class Replicator(Part):
         return self.intake.start_waiting(chain, region)
 
     def tick(self) -> TickReport:
-        """One timer run (see Poller.tick)."""
-        return self.polling.tick()
+        """One timer run (see Poller.tick), then the notices: its own, and those a failed
+        publish left in the outbox."""
+        try:
+            return self.polling.tick()
+        finally:
+            self.flush()
+            self.notifier.resend()
 
     def prune(self) -> PruneReport:
         """One retention run (see Pruner.prune)."""
-        return self.pruner.prune()
+        try:
+            return self.pruner.prune()
+        finally:
+            self.flush()
 
     def sweep(self) -> SweepReport:
-        """One reconciliation sweep (see Reconciler.sweep)."""
-        return self.sweeper.sweep()
+        """One reconciliation sweep (see Reconciler.sweep); it also finds outbox rows a
+        crash left unmarked (the next timer run sends them)."""
+        try:
+            return self.sweeper.sweep()
+        finally:
+            self.flush()
+            self.notifier.collect_strays()
 
     def finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
         """Record a copy's end and free its slot (the sweep finishes orphans this way)."""

@@ -10,7 +10,8 @@ and from ARM). A new process starts with none. What is kept:
 - how many LIST pages each target group's last listing took (GETs or one LIST?);
 - ARM listings of source groups and whole subscriptions (`listings.Listings` decides
   when one is still good enough);
-- subscriptions ARM throttled or kept failing, and until when (`backoff.GuardedArm`).
+- subscriptions ARM throttled or kept failing, and until when (`backoff.GuardedArm`);
+- when the notification topic last refused a publish (`notifier.Notifier`).
 
 It must not decide anything: the parts ask, and decide.
 """
@@ -38,6 +39,9 @@ FULL_REMEMBERED = timedelta(minutes=1)
 # Resource groups (listings, LIST page counts), subscriptions and regions remembered.
 GROUPS_KEPT = 10_000
 SUBSCRIPTIONS_KEPT = 1_000
+# After the topic refused a publish, triggers leave their notices in the outbox for this
+# long instead of trying again each (the timer's resend still tries every run).
+TOPIC_REST = timedelta(minutes=1)
 
 Listing = tuple[list[Snapshot], datetime]
 
@@ -62,6 +66,7 @@ class Caches:
         self._whole: dict[str, datetime] = {}  # lower-case subscription -> when listed whole
         self._paused: dict[str, datetime] = {}  # lower-case subscription -> until
         self._failures: dict[str, int] = {}  # lower-case subscription -> failures in a row
+        self._topic_failed: datetime | None = None
 
     # --- copies started here --------------------------------------------------------------
 
@@ -169,3 +174,15 @@ class Caches:
             self._paused[key] = until
             self._failures.pop(key, None)
             _bounded(self._paused, SUBSCRIPTIONS_KEPT)
+
+    # --- the notification topic -----------------------------------------------------------
+
+    def topic_resting(self) -> bool:
+        """Whether the topic refused a publish within TOPIC_REST."""
+        with self._lock:
+            failed = self._topic_failed
+        return failed is not None and self._clock() - failed < TOPIC_REST
+
+    def note_topic(self, *, ok: bool) -> None:
+        with self._lock:
+            self._topic_failed = None if ok else self._clock()

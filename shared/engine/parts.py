@@ -1,7 +1,7 @@
 """What every part of the engine shares: its dependencies, and a few words they all use.
 
 `Deps` is built once per process (service.Replicator) and handed to each part; a part
-reads `settings`, `store`, `arm`, `clock`, `caches` and `listings` through it, so a test
+reads `settings`, `store`, `arm`, `clock`, `caches`, `listings` and `topic` through it, so a test
 that swaps the settings of a running Replicator changes them for every part at once.
 
 It must not hold a protocol: each part owns its own (intake, starting, finishing, …).
@@ -23,6 +23,7 @@ from shared.model import MAX_TAGS, Job, RegionLoad, Snapshot
 from shared.placement import Placement, Selected, Selector, place, selector
 from shared.policies import Mode
 from shared.store import Conflict, StateStore
+from shared.topic import Topic
 
 log = logging.getLogger("snapcopy")
 
@@ -43,6 +44,7 @@ class Deps:
     clock: Clock
     caches: Caches
     listings: Listings
+    topic: Topic | None = None  # NOTIFY_TOPIC_ENDPOINT's publisher (None: no notices)
 
 
 def log_dropped_tags(source: str, region: str, names: tuple[str, ...]) -> None:

@@ -24,6 +24,7 @@ from shared.engine.reports import TickReport
 from shared.engine.starting import Starter
 from shared.ids import ResourceGroupId
 from shared.model import CopyState, InFlight, Phase, RegionKey, RegionLoad, Snapshot
+from shared.notices import stuck_notice
 from shared.progress import Completed, Failed, Progress, Restart, assess_copy, stuck_since
 from shared.refusals import StartRefusal
 from shared.scheduler import made_from, name_taken, release_order
@@ -170,15 +171,16 @@ class Poller(Part):
             if flight.phase == Phase.COPYING and (
                 outcome.changed or outcome.next_poll_at != flight.next_poll_at or stuck != flight.stuck_since
             ):
-                self.store.save_flight(
-                    replace(
-                        flight,
-                        percent=outcome.percent,
-                        progressed_at=now if outcome.changed else flight.progressed_at,
-                        next_poll_at=outcome.next_poll_at,
-                        stuck_since=stuck,
-                    )
+                saved = replace(
+                    flight,
+                    percent=outcome.percent,
+                    progressed_at=now if outcome.changed else flight.progressed_at,
+                    next_poll_at=outcome.next_poll_at,
+                    stuck_since=stuck,
                 )
+                newly_stuck = stuck is not None and flight.stuck_since is None
+                quiet = (stuck or now) - (flight.progressed_at or flight.started_at)
+                self.store.save_flight(saved, [stuck_notice(saved, stuck, quiet)] if stuck and newly_stuck else [])
                 self._say_if_stuck(flight, stuck, outcome.percent)
         elif isinstance(outcome, Completed):
             report.completed += 1

@@ -24,6 +24,7 @@ from shared.engine.intake import Intake
 from shared.engine.parts import Deps, Part
 from shared.engine.polling import rotated
 from shared.engine.reports import summary_line
+from shared.engine.rpo_watch import RpoWatch
 from shared.ids import ResourceGroupId, Scope
 from shared.model import ChainHead, ChainKey, CopyState, InFlight, Phase, RegionLoad, Snapshot
 from shared.progress import Completed, Failed, assess_copy
@@ -49,6 +50,7 @@ class SweepReport:
     orphans: int = 0
     stranded: int = 0  # chains with queued work nothing would start, queued again (or skipped, if overtaken)
     deferred: int = 0  # scopes left for the next sweep (time budget)
+    rpo_breaches: int = 0  # chains whose RPO went over RPO_ALERT_MINUTES since the last sweep
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -63,6 +65,7 @@ class Reconciler(Part):
         super().__init__(deps)
         self.intake = intake
         self.finishing = finishing
+        self.rpo_watch = RpoWatch(deps)
 
     def sweep(self) -> SweepReport:
         """List the scopes and queue what no event reported, then repair state. Scopes
@@ -167,6 +170,7 @@ class Reconciler(Part):
         those reads were not taken at one instant."""
         heads = self.store.list_heads()
         queued = self.store.queued_by_chain()
+        report.rpo_breaches = self.rpo_watch.check(heads, queued)
         for head in heads:
             try:
                 self._repair_head(head, loads, queued, report)

@@ -8,11 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from azure.data.tables import UpdateMode
 
 from shared.model import ChainHead, ChainKey, CopyState, Job
+from shared.notices import Notice
 from shared.tables.codec import (
+    MissingETag,
     chain_entity,
     conditional,
     head_entity,
@@ -23,12 +26,16 @@ from shared.tables.codec import (
     moment,
     result_etag,
 )
-from shared.tables.gateway import BATCH_LIMIT, Conflict, TableGateway
+from shared.tables.gateway import BATCH_LIMIT, Conflict
 from shared.tables.keys import CHAIN_HIGH, CHAIN_LOW, CHAINS, HEAD, JOB_PREFIX
+from shared.tables.outbox import OutboxRows, outbox_upserts
 
 
-class ChainRows(TableGateway):
-    """Chain heads and jobs (`chain|<family>|<region>`), and the `chains` directory."""
+class ChainRows(OutboxRows):
+    """Chain heads and jobs (`chain|<family>|<region>`), and the `chains` directory.
+
+    Every job write goes through `_announce`: the notices a transition owes are written
+    in the same batch as the job (shared/tables/outbox.py)."""
 
     def load_head(self, chain: ChainKey) -> ChainHead | None:
         entity = self._get(chain.partition, HEAD)
@@ -49,10 +56,16 @@ class ChainRows(TableGateway):
             return loaded
         return replace(head, etag=etag)
 
-    def save_head(self, head: ChainHead) -> ChainHead:
-        """Write a head we read (ETag-conditional); the head as saved, with its new ETag."""
-        etag = self._update(head_entity(head), head.etag, f"head {head.key.partition}")
-        return replace(head, etag=etag)
+    def save_head(self, head: ChainHead, notices: Sequence[Notice] = ()) -> ChainHead:
+        """Write a head we read (ETag-conditional), with its notices in the same batch (when
+        notices are recorded at all); the head as saved, with its new ETag."""
+        what = f"head {head.key.partition}"
+        if not (notices and self.announcing):
+            return replace(head, etag=self._update(head_entity(head), head.etag, what))
+        update = ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, what)})
+        results = self._transact([update, *outbox_upserts(head.key.partition, list(notices))], what)
+        self._committed_now(head.key.partition, list(notices))
+        return replace(head, etag=result_etag(results, 0))
 
     def load_pending(self, head: ChainHead) -> list[Job]:
         """The chain's jobs newer than its order watermark: the queue and what is copying."""
@@ -191,13 +204,16 @@ class ChainRows(TableGateway):
         sees the start's watermark. Raises `Conflict` when the head moved, or when the job
         exists already: re-read, retry.
         """
+        job, notices = self._announce(job)
         results = self._transact(
             [
                 ("create", job_entity(job)),
                 ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, "arrival")}),
+                *outbox_upserts(head.key.partition, notices),
             ],
             f"arrival {job.key}",
         )
+        self._committed_now(head.key.partition, notices)
         return replace(job, etag=result_etag(results, 0)), replace(head, etag=result_etag(results, 1))
 
     def add_jobs(self, jobs: Iterable[Job]) -> list[Job]:
@@ -206,14 +222,27 @@ class ChainRows(TableGateway):
         added = []
         for job in jobs:
             try:
-                added.append(replace(job, etag=self._create(job_entity(job), f"job {job.key}")))
+                added.append(self._write_job(replace(job, etag=None)))
             except Conflict:
                 continue
         return added
 
     def save_job(self, job: Job) -> Job:
         """Write a job we read (ETag-conditional); the job as saved, with its new ETag."""
-        return replace(job, etag=self._update(job_entity(job), job.etag, f"job {job.key}"))
+        if job.etag is None:
+            raise MissingETag(f"job {job.key}: a conditional write needs the row's ETag, and none was read")
+        return self._write_job(job)
+
+    def _write_job(self, job: Job) -> Job:
+        """One job (inserted when it has no ETag), with the notices it owes in the same batch."""
+        job, notices = self._announce(job)
+        if not notices:
+            if job.etag is None:
+                return replace(job, etag=self._create(job_entity(job), f"job {job.key}"))
+            return replace(job, etag=self._update(job_entity(job), job.etag, f"job {job.key}"))
+        results = self._transact([job_update(job), *outbox_upserts(job.chain.partition, notices)], f"job {job.key}")
+        self._committed_now(job.chain.partition, notices)
+        return replace(job, etag=result_etag(results, 0))
 
     def save_chain(self, head: ChainHead, jobs: Sequence[Job], *, overtaken: Sequence[Job] = ()) -> None:
         """Head and jobs in one batch: all or nothing, conditional on every ETag.
@@ -222,19 +251,39 @@ class ChainRows(TableGateway):
         go in the same batch while it stays within a Table transaction's 100 operations;
         the rest follow in batches of their own, after the atomic part (a crash between
         leaves jobs queued below the watermark, which the sweep skips)."""
-        room = BATCH_LIMIT - 1 - len(jobs)
-        if room < 0:
-            raise ValueError(f"chain {head.key.partition}: {len(jobs) + 1} rows cannot change in one transaction")
-        operations = [
-            ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, "chain head")}),
-            *(job_update(job) for job in (*jobs, *overtaken[:room])),
+        partition = head.key.partition
+        operations: list[tuple[Any, ...]] = [
+            ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, "chain head")})
         ]
-        self._transact(operations, f"chain {head.key.partition}")
-        rest = overtaken[room:]
-        for start in range(0, len(rest), BATCH_LIMIT):
+        notices: list[Notice] = []
+        for job in jobs:
+            self._add_job(operations, notices, job, partition)
+        if len(operations) > BATCH_LIMIT:
+            raise ValueError(f"chain {partition}: {len(operations)} rows cannot change in one transaction")
+        rest = list(overtaken)
+        while rest and self._add_job(operations, notices, rest[0], partition, BATCH_LIMIT):
+            rest.pop(0)
+        self._transact(operations, f"chain {partition}")
+        self._committed_now(partition, notices)
+        while rest:
+            operations, notices = [], []
+            while rest and self._add_job(operations, notices, rest[0], partition, BATCH_LIMIT):
+                rest.pop(0)
             try:
-                self._transact(
-                    [job_update(job) for job in rest[start : start + BATCH_LIMIT]], f"overtaken {head.key.partition}"
-                )
+                self._transact(operations, f"overtaken {partition}")
+                self._committed_now(partition, notices)
             except Conflict:
                 continue  # changed meanwhile (skipped by another run, cancelled): theirs stands
+
+    def _add_job(
+        self, operations: list[tuple[Any, ...]], notices: list[Notice], job: Job, partition: str, limit: int = 0
+    ) -> bool:
+        """Add a job's write and its notices to a batch; False (nothing added) when they
+        would take it past `limit` operations (0: no limit)."""
+        job, owed = self._announce(job)
+        if limit and len(operations) + 1 + len(owed) > limit:
+            return False
+        operations.append(job_update(job))
+        operations.extend(outbox_upserts(partition, owed))
+        notices.extend(owed)
+        return True

@@ -118,6 +118,7 @@ def head_entity(head: ChainHead) -> Entity:
         # for nothing under today's rule (docs: README, "The replication rules")
         "VouchedThrough": head.listed_through,
         "DiskEncryptionSetId": head.disk_encryption_set_id,
+        "RpoBreachedAt": head.rpo_breached_at,
     }
 
 
@@ -145,6 +146,7 @@ def head_from(chain: ChainKey, entity: Any) -> ChainHead:
         last_completed_at=moment(entity.get("LastCompletedAt")),
         listed_through=moment(entity.get("VouchedThrough")),
         disk_encryption_set_id=entity.get("DiskEncryptionSetId", "") or "",
+        rpo_breached_at=moment(entity.get("RpoBreachedAt")),
         etag=etag_of(entity),
     )
 
@@ -180,6 +182,8 @@ def job_entity(job: Job) -> Entity:
         "PrunedAt": job.pruned_at,
         "PrunedBy": job.pruned_by,
         "PruneError": job.prune_error,
+        "Announced": job.announced,
+        "Announcements": job.announcements,
     }
 
 
@@ -234,6 +238,8 @@ def job_from(chain: ChainKey, entity: Any) -> Job:
         pruned_at=moment(entity.get("PrunedAt")),
         pruned_by=entity.get("PrunedBy", "") or "",
         prune_error=entity.get("PruneError", "") or "",
+        announced=entity.get("Announced", "") or "",
+        announcements=int(entity.get("Announcements", 0) or 0),
     )
 
 

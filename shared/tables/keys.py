@@ -12,6 +12,8 @@ One table; its partitions (README, "How state is kept"):
 | `regions`                    | `<sub>|<region>`    | the region partitions the timer visits         |
 | `chains`                     | `<family>|<region>` | every chain, with its disk (status, filters)   |
 | `poison`                     | `<event id>`        | an event that failed, and how often            |
+| `chain|…`, `region|…`        | `outbox|<id>`       | a notice recorded with its transition, unsent  |
+| `outbox`                     | `<partition>`       | a partition whose outbox a publish left behind |
 | `snap|<sub>:<rg>`            | `<name>`            | snapshots already handled (dedupes events)     |
 
 Keys hold none of `/ \\ # ?`. Only `shared/tables/` knows them.
@@ -34,6 +36,9 @@ WAIT_PREFIX = "wait|"
 DIRECTORY = "regions"
 POISON = "poison"
 CHAINS = "chains"
+OUTBOX = "outbox"
+OUTBOX_PREFIX = "outbox|"
+OUTBOX_LOW, OUTBOX_HIGH = "outbox|", "outbox}"
 CHAIN_LOW, CHAIN_HIGH = "chain|", "chain}"  # every chain partition, and nothing else
 SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 

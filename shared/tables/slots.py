@@ -6,6 +6,7 @@ engine decided.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from azure.core.exceptions import HttpResponseError, ResourceModifiedError, Reso
 from azure.data.tables import UpdateMode
 
 from shared.model import ChainKey, InFlight, RegionKey, RegionLoad, Waiting
+from shared.notices import Notice
 from shared.tables.codec import (
     conditional,
     counter_entity,
@@ -24,11 +26,12 @@ from shared.tables.codec import (
     wait_entity,
     waiting_from,
 )
-from shared.tables.gateway import CapacityExhausted, Conflict, TableGateway
+from shared.tables.gateway import CapacityExhausted, Conflict
 from shared.tables.keys import COUNTER, DIRECTORY, FLIGHT_PREFIX, WAIT_PREFIX
+from shared.tables.outbox import OutboxRows, outbox_upserts
 
 
-class SlotRows(TableGateway):
+class SlotRows(OutboxRows):
     """Slots (`region|<sub>|<region>`) and the `regions` directory the timer walks."""
 
     def register_region(self, region: RegionKey) -> None:
@@ -148,11 +151,18 @@ class SlotRows(TableGateway):
             },
         )
 
-    def save_flight(self, flight: InFlight) -> InFlight:
+    def save_flight(self, flight: InFlight, notices: Sequence[Notice] = ()) -> InFlight:
         """Write a flight row we read (ETag-conditional): a run that lost the flight to
-        another (a restart, a finish) gets `Conflict` and must stop touching it."""
-        etag = self._update(flight_entity(flight), flight.etag, f"flight {flight.chain.partition} changed or is gone")
-        return replace(flight, etag=etag)
+        another (a restart, a finish) gets `Conflict` and must stop touching it. Its
+        notices (a copy stuck) go in the same batch, when notices are recorded at all."""
+        what = f"flight {flight.chain.partition} changed or is gone"
+        if not (notices and self.announcing):
+            return replace(flight, etag=self._update(flight_entity(flight), flight.etag, what))
+        partition = flight.region.partition
+        update = ("update", flight_entity(flight), {"mode": UpdateMode.REPLACE, **conditional(flight.etag, what)})
+        results = self._transact([update, *outbox_upserts(partition, list(notices))], what)
+        self._committed_now(partition, list(notices))
+        return replace(flight, etag=result_etag(results, 0))
 
     def load_flight(self, region: RegionKey, chain: ChainKey) -> InFlight | None:
         entity = self._get(region.partition, FLIGHT_PREFIX + chain.family_id)

@@ -1,0 +1,126 @@
+"""The outbox: notices recorded in the same batch as the transition they tell of.
+
+A transition's notice is a row (`outbox|<id>`) in the partition the transition writes,
+in the same Table transaction, so one is never recorded without the other. After the
+commit the process publishes what it committed and deletes the rows; a publish that
+fails marks the partition in the `outbox` directory, which the next timer run reads
+(one small partition), and the hourly sweep scans for rows a crash left unmarked.
+
+It must not publish or decide what to announce: `shared/notices.py` decides, the engine
+publishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.model import Job
+from shared.notices import Notice, announce
+from shared.tables.codec import Entity
+from shared.tables.gateway import BATCH_LIMIT, Conflict, TableGateway
+from shared.tables.keys import OUTBOX, OUTBOX_HIGH, OUTBOX_LOW, OUTBOX_PREFIX
+
+
+def outbox_entity(partition: str, notice: Notice) -> Entity:
+    return {
+        "PartitionKey": partition,
+        "RowKey": OUTBOX_PREFIX + notice.id,
+        "Type": notice.type.value,
+        "Notice": notice.to_json(),  # at most a few KiB: well within a property's 64 KiB
+    }
+
+
+def outbox_upserts(partition: str, notices: list[Notice]) -> list[tuple[Any, ...]]:
+    """Batch operations recording notices (an upsert: recording one twice is harmless)."""
+    return [("upsert", outbox_entity(partition, notice)) for notice in notices]
+
+
+class OutboxRows(TableGateway):
+    """Outbox rows beside the transitions, the directory of partitions left unsent, and
+    the process's list of notices committed and not yet published."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(table)
+        self.announcing = False  # set when a topic is configured: no outbox rows otherwise
+        self._committed: list[tuple[str, Notice]] = []
+        self._committed_lock = threading.Lock()
+
+    def _announce(self, job: Job) -> tuple[Job, list[Notice]]:
+        """The job as it must be written, and the notices its write owes (none when not announcing)."""
+        return announce(job) if self.announcing else (job, [])
+
+    def _committed_now(self, partition: str, notices: list[Notice]) -> None:
+        """Called after a transaction holding these notices committed: they may be published."""
+        if notices:
+            with self._committed_lock:
+                self._committed.extend((partition, notice) for notice in notices)
+
+    def take_committed(self) -> list[tuple[str, Notice]]:
+        """The notices committed since the last call, with their partitions (then forgotten)."""
+        with self._committed_lock:
+            taken, self._committed = self._committed, []
+        return taken
+
+    def record_notices(self, partition: str, notices: list[Notice]) -> None:
+        """Record notices with no transition of their own (one batch per partition)."""
+        for start in range(0, len(notices), BATCH_LIMIT):
+            part = notices[start : start + BATCH_LIMIT]
+            self._transact(outbox_upserts(partition, part), f"outbox {partition}")
+            self._committed_now(partition, part)
+
+    def load_outbox(self, partition: str) -> list[Notice]:
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            {"pk": partition, "low": OUTBOX_LOW, "high": OUTBOX_HIGH},
+            select=["Notice"],
+        )
+        return [Notice.from_json(row["Notice"]) for row in rows]
+
+    def stray_outbox(self) -> dict[str, list[Notice]]:
+        """Every outbox row in the table, by partition (the sweep's check for rows a crash
+        between a commit and its publish left behind: a scan, hourly only)."""
+        rows = self._query(
+            "RowKey ge @low and RowKey lt @high", {"low": OUTBOX_LOW, "high": OUTBOX_HIGH}, ["PartitionKey", "Notice"]
+        )
+        found: dict[str, list[Notice]] = {}
+        for row in rows:
+            found.setdefault(row["PartitionKey"], []).append(Notice.from_json(row["Notice"]))
+        return found
+
+    def drop_outbox(self, partition: str, notice_ids: list[str]) -> None:
+        """Delete published notices (rows already gone are fine)."""
+        for start in range(0, len(notice_ids), BATCH_LIMIT):
+            part = notice_ids[start : start + BATCH_LIMIT]
+            operations: list[tuple[Any, ...]] = [
+                ("delete", {"PartitionKey": partition, "RowKey": OUTBOX_PREFIX + ident}) for ident in part
+            ]
+            try:
+                self._transact(operations, f"outbox {partition}")
+            except Conflict:  # one was deleted already (another run published it too)
+                for ident in part:
+                    self._table.delete_entity(partition, OUTBOX_PREFIX + ident)  # 404 is no error here
+
+    def mark_outbox(self, partition: str) -> None:
+        """Name a partition whose notices are still unsent (the next timer run reads it)."""
+        self._upsert({"PartitionKey": OUTBOX, "RowKey": partition})
+
+    def outbox_marks(self) -> list[tuple[str, str | None]]:
+        """The partitions marked unsent, with each mark's ETag."""
+        rows = self._query("PartitionKey eq @pk", {"pk": OUTBOX}, select=["RowKey"])
+        return [(row["RowKey"], (row.metadata or {}).get("etag")) for row in rows]
+
+    def unmark_outbox(self, partition: str, etag: str | None) -> None:
+        """Remove a mark, unless it was set again since it was read (then it stays)."""
+        self.ensure_table()
+        condition: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            try:
+                self._table.delete_entity(OUTBOX, partition, **condition)
+            except HttpResponseError as error:
+                if error.status_code != 412:
+                    raise
