@@ -61,6 +61,13 @@ class LocalTopic:
         with self._lock:
             self.failing.extend([status] * count)
 
+    def reset(self) -> None:
+        """Forget what arrived and any failures still due (a test's fresh start)."""
+        with self._lock:
+            self.received.clear()
+            self.failing.clear()
+            self.requests = 0
+
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(e) for e in self.received if event_type is None or e.get("type") == event_type]

@@ -9,6 +9,7 @@ It must not decide what to announce or touch the table.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -42,10 +43,17 @@ def cloud_event(notice: Notice, source: str) -> CloudEvent[dict[str, Any]]:
     )
 
 
+# The client hands each send's transport options (timeouts, retries, the CA) to its
+# CloudEvent serializer too, which logs a warning per option per event: not ours to fix.
+_SERIALIZER_LOG = "azure.eventgrid._legacy._generated._serialization"
+
+
 class EventGridTopic:
-    """One long-lived publisher client per process (the SDK's guidance)."""
+    """One long-lived publisher client per process (the SDK's guidance). The client's
+    constructor keeps none of the transport options, so each send carries them."""
 
     def __init__(self, endpoint: str, credential: Any, *, source: str = "", ca_bundle: str | None = None) -> None:
+        logging.getLogger(_SERIALIZER_LOG).setLevel(logging.ERROR)
         self._client = EventGridPublisherClient(endpoint, credential)
         self._source = source
         self._verify: str | bool = ca_bundle or True  # the client takes the CA per send
