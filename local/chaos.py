@@ -64,9 +64,12 @@ from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
 from local.host import FunctionHost
 from local.tables import TableRows
+from local.topic import TopicServer
 from shared import runtime
 from shared.arm import RETRY_SETTINGS, ArmError, ArmRetryPolicy
 from shared.config import load_settings
+from shared.model import ChainKey
+from shared.notices import copy_id
 from shared.service import Replicator
 
 SUBSCRIPTION = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
@@ -176,6 +179,7 @@ LOST, STRANDED = "lost", "stranded"  # how `_outcome_problems` tags the worst of
 LOST_OR_STRANDED = (LOST, STRANDED)
 V2_SKUS = ("PremiumV2_LRS", "UltraSSD_LRS")
 ANSWERS: tuple[Answer, ...] = ("202-empty", "202-location-only", "201", "200")
+PUBLISH_FAILURES = 0.3  # chance that a notification publish fails, in every scenario, until recovery
 REFUSED_FOREVER = 100_000  # a fault count no scenario uses up
 FAIL_CODES = ("InternalDiskManagementError", "CopyFailedInternal", "OperationPreempted")
 MAX_DELIVERIES = 30  # Event Grid gives up after 24 h (dead-letter); far more than snapcopy needs
@@ -444,6 +448,8 @@ class ScenarioResult:
     v2_sources: int = 0  # snapshots of Premium SSD v2 / Ultra disks (a background copy of their own)
     lost_or_stranded: int = 0  # eligible snapshots neither copied nor settled with a reason ARM confirms
     pruned: int = 0  # copies retention deleted (the "policies" family)
+    notices: int = 0  # notifications the topic took (a resend of the same id counts again)
+    publish_failures: int = 0  # publishes the topic refused on purpose
     virtual_seconds: float = 0.0
     elapsed: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -460,6 +466,7 @@ class Backend:
     arm_url: str
     ca_path: str
     connection_string: str
+    topic: TopicServer | None = None  # the notification topic scenarios publish to (failing at random)
 
     @property
     def clock(self) -> VirtualClock:
@@ -476,8 +483,13 @@ def local_backend() -> Iterator[Backend]:
     from local.emulator.server import EmulatorServer
 
     world = World(VirtualClock(EMULATOR_START), EmulatorConfig())
+    topic = TopicServer()
     with Azurite.start() as azurite, EmulatorServer(world) as server:
-        yield Backend(world, server.url, str(server.ca_path), azurite.connection_string)
+        topic.start()
+        try:
+            yield Backend(world, server.url, str(server.ca_path), azurite.connection_string, topic)
+        finally:
+            topic.stop()
 
 
 class VirtualSleepRetry(ArmRetryPolicy):
@@ -649,6 +661,7 @@ class ChaosRun:
                 "ARM_CA_BUNDLE": backend.ca_path,
                 "MAX_COPIES_PER_REGION": str(scenario.cap),
                 "EVENT_MAX_ATTEMPTS": str(scenario.max_event_attempts),
+                **self._notify_settings(),
             }
         )
         self.injector = Injector(scenario.crash_points, scenario.lost_answers, random.Random(scenario.seed + 3))
@@ -668,6 +681,12 @@ class ChaosRun:
         self.refused = False
         self.v2_disks: set[str] = set()
         self.step = 0
+
+    def _notify_settings(self) -> dict[str, str]:
+        topic = self.backend.topic
+        return (
+            {} if topic is None else {"NOTIFY_TOPIC_ENDPOINT": topic.endpoint, "NOTIFY_CA_BUNDLE": str(topic.ca_path)}
+        )
 
     # --- instances ---------------------------------------------------------------------
 
@@ -961,6 +980,8 @@ class ChaosRun:
         remaining = sum(int(item["remaining"]) for item in self.world.faults())
         self.world.clear_faults()
         self.injector.stop_losing_answers()
+        if self.backend.topic is not None:
+            self.backend.topic.topic.fail_randomly(0.0, 0)
         self.result.arm_faults = self.faults_armed - remaining + self.injector.answers_lost
 
     # --- the run --------------------------------------------------------------------------
@@ -980,6 +1001,9 @@ class ChaosRun:
             list_lag_seconds=scenario.list_lag,
             source_copy_seconds_factor=3.0,
         )
+        if self.backend.topic is not None:
+            self.backend.topic.topic.reset()
+            self.backend.topic.topic.fail_randomly(PUBLISH_FAILURES, scenario.seed)
         self.instances = [self._build() for _ in range(scenario.instances)]
         pool = ThreadPoolExecutor(max_workers=11) if scenario.threads else None
         try:
@@ -1052,6 +1076,8 @@ class ChaosRun:
         if any(copy["state"] == "copying" for copy in self.world.copies()):
             return False
         rows = self.checker.rows("chain|")
+        if any(row["RowKey"].startswith("outbox|") for row in (*rows, *slots)) or self.checker.rows("outbox"):
+            return False  # notices still to publish
         return not any(row["RowKey"].startswith("job|") and row["State"] in ("queued", "copying") for row in rows)
 
     # --- invariants -----------------------------------------------------------------------
@@ -1127,7 +1153,13 @@ class ChaosRun:
             self.result.pruned = len(deletions)
             violations.extend(_policy_problems(deletions, rows, self.scenario.regions[0], self.world))
 
-        # 6. no slot held or counted at the end
+        # 6. notifications: each copy's transitions announced once each (by distinct id), whatever failed
+        if self.backend.topic is not None:
+            self.result.notices = len(self.backend.topic.topic.received)
+            self.result.publish_failures = self.backend.topic.topic.failed
+            violations.extend(_notice_problems(rows, self.backend.topic.topic.events()))
+
+        # 7. no slot held or counted at the end
         for row in slots:
             if row["RowKey"].startswith("flight|"):
                 violations.append(f"{row['PartitionKey']}: flight row {row['RowKey']} left behind")
@@ -1189,6 +1221,53 @@ def _policy_problems(
             tags = world.snapshot_tags(row["TargetId"])
             if tags is not None and not {"tier": "gold", "app": "db", "owner": "chaos"}.items() <= tags.items():
                 problems.append(f"{_name(row['TargetId'])}: tags {tags} lack the source's and the policy's")
+    return problems
+
+
+_TYPES_BY_STATE = {
+    "succeeded": "Snapcopy.CopyCompleted",
+    "failed": "Snapcopy.CopyFailed",
+    "skipped": "Snapcopy.CopySkipped",
+    "cancelled": "Snapcopy.CopySkipped",
+}
+
+
+def _notice_problems(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> list[str]:
+    """Per copy: one distinct id for its end, one for its start when it started, one for
+    its pruning when it was pruned; no notice for a copy with no job; each id one notice."""
+    problems: list[str] = []
+    by_id: dict[str, tuple[str, str]] = {}
+    kinds: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for event in events:
+        copy = event.get("data", {}).get("copyId")
+        if event["type"] == "Snapcopy.RpoBreached" or copy is None:
+            continue
+        seen = by_id.setdefault(event["id"], (event["type"], copy))
+        if seen != (event["type"], copy):
+            problems.append(f"notice id {event['id']} published as {seen} and as {(event['type'], copy)}")
+        kinds[copy][event["type"]].add(event["id"])
+    jobs = {
+        copy_id(ChainKey(row["PartitionKey"].split("|")[1], row["PartitionKey"].split("|")[2]), row["RowKey"][4:]): row
+        for row in rows
+        if row["RowKey"].startswith("job|")
+    }
+    for copy in sorted(set(kinds) - set(jobs)):
+        problems.append(f"notices for copy {copy}, which no job row holds")
+    for copy, row in sorted(jobs.items()):
+        expected = Counter[str]()
+        if row["State"] in _TYPES_BY_STATE:
+            expected[_TYPES_BY_STATE[row["State"]]] = 1
+        if row.get("StartedAt") is not None:
+            expected["Snapcopy.CopyStarted"] = 1
+        if row.get("PrunedAt") is not None:
+            expected["Snapcopy.CopyPruned"] = 1
+        found = Counter({kind: len(ids) for kind, ids in kinds.get(copy, {}).items()})
+        found.pop("Snapcopy.CopyStuck", None)
+        if found != expected:
+            problems.append(
+                f"{_name(row['SourceId'])} → {row['PartitionKey'].rsplit('|', 1)[-1]} ({row['State']}): "
+                f"notices {dict(found)}, expected {dict(expected)}"
+            )
     return problems
 
 
@@ -1314,6 +1393,8 @@ TOTALS = (
     "skipped",
     "lost_or_stranded",
     "pruned",
+    "notices",
+    "publish_failures",
 )
 
 
@@ -1351,6 +1432,8 @@ def _table(summary: dict[str, dict[str, int]], title: str) -> Any:
         ("sources deleted", "sources_deleted"),
         ("copies", "copies"),
         ("copies pruned", "pruned"),
+        ("publishes failed", "publish_failures"),
+        ("notices", "notices"),
         ("lost or stranded", "lost_or_stranded"),
         ("violations", "violations"),
     )
@@ -1385,7 +1468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(width=None if sys.stdout.isatty() else 150)
+    console = Console(width=None if sys.stdout.isatty() else 180)
     seeds = args.seed or list(range(args.first_seed, args.first_seed + args.seeds))
     results: list[ScenarioResult] = []
     began = time.monotonic()

@@ -13,6 +13,7 @@ It must not be imported by `shared/`: the function app never ships it.
 from __future__ import annotations
 
 import json
+import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +56,15 @@ class LocalTopic:
     received: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     failing: list[int] = field(default_factory=list)  # statuses for the next publishes, in order
+    fail_rate: float = 0.0  # chance that any other publish fails (503)
+    failed: int = 0  # publishes refused on purpose
+    _rng: random.Random = field(default_factory=random.Random)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_randomly(self, rate: float, seed: int) -> None:
+        """Fail each publish with chance `rate` (0 stops it), replayably."""
+        with self._lock:
+            self.fail_rate, self._rng = rate, random.Random(seed)
 
     def fail_next(self, count: int = 1, status: int = 503) -> None:
         with self._lock:
@@ -66,7 +75,8 @@ class LocalTopic:
         with self._lock:
             self.received.clear()
             self.failing.clear()
-            self.requests = 0
+            self.requests = self.failed = 0
+            self.fail_rate = 0.0
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -80,6 +90,9 @@ class LocalTopic:
             with self._lock:
                 self.requests += 1
                 status = self.failing.pop(0) if self.failing else None
+                if status is None and self.fail_rate and self._rng.random() < self.fail_rate:
+                    status = 503
+                self.failed += status is not None
             authorization = request.headers.get("authorization", "")
             if not authorization.lower().startswith("bearer ") or len(authorization) <= len("bearer "):
                 return _error(401, "Unauthorized", "an Entra ID bearer token is required (keys and SAS are not used)")

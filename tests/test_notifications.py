@@ -23,8 +23,12 @@ STARTED, COMPLETED = "Snapcopy.CopyStarted", "Snapcopy.CopyCompleted"
 
 @pytest.fixture(scope="module")
 def topic_server() -> Iterator[TopicServer]:
-    with TopicServer() as server:
+    server = TopicServer()
+    server.start()
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -7,12 +7,14 @@ snapcopy that the matrix found are kept as regression seeds, with a minimal repr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from local.chaos import FAMILIES, Backend, Scenario, ScenarioResult, run_scenario
 from local.emulator.server import EmulatorServer
+from local.topic import TopicServer
 from tests.builders import SUB
 from tests.conftest import Deployment
 from tests.test_functions import copies, disk_with_snapshots, jobs, run_until_done, snapshot_events, worker_dies
@@ -21,9 +23,19 @@ from tests.test_sweep import scoped
 pytestmark = [pytest.mark.azurite, pytest.mark.emulator, pytest.mark.reliability]
 
 
+@pytest.fixture(scope="module")
+def topic_server() -> Iterator[TopicServer]:
+    server = TopicServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def backend(emulator: EmulatorServer, storage_connection_string: str) -> Backend:
-    return Backend(emulator.world, emulator.url, str(emulator.ca_path), storage_connection_string)
+def backend(emulator: EmulatorServer, storage_connection_string: str, topic_server: TopicServer) -> Backend:
+    return Backend(emulator.world, emulator.url, str(emulator.ca_path), storage_connection_string, topic_server)
 
 
 def injected(result: ScenarioResult) -> int:
