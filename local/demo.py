@@ -5,6 +5,8 @@ process, real HTTPS) plays Compute, the unmodified SDKs talk to both, and the fu
 are invoked as the Functions host invokes them. Events are delivered with a duplicate and
 an out-of-order pair thrown in. The demo checks its own result against the emulator's
 ground truth and exits non-zero if any snapshot was not copied exactly once, in order.
+Every transition is published as a CloudEvent to a local Event Grid topic; the demo
+prints what arrived and checks that each copy announced its start and its end once.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from local.azurite import Azurite
 from local.fleet import Fleet
 from local.host import FunctionHost
 from local.tables import TableRows
+from local.topic import TopicServer
 
 TABLE_NAME = "snapcopydemo"
 SUBSCRIPTION = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
@@ -94,10 +97,12 @@ def emulator_process(copy_seconds: float) -> Iterator[Emulator]:
                 process.kill()
 
 
-def configure_app(connection_string: str, emulator: Emulator) -> None:
+def configure_app(connection_string: str, emulator: Emulator, topic: TopicServer) -> None:
     """App settings, exactly as they would be set on the function app."""
     os.environ.update(
         {
+            "NOTIFY_TOPIC_ENDPOINT": topic.endpoint,
+            "NOTIFY_CA_BUNDLE": str(topic.ca_path),
             "COPY_TARGET_REGIONS": TARGET_REGION,
             "STATE_CONNECTION_STRING": connection_string,
             "STATE_TABLE_NAME": TABLE_NAME,
@@ -168,6 +173,36 @@ def verify(chains: list[tuple[str, list[str]]], copies: list[dict[str, Any]], co
     return problems
 
 
+def notifications_table(events: list[dict[str, Any]]) -> Table:
+    """What the local Event Grid topic received: how many of each type, and an example."""
+    table = Table(title="notifications received by the local Event Grid topic (CloudEvents 1.0)")
+    for label in ("type", "count", "example subject", "example data"):
+        table.add_column(label, overflow="fold")
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_type.setdefault(event["type"], []).append(event)
+    for kind, group in by_type.items():
+        data = group[-1]["data"]
+        shown = {
+            k: data[k] for k in ("targetRegion", "state", "completionPercent", "reason") if data.get(k) is not None
+        }
+        table.add_row(kind, str(len({e["id"] for e in group})), group[-1]["subject"].rsplit("/", 1)[-1], str(shown))
+    return table
+
+
+def notice_problems(events: list[dict[str, Any]], copies: int) -> list[str]:
+    """Each copy announced its start and its end once (by distinct id)."""
+    kinds: dict[str, dict[str, set[str]]] = {}
+    for event in events:
+        kinds.setdefault(event["data"]["copyId"], {}).setdefault(event["type"], set()).add(event["id"])
+    expected = {"Snapcopy.CopyStarted": 1, "Snapcopy.CopyCompleted": 1}
+    wrong = [copy for copy, found in kinds.items() if {k: len(v) for k, v in found.items()} != expected]
+    problems = [f"{len(wrong)} copies without exactly one start and one end notice"] if wrong else []
+    if len(kinds) != copies:
+        problems.append(f"notices for {len(kinds)} copies, {copies} expected")
+    return problems
+
+
 def summary_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"snapcopy: {SOURCE_REGION} → {TARGET_REGION}")
     for column in ("source snapshot", "target snapshot", "started", "finished", "state"):
@@ -194,8 +229,9 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
     rng = random.Random(seed)
     began = time.monotonic()
     console.print("[bold]snapcopy demo[/bold]: starting Azurite and the ARM emulator…")
-    with Azurite.start() as azurite, emulator_process(copy_seconds) as emulator:
-        configure_app(azurite.connection_string, emulator)
+    topic = TopicServer()
+    with Azurite.start() as azurite, emulator_process(copy_seconds) as emulator, _running(topic):
+        configure_app(azurite.connection_string, emulator, topic)
         host = FunctionHost()
         from local.emulator.credential import EmulatorCredential
         from shared import runtime
@@ -246,6 +282,10 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
         if finished < total:
             problems.append(f"only {finished}/{total} copies finished within {timeout:.0f} s")
         total_first = total
+        first_act = topic.topic.events()
+        console.print(notifications_table(first_act))
+        problems += notice_problems(first_act, total)
+        topic.topic.reset()
 
         console.print("\n[bold]second act[/bold]: replication policies (tags, retention, mode latest)")
         demo_policies.configure(azurite.connection_string)
@@ -261,6 +301,7 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
             timeout=max(10.0, timeout - (time.monotonic() - began)),
         )
         problems += act
+        console.print(notifications_table(topic.topic.events()))
         counters = emulator.admin("GET", "counters")
         refusals = {name: count for name, count in counters.get("refusals", {}).items() if count}
         if refusals and not any("refused" in problem for problem in problems):
@@ -276,11 +317,21 @@ def run(timeout: float, copy_seconds: float, seed: int) -> int:
     console.print(
         f"[green]✓ all {total_first} snapshots copied once, in creation order per disk; no rule refused[/green]"
     )
+    console.print("[green]✓ every copy announced its start and its end once (CloudEvents to the local topic)[/green]")
     console.print(
         "[green]✓ policies: gold copies tagged and pruned to the 2 newest; in mode latest the newest "
         "superseded the queued ones[/green]"
     )
     return 0
+
+
+@contextmanager
+def _running(server: TopicServer) -> Iterator[TopicServer]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def main() -> int:
