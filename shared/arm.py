@@ -31,8 +31,8 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline import PipelineResponse
-from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import CreationData, Encryption, SnapshotProperties
@@ -121,6 +121,19 @@ class ComputeApi(Protocol):
     def start_copy(self, order: CopyOrder) -> Snapshot | None: ...
 
 
+ResponseSeen = Callable[[str, int], None]  # (method, status) of every HTTP answer, retries included
+
+
+class _Answers(SansIOHTTPPolicy[Any, Any]):
+    """Tells a listener about every answer ARM gives (each retry is a request of its own)."""
+
+    def __init__(self, seen: ResponseSeen) -> None:
+        self._seen = seen
+
+    def on_response(self, request: PipelineRequest[Any], response: PipelineResponse[Any, Any]) -> None:
+        self._seen(request.http_request.method, response.http_response.status_code)
+
+
 class ArmCompute:
     """The Compute client wrapper: typed snapshots in, ArmError out."""
 
@@ -131,6 +144,7 @@ class ArmCompute:
         endpoint: str,
         ca_bundle: str | None = None,
         client_options: dict[str, Any] | None = None,
+        on_response: ResponseSeen | None = None,
     ) -> None:
         """`client_options`: keyword arguments for each ComputeManagementClient (its retry
         settings by default: RETRY_SETTINGS, applied by an ArmRetryPolicy unless the
@@ -139,6 +153,7 @@ class ArmCompute:
         self._endpoint = endpoint
         self._ca_bundle = ca_bundle
         self._options = RETRY_SETTINGS if client_options is None else client_options
+        self._on_response = on_response  # the metrics' ARM request and throttling counts
         self._clients: dict[str, ComputeManagementClient] = {}
         self._lock = threading.Lock()
 
@@ -153,6 +168,11 @@ class ArmCompute:
                     options["retry_policy"] = ArmRetryPolicy(**retry)
                 if self._ca_bundle:
                     options["connection_verify"] = self._ca_bundle
+                if self._on_response is not None:
+                    options["per_retry_policies"] = [
+                        *options.get("per_retry_policies", []),
+                        _Answers(self._on_response),
+                    ]
                 client = ComputeManagementClient(self._credential, subscription, base_url=self._endpoint, **options)
                 self._clients[key] = client
             return client

@@ -20,6 +20,7 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.service import Clock, Replicator, utc_now
 from shared.store import StateStore
+from shared.telemetry import Metrics
 from shared.topic import EventGridTopic
 
 log = logging.getLogger("snapcopy")
@@ -64,15 +65,20 @@ def build(
     else:
         raise ConfigError("STATE_CONNECTION_STRING", "", "a connection string, or STATE_TABLE_ENDPOINT")
     arm_options = {**(RETRY_SETTINGS if arm_retry is None else arm_retry), **options}
+    metrics = Metrics()
     arm = ArmCompute(
-        credential, endpoint=settings.arm_endpoint, ca_bundle=settings.arm_ca_bundle, client_options=arm_options
+        credential,
+        endpoint=settings.arm_endpoint,
+        ca_bundle=settings.arm_ca_bundle,
+        client_options=arm_options,
+        on_response=metrics.arm_response,
     )
     topic = None
     if settings.notify_endpoint is not None:
         topic = EventGridTopic(
             settings.notify_endpoint, credential, source=settings.app_id, ca_bundle=settings.notify_ca_bundle
         )
-    return Replicator(settings, store, arm, clock, topic)
+    return Replicator(settings, store, arm, clock, topic=topic, metrics=metrics)
 
 
 def poll_schedule() -> str:
@@ -90,6 +96,22 @@ def sweep_schedule() -> str:
     return config.sweep_schedule(os.environ)
 
 
+def export_metrics() -> bool:
+    """Send the metrics to Application Insights when the app has a connection string (the
+    Azure Monitor distro; Entra ID auth from APPLICATIONINSIGHTS_AUTHENTICATION_STRING, as
+    infra sets it). Metrics only: the Functions host already collects the logs and runs."""
+    if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        return False
+    try:
+        from azure.monitor.opentelemetry import configure_azure_monitor
+
+        configure_azure_monitor(disable_logging=True, disable_tracing=True, enable_live_metrics=False)
+    except Exception as error:  # metrics must never stop replication
+        log.error("metrics: cannot export to Application Insights (%s); replicating without them", error)
+        return False
+    return True
+
+
 def replicator() -> Replicator:
     """The process's Replicator, built (and its settings validated) on first use."""
     with _lock:
@@ -99,6 +121,8 @@ def replicator() -> Replicator:
             except ConfigError as error:
                 log.critical("snapcopy cannot start: %s", error)
                 raise
+            if export_metrics():
+                log.info("metrics: exported to Application Insights")
             _process["replicator"] = build(settings)
         return _process["replicator"]
 

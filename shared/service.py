@@ -46,6 +46,7 @@ from shared.engine.sweep import Reconciler, SweepReport
 from shared.ids import ResourceId
 from shared.model import ChainKey, CopyError, CopyState, InFlight, Job, RegionKey, Snapshot
 from shared.store import StateStore
+from shared.telemetry import Metrics
 from shared.topic import Topic
 
 # what the HTTP layer speaks in: it reaches the engine through here only
@@ -70,12 +71,20 @@ class Replicator(Part):
     dependencies (settings, store, arm, clock, listings) are the parts' own."""
 
     def __init__(
-        self, settings: Settings, store: StateStore, arm: ComputeApi, clock: Clock = utc_now, topic: Topic | None = None
+        self,
+        settings: Settings,
+        store: StateStore,
+        arm: ComputeApi,
+        clock: Clock = utc_now,
+        *,
+        topic: Topic | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         caches = Caches(clock)
         guarded = GuardedArm(arm, caches, clock)
         # listings go through the gate: a paused subscription is not listed either
-        super().__init__(Deps(settings, store, guarded, clock, caches, Listings(guarded, caches, clock), topic))
+        listings = Listings(guarded, caches, clock)
+        super().__init__(Deps(settings, store, guarded, clock, caches, listings, topic, metrics or Metrics()))
         store.announcing = topic is not None  # transitions record their notices only when someone listens
         self.notifier = Notifier(self.deps)
         self.finishing = Finisher(self.deps)

@@ -38,14 +38,16 @@ class Notifier(Part):
     """Sends the outbox to the topic (a no-op without NOTIFY_TOPIC_ENDPOINT)."""
 
     def flush(self) -> Delivery:
-        """Publish the notices this process committed; on failure, mark their partitions."""
+        """Count the transitions this process committed, and publish their notices; on
+        failure, mark their partitions."""
         taken = self.store.take_committed()
-        if not taken:
-            return Delivery()
+        self.metrics.transitions([notice for _, notice in taken])
+        if not taken or self.deps.topic is None:
+            return Delivery()  # no topic: no outbox rows either
         by_partition: dict[str, list[Notice]] = defaultdict(list)
         for partition, notice in taken:
             by_partition[partition].append(notice)
-        if self.deps.topic is None or self.caches.topic_resting():
+        if self.caches.topic_resting():
             return self._leave(by_partition, "the topic refused a publish within the last minute")
         return self._send(by_partition, unmark={})
 
@@ -99,6 +101,7 @@ class Notifier(Part):
             self.caches.note_topic(ok=False)
             return self._leave(by_partition, f"{type(error).__name__}: {error}")
         self.caches.note_topic(ok=True)
+        self.metrics.delivered(len(notices), 0)
         try:
             for partition, group in by_partition.items():
                 self.store.drop_outbox(partition, [notice.id for notice in group])
@@ -111,6 +114,7 @@ class Notifier(Part):
     def _leave(self, by_partition: dict[str, list[Notice]], why: str) -> Delivery:
         """Keep notices for the next timer run: mark their partitions."""
         count = sum(len(group) for group in by_partition.values())
+        self.metrics.delivered(0, count)
         log.warning("notifications: %d left in the outbox (%s); the next timer run sends them", count, why)
         for partition in by_partition:
             try:

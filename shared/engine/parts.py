@@ -1,7 +1,7 @@
 """What every part of the engine shares: its dependencies, and a few words they all use.
 
 `Deps` is built once per process (service.Replicator) and handed to each part; a part
-reads `settings`, `store`, `arm`, `clock`, `caches`, `listings` and `topic` through it, so a test
+reads `settings`, `store`, `arm`, `clock`, `caches`, `listings`, `topic` and `metrics` through it, so a test
 that swaps the settings of a running Replicator changes them for every part at once.
 
 It must not hold a protocol: each part owns its own (intake, starting, finishing, …).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.config import Settings
@@ -23,6 +23,7 @@ from shared.model import MAX_TAGS, Job, RegionLoad, Snapshot
 from shared.placement import Placement, Selected, Selector, place, selector
 from shared.policies import Mode
 from shared.store import Conflict, StateStore
+from shared.telemetry import Metrics
 from shared.topic import Topic
 
 log = logging.getLogger("snapcopy")
@@ -45,6 +46,7 @@ class Deps:
     caches: Caches
     listings: Listings
     topic: Topic | None = None  # NOTIFY_TOPIC_ENDPOINT's publisher (None: no notices)
+    metrics: Metrics = field(default_factory=Metrics)  # OpenTelemetry (no-op unless the runtime exports)
 
 
 def log_dropped_tags(source: str, region: str, names: tuple[str, ...]) -> None:
@@ -93,6 +95,10 @@ class Part:
     @property
     def listings(self) -> Listings:
         return self.deps.listings
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.deps.metrics
 
     @property
     def select(self) -> Selector:

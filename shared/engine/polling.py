@@ -77,6 +77,7 @@ class Poller(Part):
 
     def _tick_region(self, region: RegionKey, run: Run, report: TickReport) -> None:
         load = self.note_load(self._healed(self.store.load_flights(region), report))
+        self.metrics.in_flight(region.region, region.subscription, load.in_flight_count)
         before = (report.completed, report.failed, report.restarted)
         now = self.clock()
         report.in_flight += load.in_flight_count

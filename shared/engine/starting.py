@@ -17,7 +17,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.arm import ArmError
 from shared.engine.finishing import Finisher
@@ -319,7 +319,8 @@ class Starter(Part):
             return
         held = [known] if known is not None else []
 
-        def commit_chain() -> None:
+        def commit_chain() -> timedelta | None:
+            """Commit; the handoff (its predecessor's end to this start) when the job waited for it."""
             head: ChainHead | None
             job: Job | None
             pending: list[Job] | None = None
@@ -330,7 +331,7 @@ class Starter(Part):
                 head = self.store.load_head(flight.chain)
                 job = self.store.load_job(flight.chain, flight.job_key)
             if head is None or job is None or job.state not in (CopyState.QUEUED, CopyState.CANCELLED):
-                return  # committed already (or finished by a tick)
+                return None  # committed already (or finished by a tick)
             # A cancel that raced with this start lost: ARM has the copy, so it is recorded.
             note = _CANCEL_TOO_LATE if job.state == CopyState.CANCELLED else ""
             if pending is None:
@@ -358,8 +359,13 @@ class Starter(Part):
                     head, pending, job.key, flight.started_at, superseded=job.policy in self.latest_policies
                 ),
             )
+            ended = head.last_completed_at
+            waited = ended is not None and job.queued_at is not None and job.queued_at <= ended
+            return flight.started_at - ended if waited and ended is not None else None
 
-        retrying(commit_chain)
+        handoff = retrying(commit_chain)
+        if handoff is not None:
+            self.metrics.handoff(flight.chain.region, handoff)
         if current.phase == Phase.STARTING:
             with contextlib.suppress(Conflict):
                 self.store.save_flight(replace(current, phase=Phase.COPYING))

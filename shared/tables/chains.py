@@ -28,7 +28,7 @@ from shared.tables.codec import (
 )
 from shared.tables.gateway import BATCH_LIMIT, Conflict
 from shared.tables.keys import CHAIN_HIGH, CHAIN_LOW, CHAINS, HEAD, JOB_PREFIX
-from shared.tables.outbox import OutboxRows, outbox_upserts
+from shared.tables.outbox import OutboxRows
 
 
 class ChainRows(OutboxRows):
@@ -60,12 +60,14 @@ class ChainRows(OutboxRows):
         """Write a head we read (ETag-conditional), with its notices in the same batch (when
         notices are recorded at all); the head as saved, with its new ETag."""
         what = f"head {head.key.partition}"
-        if not (notices and self.announcing):
-            return replace(head, etag=self._update(head_entity(head), head.etag, what))
-        update = ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, what)})
-        results = self._transact([update, *outbox_upserts(head.key.partition, list(notices))], what)
-        self._committed_now(head.key.partition, list(notices))
-        return replace(head, etag=result_etag(results, 0))
+        kept = self._outbox(head.key.partition, notices)
+        if not kept:
+            saved = replace(head, etag=self._update(head_entity(head), head.etag, what))
+        else:
+            update = ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, what)})
+            saved = replace(head, etag=result_etag(self._transact([update, *kept], what), 0))
+        self._committed_now(head.key.partition, notices)
+        return saved
 
     def load_pending(self, head: ChainHead) -> list[Job]:
         """The chain's jobs newer than its order watermark: the queue and what is copying."""
@@ -209,7 +211,7 @@ class ChainRows(OutboxRows):
             [
                 ("create", job_entity(job)),
                 ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, "arrival")}),
-                *outbox_upserts(head.key.partition, notices),
+                *self._outbox(head.key.partition, notices),
             ],
             f"arrival {job.key}",
         )
@@ -236,13 +238,19 @@ class ChainRows(OutboxRows):
     def _write_job(self, job: Job) -> Job:
         """One job (inserted when it has no ETag), with the notices it owes in the same batch."""
         job, notices = self._announce(job)
-        if not notices:
-            if job.etag is None:
-                return replace(job, etag=self._create(job_entity(job), f"job {job.key}"))
-            return replace(job, etag=self._update(job_entity(job), job.etag, f"job {job.key}"))
-        results = self._transact([job_update(job), *outbox_upserts(job.chain.partition, notices)], f"job {job.key}")
+        kept = self._outbox(job.chain.partition, notices)
+        if not kept:
+            committed = self._write_alone(job)
+            self._committed_now(job.chain.partition, notices)
+            return committed
+        results = self._transact([job_update(job), *kept], f"job {job.key}")
         self._committed_now(job.chain.partition, notices)
         return replace(job, etag=result_etag(results, 0))
+
+    def _write_alone(self, job: Job) -> Job:
+        if job.etag is None:
+            return replace(job, etag=self._create(job_entity(job), f"job {job.key}"))
+        return replace(job, etag=self._update(job_entity(job), job.etag, f"job {job.key}"))
 
     def save_chain(self, head: ChainHead, jobs: Sequence[Job], *, overtaken: Sequence[Job] = ()) -> None:
         """Head and jobs in one batch: all or nothing, conditional on every ETag.
@@ -281,9 +289,10 @@ class ChainRows(OutboxRows):
         """Add a job's write and its notices to a batch; False (nothing added) when they
         would take it past `limit` operations (0: no limit)."""
         job, owed = self._announce(job)
-        if limit and len(operations) + 1 + len(owed) > limit:
+        kept = self._outbox(partition, owed)
+        if limit and len(operations) + 1 + len(kept) > limit:
             return False
         operations.append(job_update(job))
-        operations.extend(outbox_upserts(partition, owed))
+        operations.extend(kept)
         notices.extend(owed)
         return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from azure.core import MatchConditions
@@ -51,10 +52,15 @@ class OutboxRows(TableGateway):
         self._committed_lock = threading.Lock()
 
     def _announce(self, job: Job) -> tuple[Job, list[Notice]]:
-        """The job as it must be written, and the notices its write owes (none when not announcing)."""
-        return announce(job) if self.announcing else (job, [])
+        """The job as it must be written (marked with what it announced), and the notices
+        its write owes: counted by the metrics always, kept in the outbox when announcing."""
+        return announce(job)
 
-    def _committed_now(self, partition: str, notices: list[Notice]) -> None:
+    def _outbox(self, partition: str, notices: Sequence[Notice]) -> list[tuple[Any, ...]]:
+        """The batch operations that keep notices in the outbox (none when nobody listens)."""
+        return outbox_upserts(partition, list(notices)) if self.announcing else []
+
+    def _committed_now(self, partition: str, notices: Sequence[Notice]) -> None:
         """Called after a transaction holding these notices committed: they may be published."""
         if notices:
             with self._committed_lock:
@@ -65,13 +71,6 @@ class OutboxRows(TableGateway):
         with self._committed_lock:
             taken, self._committed = self._committed, []
         return taken
-
-    def record_notices(self, partition: str, notices: list[Notice]) -> None:
-        """Record notices with no transition of their own (one batch per partition)."""
-        for start in range(0, len(notices), BATCH_LIMIT):
-            part = notices[start : start + BATCH_LIMIT]
-            self._transact(outbox_upserts(partition, part), f"outbox {partition}")
-            self._committed_now(partition, part)
 
     def load_outbox(self, partition: str) -> list[Notice]:
         rows = self._query(

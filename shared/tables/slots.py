@@ -28,7 +28,7 @@ from shared.tables.codec import (
 )
 from shared.tables.gateway import CapacityExhausted, Conflict
 from shared.tables.keys import COUNTER, DIRECTORY, FLIGHT_PREFIX, WAIT_PREFIX
-from shared.tables.outbox import OutboxRows, outbox_upserts
+from shared.tables.outbox import OutboxRows
 
 
 class SlotRows(OutboxRows):
@@ -156,13 +156,15 @@ class SlotRows(OutboxRows):
         another (a restart, a finish) gets `Conflict` and must stop touching it. Its
         notices (a copy stuck) go in the same batch, when notices are recorded at all."""
         what = f"flight {flight.chain.partition} changed or is gone"
-        if not (notices and self.announcing):
-            return replace(flight, etag=self._update(flight_entity(flight), flight.etag, what))
         partition = flight.region.partition
-        update = ("update", flight_entity(flight), {"mode": UpdateMode.REPLACE, **conditional(flight.etag, what)})
-        results = self._transact([update, *outbox_upserts(partition, list(notices))], what)
-        self._committed_now(partition, list(notices))
-        return replace(flight, etag=result_etag(results, 0))
+        kept = self._outbox(partition, notices)
+        if not kept:
+            saved = replace(flight, etag=self._update(flight_entity(flight), flight.etag, what))
+        else:
+            update = ("update", flight_entity(flight), {"mode": UpdateMode.REPLACE, **conditional(flight.etag, what)})
+            saved = replace(flight, etag=result_etag(self._transact([update, *kept], what), 0))
+        self._committed_now(partition, notices)
+        return saved
 
     def load_flight(self, region: RegionKey, chain: ChainKey) -> InFlight | None:
         entity = self._get(region.partition, FLIGHT_PREFIX + chain.family_id)
