@@ -48,11 +48,13 @@ def build(
     client_options: dict[str, Any] | None = None,
     table_options: dict[str, Any] | None = None,
     credential: Any = None,
+    metrics: Metrics | None = None,
 ) -> Replicator:
     """Wire a Replicator from settings (tests pass their own clock and shorter ARM backoff;
     `client_options` go to both SDK clients: the benchmark turns off proxy lookups;
     `table_options` to the Table client only: the harness's operation counter;
-    `credential`: the offline world hands in the emulator's, which the settings cannot name)."""
+    `credential`: the offline world hands in the emulator's, which the settings cannot name;
+    `metrics`: tests read theirs from the SDK's in-memory reader)."""
     if settings.arm_ca_bundle is not None and not os.path.isfile(settings.arm_ca_bundle):
         raise ConfigError("ARM_CA_BUNDLE", settings.arm_ca_bundle, "the path of a PEM file that exists")
     credential = credential or credential_for(settings)
@@ -65,7 +67,7 @@ def build(
     else:
         raise ConfigError("STATE_CONNECTION_STRING", "", "a connection string, or STATE_TABLE_ENDPOINT")
     arm_options = {**(RETRY_SETTINGS if arm_retry is None else arm_retry), **options}
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     arm = ArmCompute(
         credential,
         endpoint=settings.arm_endpoint,

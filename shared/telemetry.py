@@ -93,7 +93,7 @@ class Metrics:
         self._handoff.record(max(0.0, delay.total_seconds()), {"target_region": region})
 
     def in_flight(self, region: str, subscription: str, count: int) -> None:
-        """Copies in flight in a (subscription, region): each timer run (Azure's cap is 100)."""
+        """Copies in flight in a (subscription, region) as each timer run found them (Azure's cap is 100)."""
         self._in_flight.set(count, {"target_region": region, "subscription": subscription.lower()})
 
     def queued(self, region: str, count: int) -> None:

@@ -25,6 +25,7 @@ from shared.config import load_settings
 from shared.engine.reports import TickReport
 from shared.service import Replicator
 from shared.store import StateStore
+from shared.telemetry import Metrics
 from tests.builders import SUB
 
 
@@ -144,6 +145,12 @@ def app_settings(emulator: EmulatorServer, storage_connection_string: str, table
 
 
 @pytest.fixture
+def metrics() -> Metrics | None:
+    """The deployment's metrics (None: the API's no-op meter); tests/test_metrics.py reads its own."""
+    return None
+
+
+@pytest.fixture
 def deployment(
     emulator: EmulatorServer,
     world: World,
@@ -151,6 +158,7 @@ def deployment(
     *,
     table_operations: TableOperations,
     table_rows: TableRows,
+    metrics: Metrics | None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Deployment]:
     for name, value in app_settings.items():
@@ -161,6 +169,7 @@ def deployment(
         arm_retry=FAST_ARM_RETRY,
         table_options=table_operations.options(),
         credential=EmulatorCredential(),
+        metrics=metrics,
     )
     reports: list[TickReport] = []
     tick = replicator.tick
