@@ -87,6 +87,17 @@ param maxDeliveryAttempts int = 30
 @description('Name of the resource group to create. Empty: rg-<environmentName>.')
 param resourceGroupName string = ''
 
+@description('Create the notification topic (Event Grid custom topic, CloudEvents 1.0) and set NOTIFY_TOPIC_ENDPOINT to it.')
+param notifications bool = false
+
+@description('RPO_ALERT_MINUTES: a chain whose newest completed copy is older than this is behind (API, metrics, notifications, alert).')
+@minValue(5)
+@maxValue(525600)
+param rpoAlertMinutes int = 1500
+
+@description('E-mail address the alerts go to; empty: the alerts fire in the portal only.')
+param alertEmail string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -250,7 +261,39 @@ module functionApp 'app/function.bicep' = {
         name: 'COPY_MAX_START_ATTEMPTS'
         value: string(maxStartAttempts)
       }
+      {
+        name: 'RPO_ALERT_MINUTES'
+        value: string(rpoAlertMinutes)
+      }
+      {
+        name: 'NOTIFY_TOPIC_ENDPOINT'
+        value: notifications ? notifyTopic.outputs.endpoint : ''
+      }
     ]
+  }
+}
+
+module notifyTopic 'app/notify-topic.bicep' = if (notifications) {
+  name: 'notify-topic'
+  scope: rg
+  params: {
+    name: 'evgt-snapcopy-notify-${resourceToken}'
+    location: location
+    tags: tags
+    appPrincipalId: identity.outputs.principalId
+  }
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    systemTopicId: systemTopic.outputs.id
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    alertEmail: alertEmail
   }
 }
 
@@ -409,3 +452,5 @@ output EVENTGRID_MAX_DELIVERY_ATTEMPTS int = maxDeliveryAttempts
 output SNAPCOPY_ROLE_DEFINITION_IDS string = roles.outputs.roleDefinitionIds
 output SNAPCOPY_RBAC_SUBSCRIPTIONS string = join(rbacSubscriptionIds, ',')
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output NOTIFY_TOPIC_ENDPOINT string = notifications ? notifyTopic.outputs.endpoint : ''
+output SNAPCOPY_WORKBOOK_ID string = alerts.outputs.workbookId

@@ -35,5 +35,6 @@ resource reusedTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = if
 }
 
 output name string = name
+output id string = create ? createdTopic.id : reusedTopic.id
 output resourceGroupName string = resourceGroup().name
 output principalId string = create ? createdTopic.identity.principalId : reusedTopic.identity.principalId
