@@ -20,7 +20,7 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.service import Clock, Replicator, utc_now
 from shared.store import StateStore
-from shared.telemetry import Metrics
+from shared.telemetry import EVENTS_LOGGER, Metrics
 from shared.topic import EventGridTopic
 
 log = logging.getLogger("snapcopy")
@@ -99,15 +99,21 @@ def sweep_schedule() -> str:
 
 
 def export_metrics() -> bool:
-    """Send the metrics to Application Insights when the app has a connection string (the
-    Azure Monitor distro; Entra ID auth from APPLICATIONINSIGHTS_AUTHENTICATION_STRING, as
-    infra sets it). Metrics only: the Functions host already collects the logs and runs."""
+    """Send the metrics, and the transitions as custom events, to Application Insights when
+    the app has a connection string (the Azure Monitor distro; Entra ID auth from
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING, as infra sets it). No traces, and no other
+    logs: the Functions host already collects the logs and the runs."""
     if not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         return False
     try:
         from azure.monitor.opentelemetry import configure_azure_monitor
 
-        configure_azure_monitor(disable_logging=True, disable_tracing=True, enable_live_metrics=False)
+        configure_azure_monitor(
+            logger_name=EVENTS_LOGGER,
+            disable_tracing=True,
+            enable_live_metrics=False,
+            enable_performance_counters=False,  # the platform measures the instances itself
+        )
     except Exception as error:  # metrics must never stop replication
         log.error("metrics: cannot export to Application Insights (%s); replicating without them", error)
         return False

@@ -3,6 +3,12 @@
 and nowhere otherwise (the API's no-op meter). Tests read them with the SDK's in-memory
 reader (`Metrics(meter)`).
 
+Each transition is also a record of the `snapcopy.events` logger with its dimensions
+(event id, source, chain, region, copy id, transition) as fields: the distro turns those
+records into Application Insights custom events (`customEvents`, the dimensions in
+`customDimensions`). The logger does not propagate, so the Functions host, which drops
+a record's fields, does not log them a second time.
+
 Names and dimensions are a contract with the workbook and the alert rules in `infra/`
 (tests/test_monitoring.py holds them against each other): `target_region` on every copy
 metric, `family` and `source_disk` on the per-chain RPO.
@@ -12,15 +18,21 @@ It must not decide anything: the engine says what happened, this counts it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
 
+from shared import tokens
 from shared.notices import Notice, NoticeType
 
 METER = "snapcopy"
+EVENTS_LOGGER = "snapcopy.events"  # the distro exports this logger's records as custom events
+events_log = logging.getLogger(EVENTS_LOGGER)
+events_log.propagate = False
+events_log.setLevel(logging.INFO)
 NAMES = {
     "started": "snapcopy.copies.started",
     "completed": "snapcopy.copies.completed",
@@ -74,8 +86,10 @@ class Metrics:
         self._unsent = meter.create_counter(NAMES["unsent"], unit="{notice}", description="publishes left for later")
 
     def transitions(self, notices: Sequence[Notice]) -> None:
-        """Each committed transition, counted once (a transition commits once)."""
+        """Each committed transition, counted once (a transition commits once), and
+        recorded as a custom event with its dimensions."""
         for notice in notices:
+            events_log.info("%s %s", notice.type.value, notice.subject, extra=dimensions(notice))
             key = _COUNTED.get(notice.type)
             if key is None:
                 continue
@@ -118,3 +132,31 @@ class Metrics:
             self._published.add(sent)
         if left:
             self._unsent.add(left)
+
+
+def dimensions(notice: Notice) -> dict[str, str]:
+    """A transition's custom dimensions (`microsoft.custom_event.name` names the event)."""
+    data = notice.data
+    return {
+        "microsoft.custom_event.name": notice.type.value,
+        "eventId": notice.id,
+        "source": str(data.get("sourceSnapshotId") or data.get("sourceDiskId") or notice.subject),
+        "chain": _chain(str(data.get("copyId") or ""), str(data.get("targetRegion", ""))),
+        "region": str(data.get("targetRegion", "")),
+        "copyId": str(data.get("copyId") or ""),
+        "transition": notice.type.value.removeprefix("Snapcopy."),
+        "state": str(data.get("state", "")),
+        "errorCode": str((data.get("error") or {}).get("code", "")),
+        "reason": str(data.get("reason") or ""),
+    }
+
+
+def _chain(copy_id: str, region: str) -> str:
+    """The chain a copy belongs to, `<family>|<region>` (from the copy id the API issues)."""
+    if not copy_id:
+        return ""
+    try:
+        family = tokens.decode(copy_id, max_length=256).split("|", 1)[0]
+    except tokens.InvalidToken:
+        return ""
+    return f"{family}|{region}"

@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from shared.telemetry import NAMES
+from shared.ids import ResourceId
+from shared.model import ChainKey, CopyState, Job
+from shared.notices import NoticeType, announce
+from shared.telemetry import NAMES, dimensions
 from tests.test_infra import APP, INFRA, ROOT, accessor, body, function_names, module_calls, only, parsed, resources
 
 pytestmark = pytest.mark.slow  # node and pycep
@@ -27,10 +31,24 @@ TABLES = {
     "customMetrics": f"({COMMON}, name:string, value:real, valueCount:int, valueSum:real, valueMin:real, valueMax:real, valueStdDev:real)",  # noqa: E501
     "requests": f"({COMMON}, id:string, name:string, url:string, success:bool, resultCode:string, duration:real, performanceBucket:string, itemCount:int)",  # noqa: E501
     "traces": f"({COMMON}, message:string, severityLevel:int)",
+    "customEvents": f"({COMMON}, name:string, itemCount:int)",
     "exceptions": f"({COMMON}, type:string, outerMessage:string, problemId:string, severityLevel:int)",
 }
-# the dimensions shared/telemetry.py puts on its metrics
+# the dimensions shared/telemetry.py puts on its metrics and its transition events
 DIMENSIONS = {"target_region", "error_code", "family", "source_disk", "subscription", "method", "status_class"}
+EVENT_DIMENSIONS = set(
+    dimensions(
+        announce(
+            Job(
+                ChainKey("f", "r"),
+                ResourceId("s", "g", "snapshots", "n"),
+                datetime.now(UTC),
+                ResourceId("s", "g", "snapshots", "t"),
+                state=CopyState.SKIPPED,
+            )
+        )[1][0]
+    )
+)
 
 
 def unquoted(value: Any) -> Any:
@@ -78,8 +96,10 @@ def test_the_queries_name_only_metrics_dimensions_and_functions_the_code_emits(f
     # the ones an operator needs: copies, failures, RPO, in flight against the cap
     wanted = {"started", "completed", "failed", "skipped", "rpo", "worst_rpo", "in_flight", "duration", "handoff"}
     assert {NAMES[key] for key in wanted} <= metrics
-    dimensions = {name for text in texts for name in re.findall(r"customDimensions\.([A-Za-z_]+)", text)}
-    assert dimensions and dimensions <= DIMENSIONS
+    found = {name for text in texts for name in re.findall(r"customDimensions\.([A-Za-z_]+)", text)}
+    assert found and found <= DIMENSIONS | EVENT_DIMENSIONS, found - DIMENSIONS - EVENT_DIMENSIONS
+    events = {name for text in texts for name in re.findall(r'"(Snapcopy\.[A-Za-z]+)"', text)}
+    assert events and events <= {kind.value for kind in NoticeType}
     functions = {name for text in texts for name in re.findall(r'"([a-z]+_[a-z_]+)"', text)}
     assert functions and functions <= set(function_names), functions - set(function_names)
     assert "poll_copies" in alert_queries()["poll-not-running"]["query"]
