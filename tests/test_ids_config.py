@@ -107,6 +107,13 @@ def test_settings_load_with_defaults():
         ({"MAX_COPIES_PER_REGION": "lots"}, "MAX_COPIES_PER_REGION"),
         ({"POLL_SCHEDULE": "every minute"}, "POLL_SCHEDULE"),
         ({"STATE_TABLE_NAME": "snap-copy"}, "STATE_TABLE_NAME"),
+        ({"NOTIFY_TOPIC_ENDPOINT": "http://t.westus3-1.eventgrid.azure.net/api/events"}, "NOTIFY_TOPIC_ENDPOINT"),
+        ({"NOTIFY_TOPIC_ENDPOINT": "https://t.westus3-1.eventgrid.azure.net"}, "NOTIFY_TOPIC_ENDPOINT"),
+        (
+            {"NOTIFY_TOPIC_ENDPOINT": "https://t.westus3-1.eventgrid.azure.net/api/events?key=1"},
+            "NOTIFY_TOPIC_ENDPOINT",
+        ),
+        ({"RPO_ALERT_MINUTES": "1"}, "RPO_ALERT_MINUTES"),
     ],
 )
 def test_a_bad_setting_fails_with_its_name_and_value(changes, setting):
@@ -114,6 +121,20 @@ def test_a_bad_setting_fails_with_its_name_and_value(changes, setting):
         load_settings({**BASE_ENV, **changes})
     assert caught.value.setting == setting
     assert setting in str(caught.value)
+
+
+def test_notifications_are_off_unless_a_topic_endpoint_is_set_and_name_the_app_when_it_is_known():
+    assert load_settings(BASE_ENV).notify_endpoint is None
+    endpoint = "https://snapcopy.westus3-1.eventgrid.azure.net/api/events"
+    platform = {
+        "WEBSITE_OWNER_NAME": f"{SUB}+rg-dev-WestUS3webspace",
+        "WEBSITE_RESOURCE_GROUP": "rg-dev",
+        "WEBSITE_SITE_NAME": "func-snapcopy",
+    }
+    settings = load_settings({**BASE_ENV, "NOTIFY_TOPIC_ENDPOINT": endpoint, **platform})
+    assert settings.notify_endpoint == endpoint
+    assert settings.app_id == f"/subscriptions/{SUB}/resourceGroups/rg-dev/providers/Microsoft.Web/sites/func-snapcopy"
+    assert load_settings({**BASE_ENV, "WEBSITE_SITE_NAME": "func-snapcopy"}).app_id == ""  # elsewhere: "snapcopy"
 
 
 def test_a_ca_bundle_that_does_not_exist_stops_the_composition_root_naming_it():
