@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 CORE = [
-    "admission", "cursors", "config", "dedupe", "errors", "events", "ids", "model",
-    "placement", "poison", "policies", "progress", "refusals", "scheduler", "tokens",
+    "admission", "cursors", "config", "dedupe", "errors", "events", "ids", "model", "notices",
+    "placement", "poison", "policies", "progress", "refusals", "retention", "rpo", "scheduler", "tokens",
 ]  # fmt: skip
 HTTP_AND_TRIGGERS = [
     "api",
@@ -25,7 +25,7 @@ HTTP_AND_TRIGGERS = [
     "problems",
     "triggers",
 ]
-EDGES = ("shared.store", "shared.tables", "shared.arm")
+EDGES = ("shared.store", "shared.tables", "shared.arm", "shared.topic", "shared.telemetry")
 
 
 def module_name(path: Path) -> str:
