@@ -20,6 +20,7 @@ from local.emulator.world import World
 from local.fleet import Fleet
 from local.host import FunctionHost
 from local.tables import TableOperations, TableRows
+from local.topic import TopicServer
 from shared import runtime
 from shared.config import load_settings
 from shared.engine.reports import TickReport
@@ -141,6 +142,27 @@ def app_settings(emulator: EmulatorServer, storage_connection_string: str, table
         "STATE_TABLE_NAME": table_name,
         "ARM_ENDPOINT": emulator.url,
         "ARM_CA_BUNDLE": str(emulator.ca_path),
+    }
+
+
+@pytest.fixture(scope="session")
+def topic_server() -> Iterator[TopicServer]:
+    """The local Event Grid topic (real HTTPS) for the whole session."""
+    server = TopicServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def with_topic(app_settings: dict[str, str], topic_server: TopicServer) -> dict[str, str]:
+    """The app settings that publish notifications to the local topic (emptied for the test)."""
+    topic_server.topic.reset()
+    return {
+        **app_settings,
+        "NOTIFY_TOPIC_ENDPOINT": topic_server.endpoint,
+        "NOTIFY_CA_BUNDLE": str(topic_server.ca_path),
     }
 
 

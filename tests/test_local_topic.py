@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import requests
 from azure.core.credentials import AzureKeyCredential
@@ -17,14 +15,10 @@ from local.topic import TopicServer, problems
 pytestmark = pytest.mark.emulator
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[TopicServer]:
-    topic_server = TopicServer()
-    topic_server.start()
-    try:
-        yield topic_server
-    finally:
-        topic_server.stop()
+@pytest.fixture
+def server(topic_server: TopicServer) -> TopicServer:
+    topic_server.topic.reset()
+    return topic_server
 
 
 def client(server: TopicServer, credential: AzureKeyCredential | None = None) -> EventGridPublisherClient:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from local.emulator.credential import EmulatorCredential
 from local.topic import TopicServer
-from tests.conftest import Deployment
+from tests.conftest import Deployment, with_topic
 from tests.test_api_requests import call
 from tests.test_functions import copies, disk_with_snapshots, run_until_done, snapshot_events
 
@@ -21,21 +20,9 @@ pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
 TOKEN = "snapcopy-log-secrets-token-9f3b2c"  # the bearer token the run's identity gets
 
 
-@pytest.fixture(scope="module")
-def topic_server() -> Iterator[TopicServer]:
-    server = TopicServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def app_settings(app_settings: dict[str, str], topic_server: TopicServer) -> dict[str, str]:
-    topic_server.topic.reset()
-    topic = {"NOTIFY_TOPIC_ENDPOINT": topic_server.endpoint, "NOTIFY_CA_BUNDLE": str(topic_server.ca_path)}
-    return {**app_settings, **topic}
+    return with_topic(app_settings, topic_server)
 
 
 class Everything(logging.Handler):

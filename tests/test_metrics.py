@@ -4,7 +4,6 @@ notifications."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -16,7 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from local.emulator.faults import Fault
 from local.topic import TopicServer
 from shared.telemetry import METER, NAMES, Metrics
-from tests.conftest import Deployment
+from tests.conftest import Deployment, with_topic
 from tests.test_api_requests import call
 from tests.test_functions import copies, disk_with_snapshots, run_until_done, snapshot_events
 
@@ -33,24 +32,9 @@ def metrics(reader: InMemoryMetricReader) -> Metrics:
     return Metrics(MeterProvider(metric_readers=[reader]).get_meter(METER))
 
 
-@pytest.fixture(scope="module")
-def topic_server() -> Iterator[TopicServer]:
-    server = TopicServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def app_settings(app_settings: dict[str, str], topic_server: TopicServer) -> dict[str, str]:
-    topic_server.topic.reset()
-    return {
-        **app_settings,
-        "NOTIFY_TOPIC_ENDPOINT": topic_server.endpoint,
-        "NOTIFY_CA_BUNDLE": str(topic_server.ca_path),
-    }
+    return with_topic(app_settings, topic_server)
 
 
 def points(reader: InMemoryMetricReader, key: str) -> list[tuple[dict[str, Any], Any]]:

@@ -4,7 +4,6 @@ topic, Azurite holding the outbox, the ARM emulator doing the copies."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 
 from local.topic import TopicServer
-from tests.conftest import Deployment
+from tests.conftest import Deployment, with_topic
 from tests.test_api_requests import call
 from tests.test_functions import RG, copies, disk_with_snapshots, jobs, run_until_done, snapshot_events
 
@@ -21,25 +20,14 @@ pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
 STARTED, COMPLETED = "Snapcopy.CopyStarted", "Snapcopy.CopyCompleted"
 
 
-@pytest.fixture(scope="module")
-def topic_server() -> Iterator[TopicServer]:
-    server = TopicServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def app_settings(app_settings: dict[str, str], topic_server: TopicServer) -> dict[str, str]:
+    return with_topic(app_settings, topic_server)
 
 
 @pytest.fixture
-def topic(topic_server: TopicServer) -> TopicServer:
-    topic_server.topic.reset()
-    return topic_server
-
-
-@pytest.fixture
-def app_settings(app_settings: dict[str, str], topic: TopicServer) -> dict[str, str]:
-    return {**app_settings, "NOTIFY_TOPIC_ENDPOINT": topic.endpoint, "NOTIFY_CA_BUNDLE": str(topic.ca_path)}
+def topic(topic_server: TopicServer, app_settings: dict[str, str]) -> TopicServer:
+    return topic_server  # emptied by with_topic, for this test
 
 
 def outbox(deployment: Deployment) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ snapcopy that the matrix found are kept as regression seeds, with a minimal repr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,16 +20,6 @@ from tests.test_functions import copies, disk_with_snapshots, jobs, run_until_do
 from tests.test_sweep import scoped
 
 pytestmark = [pytest.mark.azurite, pytest.mark.emulator, pytest.mark.reliability]
-
-
-@pytest.fixture(scope="module")
-def topic_server() -> Iterator[TopicServer]:
-    server = TopicServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
