@@ -27,6 +27,7 @@ from shared.model import ChainHead, ChainKey, CopyState, InFlight, Job
 
 NAMESPACE = uuid.UUID("8a5f3b9e-51c1-4c4e-9d0b-3f2b6c1d7e42")  # snapcopy's notice ids (uuid5)
 DEFAULT_SOURCE = "snapcopy"  # CloudEvents `source` when the function app's id is not known
+QUEUED_MARK = "queued"  # `Job.announced` of a queued job: nothing announced for this attempt yet
 
 
 class NoticeType(StrEnum):
@@ -83,6 +84,7 @@ def due(job: Job) -> list[NoticeType]:
 
     A copy that ended without its start being announced (adopted by the sweep, finished
     by a restart) announces the start first, so every started copy has a `CopyStarted`.
+    A queued job (a new one, or one queued again by a retry) has announced nothing yet.
     """
     wanted = _wanted(job)
     if wanted is None or wanted.value == job.announced:
@@ -95,12 +97,21 @@ def due(job: Job) -> list[NoticeType]:
 
 def announce(job: Job) -> tuple[Job, list[Notice]]:
     """The job as it must be written (marked with what it announced) and its notices."""
+    if _wanted(job) is None:  # queued: its next attempt's notices are all still to come
+        return (job if job.announced == QUEUED_MARK else replace(job, announced=QUEUED_MARK)), []
     types = due(job)
     if not types:
         return job, []
     notices = [copy_notice(job, kind, job.announcements + index + 1) for index, kind in enumerate(types)]
     marked = replace(job, announced=types[-1].value, announcements=job.announcements + len(types))
     return marked, notices
+
+
+def assumed_announced(job: Job) -> str:
+    """What a job stored before notifications existed counts as having announced: its
+    state as stored (so a later write tells only what happens next, never the past)."""
+    wanted = _wanted(job)
+    return QUEUED_MARK if wanted is None else wanted.value
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -160,7 +171,8 @@ def stuck_notice(flight: InFlight, stuck_since: datetime, quiet: timedelta) -> N
 def rpo_notice(head: ChainHead, rpo: timedelta, now: datetime, newest_source: str) -> Notice:
     """A chain further behind than RPO_ALERT_MINUTES (once per breach).
 
-    Its subject is the chain's disk, or (disk unknown) the family's newest source snapshot."""
+    Its subject is the chain's disk, or (disk unknown) the family's newest source snapshot
+    (`newest_source`: never empty while the chain has a snapshot, which a breach needs)."""
     data = {
         "sourceDiskId": head.disk_id or None,
         "sourceSnapshotId": head.last_completed_source or None,

@@ -140,8 +140,12 @@ def publish_notices() -> None:
     do their own). Nothing when no Replicator was built (its settings failed)."""
     with _lock:
         instance = _process.get("replicator")
-    if instance is not None:
+    if instance is None:
+        return
+    try:
         instance.flush()
+    except Exception:  # an answer already made must not turn into an error
+        log.exception("notifications: publishing after a request failed; the timer resends")
 
 
 def install(instance: Replicator | None) -> None:

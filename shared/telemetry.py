@@ -18,9 +18,11 @@ It must not decide anything: the engine says what happened, this counts it.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Meter
@@ -62,8 +64,25 @@ _COUNTED = {
 }
 
 
+F = TypeVar("F", bound=Callable[..., None])
+log = logging.getLogger("snapcopy")
+
+
+def never_raises(method: F) -> F:
+    """Counting must never fail what it counts (an ARM call, a trigger): errors are logged."""
+
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            log.exception("metrics: %s failed (nothing else is affected)", method.__name__)
+
+    return cast(F, guarded)
+
+
 class Metrics:
-    """The instruments, made once per process."""
+    """The instruments, made once per process; no method raises."""
 
     def __init__(self, meter: Meter | None = None) -> None:
         meter = meter or metrics.get_meter(METER)
@@ -85,6 +104,7 @@ class Metrics:
         self._published = meter.create_counter(NAMES["published"], unit="{notice}", description="notices published")
         self._unsent = meter.create_counter(NAMES["unsent"], unit="{notice}", description="publishes left for later")
 
+    @never_raises
     def transitions(self, notices: Sequence[Notice]) -> None:
         """Each committed transition, counted once (a transition commits once), and
         recorded as a custom event with its dimensions."""
@@ -103,30 +123,37 @@ class Metrics:
                     seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(began)).total_seconds()
                     self._duration.record(max(0.0, seconds), {"target_region": attributes["target_region"]})
 
+    @never_raises
     def handoff(self, region: str, delay: timedelta) -> None:
         self._handoff.record(max(0.0, delay.total_seconds()), {"target_region": region})
 
+    @never_raises
     def in_flight(self, region: str, subscription: str, count: int) -> None:
         """Copies in flight in a (subscription, region) as each timer run found them (Azure's cap is 100)."""
         self._in_flight.set(count, {"target_region": region, "subscription": subscription.lower()})
 
+    @never_raises
     def queued(self, region: str, count: int) -> None:
         """Copies queued for a region: each sweep."""
         self._queued.set(count, {"target_region": region})
 
+    @never_raises
     def chain_rpo(self, region: str, family: str, disk: str, rpo: timedelta) -> None:
         self._rpo.set(rpo.total_seconds(), {"target_region": region, "family": family, "source_disk": disk})
 
+    @never_raises
     def region_rpo(self, region: str, worst: timedelta | None, over: int) -> None:
         if worst is not None:
             self._worst.set(worst.total_seconds(), {"target_region": region})
         self._breached.set(over, {"target_region": region})
 
+    @never_raises
     def arm_response(self, method: str, status: int) -> None:
         self._arm.add(1, {"method": method, "status_class": f"{status // 100}xx"})
         if status == 429:
             self._throttled.add(1, {"method": method})
 
+    @never_raises
     def delivered(self, sent: int, left: int) -> None:
         if sent:
             self._published.add(sent)

@@ -109,3 +109,14 @@ def test_rpo_agrees_between_the_api_the_metrics_and_the_notifications(
     assert worst.value == max(chain["rpoSeconds"] for chain in chains.values())
     assert total(reader, "breached", target_region="westus3") == 2
     assert total(reader, "queued", target_region="westus3") == 0
+
+
+def test_counting_never_fails_what_it_counts(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    class Broken:
+        def add(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("exporter trouble")
+
+    meter = Metrics()
+    monkeypatch.setattr(meter, "_arm", Broken())
+    meter.arm_response("GET", 200)  # inside every ARM call: must not raise
+    assert "arm_response failed" in caplog.text

@@ -8,7 +8,17 @@ from typing import Any
 
 from shared.ids import ResourceId
 from shared.model import ChainHead, ChainKey, CopyError, CopyState, InFlight, Job, Phase, RegionKey
-from shared.notices import Notice, NoticeType, announce, copy_id, due, rpo_notice, stuck_notice
+from shared.notices import (
+    QUEUED_MARK,
+    Notice,
+    NoticeType,
+    announce,
+    assumed_announced,
+    copy_id,
+    due,
+    rpo_notice,
+    stuck_notice,
+)
 from shared.rpo import Breach, behind, breach_change
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -102,3 +112,24 @@ def test_a_breach_is_news_once_and_again_only_after_it_ended():
     assert breach_change(head, timedelta(hours=1), alert) is None
     # no copy yet: the oldest snapshot waiting counts
     assert behind(ChainHead(CHAIN, (), SOURCE.group), [T0], T0 + timedelta(hours=3)) == timedelta(hours=3)
+
+
+def test_a_retried_copy_announces_its_new_attempt_whatever_it_ends_as():
+    failed, _ = announce(job(state=CopyState.FAILED, finished_at=T0, error=CopyError("X", "x")))
+    queued, owed = announce(replace(failed, state=CopyState.QUEUED, finished_at=None, error=None))
+    assert owed == [] and queued.announced == QUEUED_MARK
+    refused = replace(queued, state=CopyState.FAILED, finished_at=T0 + timedelta(hours=1), error=CopyError("Y", "y"))
+    (again,) = announce(refused)[1]  # refused for good at its next start: told again, with a new id
+    assert again.type is NoticeType.COPY_FAILED and again.data["error"]["code"] == "Y"
+    assert again.id != announce(job(state=CopyState.FAILED, finished_at=T0, error=CopyError("X", "x")))[1][0].id
+
+
+def test_a_job_stored_before_notifications_counts_its_stored_state_as_told():
+    done = job(state=CopyState.SUCCEEDED, started_at=T0, finished_at=T0)
+    stored = replace(done, announced=assumed_announced(done))
+    assert announce(replace(stored, prune_error="locked"))[1] == []  # rewritten: nothing replayed
+    assert [n.type for n in announce(replace(stored, pruned_at=T0))[1]] == [NoticeType.COPY_PRUNED]
+    copying = started()
+    in_flight = replace(copying, announced=assumed_announced(copying))
+    ended = replace(in_flight, state=CopyState.SUCCEEDED, finished_at=T0)
+    assert [n.type for n in announce(ended)[1]] == [NoticeType.COPY_COMPLETED]  # its end is news

@@ -156,3 +156,20 @@ def test_an_rpo_breach_is_announced_once_and_again_after_it_recovered(deployment
     deployment.advance(3600)
     deployment.replicator.sweep()
     assert len({e["id"] for e in topic.topic.events("Snapcopy.RpoBreached")}) == 2
+
+
+def test_a_topic_that_keeps_failing_costs_the_timer_one_request_not_one_per_partition(
+    deployment: Deployment, topic: TopicServer
+):
+    for index in range(3):
+        disk_with_snapshots(deployment, f"vm{index}-data0", 1)
+    topic.topic.fail_next(1000)
+    deployment.deliver(snapshot_events(deployment))
+    marks = [row for row in outbox(deployment) if row["PartitionKey"] == "outbox"]
+    assert len(marks) == 3  # three chains' partitions left unsent
+    before = topic.topic.requests
+    deployment.tick(advance=61)  # the rest after the failure is over: the timer resends
+    assert topic.topic.requests - before == 1  # all three partitions in one request, refused
+    topic.topic.reset()
+    run_until_done(deployment)
+    assert outbox(deployment) == [] and len(topic.topic.events(STARTED)) == 3

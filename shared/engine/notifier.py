@@ -14,12 +14,16 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
 from shared.engine.parts import Part
 from shared.notices import Notice
 from shared.topic import PublishFailed
 
 log = logging.getLogger("snapcopy")
+
+RESEND_BATCH = 100  # notices a resend request carries (Event Grid takes 1 MB; each is a few KiB)
+RESEND_BUDGET = timedelta(seconds=60)  # a timer run's resending stops after this long
 
 
 @dataclass
@@ -39,7 +43,7 @@ class Notifier(Part):
 
     def flush(self) -> Delivery:
         """Count the transitions this process committed, and publish their notices; on
-        failure, mark their partitions."""
+        failure, mark their partitions. Never raises (the metrics cannot either)."""
         taken = self.store.take_committed()
         self.metrics.transitions([notice for _, notice in taken])
         if not taken or self.deps.topic is None:
@@ -52,15 +56,26 @@ class Notifier(Part):
         return self._send(by_partition, unmark={})
 
     def resend(self) -> Delivery:
-        """The timer's step: send what the marked partitions still hold, then unmark them."""
-        if self.deps.topic is None:
-            return Delivery()
+        """The timer's step: send what the marked partitions still hold (RESEND_BATCH
+        notices a request), then unmark them; stop at the first failure, or at
+        RESEND_BUDGET, so a topic that hangs costs the run one timeout, not one per
+        partition."""
         delivery = Delivery()
+        if self.deps.topic is None:
+            return delivery
+        deadline = self.clock() + RESEND_BUDGET
         try:
             marks = self.store.outbox_marks()
-            for partition, etag in marks:
-                notices = self.store.load_outbox(partition)
-                delivery.add(self._send({partition: notices}, unmark={partition: etag}))
+            while marks and self.clock() < deadline:
+                batch: dict[str, list[Notice]] = {}
+                unmark: dict[str, str | None] = {}
+                while marks and sum(len(group) for group in batch.values()) < RESEND_BATCH:
+                    partition, etag = marks.pop(0)
+                    batch[partition], unmark[partition] = self.store.load_outbox(partition), etag
+                sent = self._send(batch, unmark=unmark)
+                delivery.add(sent)
+                if sent.left:
+                    break  # the topic failed: the next run tries again
         except Exception as error:  # the table failing here must not fail the run's copies
             log.error("notifications: cannot read the outbox (%s); the next run tries again", error)
         if delivery.sent:
@@ -100,8 +115,9 @@ class Notifier(Part):
         except Exception as error:  # never let a publish fail the run
             self.caches.note_topic(ok=False)
             return self._leave(by_partition, f"{type(error).__name__}: {error}")
-        self.caches.note_topic(ok=True)
-        self.metrics.delivered(len(notices), 0)
+        if notices:  # only a publish the topic took ends its rest
+            self.caches.note_topic(ok=True)
+            self.metrics.delivered(len(notices), 0)
         try:
             for partition, group in by_partition.items():
                 self.store.drop_outbox(partition, [notice.id for notice in group])

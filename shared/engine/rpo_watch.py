@@ -28,10 +28,13 @@ log = logging.getLogger("snapcopy")
 class RpoWatch(Part):
     """Compares each chain's RPO with the threshold and records breaches that began or ended."""
 
-    def check(self, heads: Sequence[ChainHead], queued: dict[str, list[tuple[str, datetime | None]]]) -> int:
+    def check(
+        self, heads: Sequence[ChainHead], queued: dict[str, list[tuple[str, datetime | None]]], errors: list[str]
+    ) -> int:
         """Measure every chain (metrics), announce the breaches that began (the count back)
         and forget those that ended. No breach is written when nobody listens (no
-        NOTIFY_TOPIC_ENDPOINT)."""
+        NOTIFY_TOPIC_ENDPOINT). A chain's trouble is added to `errors`: the others, and
+        the sweep's repairs, go on."""
         now = self.clock()
         began = 0
         regions: dict[str, list[timedelta]] = {}
@@ -52,6 +55,9 @@ class RpoWatch(Part):
                 began += self._record(head, change, rpo or timedelta(0), keys, now)
             except Conflict:
                 continue  # the head moved meanwhile: the next sweep looks again
+            except Exception as error:
+                errors.append(f"RPO of {head.key.partition}: {error}")
+                log.exception("sweep: cannot record the RPO breach of %s (the next sweep retries)", head.key.partition)
         for region, rpos in regions.items():
             self.metrics.queued(region, waiting.get(region, 0))
             self.metrics.region_rpo(
@@ -64,10 +70,11 @@ class RpoWatch(Part):
             self.store.save_head(replace(head, rpo_breached_at=None))
             log.info("RPO of %s is %d min again: under the threshold", head.key.partition, rpo.total_seconds() // 60)
             return 0
-        newest = ""
-        if not head.disk_id and not head.last_completed_source and keys:
-            job = self.store.load_job(head.key, max(keys))
-            newest = str(job.source_id) if job is not None else ""
+        newest = head.last_completed_source  # the subject when the disk is not known: the newest source
+        pending = [key for key in (*keys, head.copying_key) if key]
+        if not head.disk_id and pending:
+            job = self.store.load_job(head.key, max(pending))
+            newest = str(job.source_id) if job is not None else newest
         notice = rpo_notice(head, rpo, now, newest)
         self.store.save_head(replace(head, rpo_breached_at=now), [notice])
         log.warning(

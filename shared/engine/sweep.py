@@ -170,7 +170,7 @@ class Reconciler(Part):
         those reads were not taken at one instant."""
         heads = self.store.list_heads()
         queued = self.store.queued_by_chain()
-        report.rpo_breaches = self.rpo_watch.check(heads, queued)
+        report.rpo_breaches = self.rpo_watch.check(heads, queued, report.errors)
         for head in heads:
             try:
                 self._repair_head(head, loads, queued, report)

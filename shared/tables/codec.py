@@ -10,6 +10,7 @@ It must not do I/O: plain dicts in and out.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from shared.model import (
     RegionKey,
     Waiting,
 )
+from shared.notices import assumed_announced
 from shared.poison import EventFailure
 from shared.tables.keys import (
     CHAINS,
@@ -203,7 +205,7 @@ def size(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def job_from(chain: ChainKey, entity: Any) -> Job:
+def _job_from(chain: ChainKey, entity: Any) -> Job:
     code = entity.get("ErrorCode") or ""
     source_time = moment(entity.get("SourceTime"))
     if source_time is None:
@@ -241,6 +243,13 @@ def job_from(chain: ChainKey, entity: Any) -> Job:
         announced=entity.get("Announced", "") or "",
         announcements=int(entity.get("Announcements", 0) or 0),
     )
+
+
+def job_from(chain: ChainKey, entity: Any) -> Job:
+    """A job row as a Job; a row from before notifications existed counts its stored state
+    as announced (shared/notices.py `assumed_announced`)."""
+    job = _job_from(chain, entity)
+    return job if job.announced else replace(job, announced=assumed_announced(job))
 
 
 def tags_from(entity: Any) -> tuple[tuple[str, str], ...]:
