@@ -33,8 +33,22 @@ def test_a_job_reads_back_as_it_was_written():
         source_percent=42.5,
         source_checked_at=T0 + timedelta(minutes=3),
         size_bytes=128 << 30,
+        announced="Snapcopy.CopyFailed",
+        announcements=2,
     )
     assert job_from(job.chain, job_entity(job)) == job
+
+
+def test_a_job_row_from_before_notifications_counts_its_stored_state_as_announced():
+    """So a later write of it tells only what happens next (shared/notices.py)."""
+    (snap,) = family_snapshots(1)
+    row = job_entity(replace(job_for(snap), state=CopyState.SUCCEEDED))
+    del row["Announced"], row["Announcements"]
+    read = job_from(job_for(snap).chain, row)
+    assert read.announced == "Snapcopy.CopyCompleted" and read.announcements == 0
+    queued = job_entity(job_for(snap))
+    del queued["Announced"]
+    assert job_from(job_for(snap).chain, queued).announced == "queued"
 
 
 def test_a_head_and_a_flight_and_a_wait_marker_read_back_as_written():
