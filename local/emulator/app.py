@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from . import admin_api, arm_api
+from . import admin_api, arm_api, blob_api
 from .errors import ArmError
 from .gateway import RAW_SEND_KEY, ArmGateway, arm_response
 from .world import World
@@ -31,6 +31,7 @@ def create_app(world: World) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _route_error)
     app.include_router(arm_api.router)
     app.include_router(admin_api.router)
+    app.include_router(blob_api.router)  # after the admin routes: its paths are /<account>/<container>/<blob>
     return app
 
 

@@ -70,6 +70,26 @@ async def delete_resource(rid: ResourceDep, request: Request, world: WorldDep) -
     return Response(status_code=200 if deleted else 204)
 
 
+@router.post(_RG_SCOPE + "/snapshots/{name}/beginGetAccess")
+async def grant_access(
+    subscription: str, resource_group: str, name: str, request: Request, world: WorldDep
+) -> Response:
+    """Read access to a snapshot: 202 and an operation whose result is `{"accessSAS": ...}`."""
+    rid = ResourceId(subscription, resource_group, "snapshots", name)
+    body = dict(await _json_body(request))
+    operation = world.grant_access(rid, body, f"{request.url.scheme}://{request.url.netloc}")
+    return Response(status_code=202, headers=_lro_headers(operation, request))
+
+
+@router.post(_RG_SCOPE + "/snapshots/{name}/endGetAccess")
+async def revoke_access(
+    subscription: str, resource_group: str, name: str, request: Request, world: WorldDep
+) -> Response:
+    """End the snapshot's read access: 202 and an operation."""
+    operation = world.revoke_access(ResourceId(subscription, resource_group, "snapshots", name))
+    return Response(status_code=202, headers=_lro_headers(operation, request))
+
+
 @router.get(_RG_SCOPE + "/{kind}")
 async def list_in_resource_group(
     subscription: str, resource_group: str, kind: str, request: Request, world: WorldDep

@@ -1,8 +1,9 @@
 """The ARM front door: what every ARM request goes through before a route sees it.
 
 In order: canonical path casing, request counting, bearer auth, injected faults, api-version.
-Admin requests (`/_admin/...`) bypass it. A fault that reshapes the answer (`Fault.answer`) is
-handed to the route through the request state, since only the route builds the answer.
+Admin requests (`/_admin/...`) and the blob endpoint behind SAS URLs (`/md-...`) bypass it.
+A fault that reshapes the answer (`Fault.answer`) is handed to the route through the
+request state, since only the route builds the answer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .ids import canonical_path, counter_key, request_kind
 from .world import World
 
 ADMIN_PREFIX = "/_admin"
+BLOB_PREFIX = "/md-"  # a snapshot's SAS URL (blob_api.py): Storage, not ARM
 MIN_API_VERSION = date(2020, 12, 1)
 # Set by the app around the middleware stack: the server's own `send`, whose owner holds the
 # connection's transport (uvicorn's request cycle); needed to drop a connection on purpose.
@@ -45,7 +47,7 @@ class ArmGateway:
         self.world = world
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
+        if scope["type"] != "http" or scope["path"].startswith((ADMIN_PREFIX, BLOB_PREFIX)):
             await self.app(scope, receive, send)
             return
         path = canonical_path(scope["path"])

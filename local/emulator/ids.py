@@ -26,6 +26,8 @@ _KEYWORDS = {
         "operations",
         "snapshots",
         "disks",
+        "beginGetAccess",
+        "endGetAccess",
     )
 }
 _NAMESPACES = {"microsoft.compute": "Microsoft.Compute"}

@@ -23,6 +23,7 @@ class Operation:
     resource: ResourceId
     location: str
     started_at: datetime
+    result: dict[str, Any] | None = None  # an action's answer (grant access: the SAS), not the resource
 
     @property
     def subscription(self) -> str:
@@ -48,8 +49,10 @@ class Operations:
 
     _by_name: dict[str, Operation] = field(default_factory=dict)
 
-    def start(self, resource: ResourceId, location: str, now: datetime) -> Operation:
-        operation = Operation(str(uuid.uuid4()), resource, location, now)
+    def start(
+        self, resource: ResourceId, location: str, now: datetime, result: dict[str, Any] | None = None
+    ) -> Operation:
+        operation = Operation(str(uuid.uuid4()), resource, location, now, result)
         self._by_name[operation.name] = operation
         return operation
 

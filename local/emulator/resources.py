@@ -13,6 +13,7 @@ from .background import BackgroundCopy
 from .bodies import Encryption
 from .clock import arm_time
 from .config import GIB
+from .contents import DiskContents, Image
 from .copies import Copy
 from .ids import ResourceId
 
@@ -66,6 +67,7 @@ class Disk:
     family_id: str
     time_created: datetime
     encryption: Encryption = field(default_factory=Encryption)
+    contents: DiskContents | None = None  # what its snapshots capture (set when it is created)
 
     def to_arm(self, now: datetime, provisioning_state: str = "Succeeded") -> dict[str, Any]:
         """`now` is unused (disks do not progress); it keeps one signature for all resources."""
@@ -109,6 +111,8 @@ class Snapshot:
     background: BackgroundCopy | None = None
     extra_creation_data: dict[str, Any] = field(default_factory=dict)
     encryption: Encryption = field(default_factory=Encryption)
+    image: Image | None = None  # the disk's contents when it was taken (a CopyStart copy: its source's)
+    sas_until: datetime | None = None  # read access granted until then (revoking clears it)
 
     @property
     def size_bytes(self) -> int:
@@ -141,7 +145,7 @@ class Snapshot:
             "timeCreated": arm_time(self.time_created),
             "provisioningState": provisioning_state,
             "uniqueId": self.unique_id,
-            "diskState": "Unattached",
+            "diskState": "ActiveSAS" if self.sas_until is not None and now < self.sas_until else "Unattached",
             **_common_properties(),
             "encryption": self.encryption.to_arm(),
             "snapshotAccessState": self.access_state(now),

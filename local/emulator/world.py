@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from . import listing
+from .access import Grants
 from .background import BACKGROUND_COPY_SKUS, COPYABLE_STATES, BackgroundCopy
 from .bodies import (
     Encryption,
@@ -30,7 +31,9 @@ from .bodies import (
 )
 from .clock import Clock, RealClock, arm_time
 from .config import GIB, EmulatorConfig
+from .contents import DiskContents
 from .copies import CANCELLED_CODE, Copy
+from .data_plane import DataPlane
 from .errors import ArmError, bad_request, not_found
 from .events import DEFAULT_TENANT_ID, RequestInfo, resource_event
 from .faults import ArmedFaults, Fault
@@ -87,9 +90,10 @@ class _State:
     faults: ArmedFaults = field(default_factory=ArmedFaults)
     locks: dict[str, str] = field(default_factory=dict)  # resource key -> lock level (CanNotDelete, ReadOnly)
     deleted: list[dict[str, Any]] = field(default_factory=list)  # every snapshot deleted, as it was then
+    grants: Grants = field(default_factory=Grants)  # read access to snapshots (data_plane.py)
 
 
-class World:
+class World(DataPlane):
     """The in-memory Azure the emulator serves. Thread-safe.
 
     Copy-order watermark: for a (snapshot family, target region), the newest source
@@ -275,6 +279,7 @@ class World:
             if resource is None:
                 return False
             if isinstance(resource, Snapshot):
+                self._state.grants.revoke(rid.key)  # its SAS dies with it
                 self._state.deleted.append(
                     {
                         "id": resource.rid.arm_id,
@@ -311,7 +316,10 @@ class World:
         """What the operation's `Location` (monitor) URL answers once it is done: the resource's
         body, or None (204) if the resource is gone since."""
         with self._lock:
-            rid = self._state.operations.find(subscription, location, name).resource
+            operation = self._state.operations.find(subscription, location, name)
+            if operation.result is not None:
+                return operation.result
+            rid = operation.resource
             resource = self._table(rid.kind).get(rid.key)
             return resource.to_arm(self.clock.now()) if resource is not None else None
 
@@ -357,6 +365,8 @@ class World:
                 if size < existing.size_gb:
                     raise bad_request(f"Disk '{rid.name}' cannot shrink from {existing.size_gb} GB to {size} GB.")
                 existing.tags, existing.size_gb, existing.sku = tags, size, sku
+                if existing.contents is not None:
+                    existing.contents.grow(size * GIB)
                 self._emit(rid, "write", request, now)
                 return WriteResult(rid, existing.to_arm(now))
             disk = Disk(
@@ -370,6 +380,7 @@ class World:
                 family_id=str(uuid.uuid4()),
                 time_created=now,
                 encryption=encryption,
+                contents=DiskContents(size * GIB),
             )
             self._state.disks[rid.key] = disk
             return self._created(disk, request, now)
@@ -530,6 +541,7 @@ class World:
             background=background,
             extra_creation_data=extra,
             encryption=disk.encryption,
+            image=disk.contents.image() if disk.contents is not None else None,
         )
 
     def _start_copy(
