@@ -25,7 +25,7 @@ HTTP_AND_TRIGGERS = [
     "problems",
     "triggers",
 ]
-EDGES = ("shared.store", "shared.tables", "shared.arm", "shared.topic", "shared.telemetry")
+EDGES = ("shared.store", "shared.tables", "shared.arm", "shared.topic", "shared.telemetry", "shared.pageblobs")
 
 
 def module_name(path: Path) -> str:
