@@ -23,7 +23,14 @@ from shared.increments import Chunk, Span
 
 
 def _spans(ranges: Any) -> list[Span]:
-    return [(int(item["start"]), int(item["end"]) + 1) for item in ranges]
+    return [_span(item["start"], item["end"]) for item in ranges]
+
+
+def _span(start: int | None, last: int | None) -> Span:
+    """Storage's inclusive range as [start, end)."""
+    if start is None or last is None:
+        raise ValueError(f"Storage answered a page range without its bounds ({start}-{last})")
+    return int(start), int(last) + 1
 
 
 class SourceSnapshot:
@@ -42,7 +49,7 @@ class SourceSnapshot:
         if previous_sas_url is not None:
             changed, cleared = self._blob.get_page_range_diff_for_managed_disk(previous_sas_url)
             return _spans(changed), _spans(cleared)
-        allocated = [(item.start, item.end + 1) for item in self._blob.list_page_ranges() if not item.cleared]
+        allocated = [_span(item.start, item.end) for item in self._blob.list_page_ranges() if not item.cleared]
         return allocated, []
 
     def read(self, span: Span) -> bytes:
