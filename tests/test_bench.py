@@ -50,6 +50,11 @@ def test_a_tiny_benchmark_runs_end_to_end_and_reports_consistent_figures(tmp_pat
     assert 0 < document["import"]["median_seconds"] < 10
     names = {target["name"] for target in document["targets"]}
     assert any("makespan" in name for name in names) and any("cold import" in name for name in names)
+    diff = document["diff"]  # W4: the diff copy method, byte for byte, nothing copied twice
+    assert [run["workers"] for run in diff["runs"]] == [1, 2, 4]
+    assert all(run["equal_to_source"] for run in diff["runs"])
+    assert diff["read_per_changed"] == diff["written_per_changed"] == 1.0
+    assert diff["access"]["most_at_once"] <= 2 and diff["access"]["refused"] == 0
 
 
 def test_slot_refill_pairs_each_freed_slot_with_a_copy_that_was_waiting_for_one():

@@ -216,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         runs, scale = run_parallel(args, argv)
     console.print("  cold import of function_app")
     imports = cold_import(settings(args)["import_runs"])
+    console.print("  W4: the diff copy method (alone on the machine)")
+    from local.bench.diff import diff_workload
+
+    diff = diff_workload(args.quick, args.seed)
     command = "python -m local.bench " + " ".join(argv) if argv else "make bench"
     document: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -237,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "history": scale,
         "import": imports,
+        "diff": diff,
     }
     document["wall_seconds"] = round(time.monotonic() - began, 1)
     document["targets"] = [target.to_json() for target in report.targets(document)]
@@ -255,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"results in {args.out}/{name}; {document['wall_seconds']:.0f} s in all")
     incomplete = [name for name, run in runs.items() if run["copies_completed"] != run["copies_expected"]]
     refused = [name for name, run in runs.items() if run["refusals"]]
+    if not all(run["equal_to_source"] for run in diff["runs"]):
+        console.print("[red]✗ the diff copy method's blob differs from its source[/red]")
+        return 1
     if incomplete or refused:
         console.print(
             f"[red]✗ runs that did not copy everything: {incomplete}; refused by Azure's rules: {refused}[/red]"

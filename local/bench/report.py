@@ -129,7 +129,24 @@ def console_tables(document: dict[str, Any]) -> list[Table]:
     for item in document["targets"]:
         mark = {True: "[green]✓[/green]", False: "[red]✗[/red]", None: "?"}[item["met"]]
         judged.add_row(item["name"], _fmt(item["value"], item["unit"]), f"{item['rule']} {_fmt(item['limit'])}", mark)
-    return [runs, judged]
+    tables = [runs, judged]
+    diff = document.get("diff")
+    if diff:
+        w4 = Table(title="W4: the diff copy method")
+        for label in ("workers", "chain wall", "vs 1", "read/changed", "written/changed", "equal"):
+            w4.add_column(label, justify="right")
+        one = diff["runs"][0]
+        for run in diff["runs"]:
+            w4.add_row(
+                str(run["workers"]),
+                f"{run['wall_seconds']:.2f} s",
+                f"{run['wall_seconds'] / one['wall_seconds']:.2f}",
+                f"{run['bytes_read'] / run['bytes_changed']:.2f}",
+                f"{run['bytes_written'] / run['bytes_changed']:.2f}",
+                "yes" if run["equal_to_source"] else "NO",
+            )
+        tables.append(w4)
+    return tables
 
 
 def markdown(document: dict[str, Any]) -> str:
@@ -175,6 +192,7 @@ def markdown(document: dict[str, Any]) -> str:
                     f"| Table requests per tick, {size} history | {requests[f'snapcopy/{size}']:g} | "
                     f"{requests[f'naive/{size}']:g} |"
                 )
+    lines += diff_lines(document.get("diff"))
     imports = document.get("import")
     if imports:
         runs_text = ", ".join(f"{value:.2f}" for value in imports["runs"])
@@ -187,6 +205,37 @@ def markdown(document: dict[str, Any]) -> str:
         )
     lines += ["", "![in flight and queued over simulated time](../bench/results/latest.png)", FIGURES_END]
     return "\n".join(lines)
+
+
+def diff_lines(diff: dict[str, Any] | None) -> list[str]:
+    """W4, the diff copy method (local/bench/diff.py), as markdown."""
+    if not diff:
+        return []
+    shape = diff["shape"]
+    lines = [
+        "",
+        f"W4 diff copy method: a {shape['disk_gib']} GiB disk, a first snapshot of {shape['first_mib']} MiB and "
+        f"{shape['increments']} increments of {shape['changed_mib']} MiB each, through SAS URLs onto Azurite "
+        "page blobs:",
+        "",
+        "| workers | chain wall time | vs 1 worker | first increment | bytes read / changed | "
+        "bytes written / changed | equal to source |",
+        "|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    one = diff["runs"][0]
+    for run in diff["runs"]:
+        lines.append(
+            f"| {run['workers']} | {run['wall_seconds']:.2f} s | {run['wall_seconds'] / one['wall_seconds']:.2f} | "
+            f"{run['first_increment_mib']:.0f} MiB in {run['first_increment_seconds']:.2f} s | "
+            f"{run['bytes_read'] / run['bytes_changed']:.2f} | {run['bytes_written'] / run['bytes_changed']:.2f} | "
+            f"{'yes' if run['equal_to_source'] else '**no**'} |"
+        )
+    lines += [
+        "",
+        f"One worker: {diff['one_worker_mib_per_second']:.1f} MiB/s. Snapshots of the family with a SAS at once: "
+        f"at most {diff['access']['most_at_once']}; grants refused: {diff['access']['refused']}.",
+    ]
+    return lines
 
 
 def update_docs(path: Path, document: dict[str, Any]) -> None:
