@@ -9,19 +9,24 @@ from typing import Any
 
 import pytest
 
+from shared import policies
 from shared.ids import ResourceGroupId, ResourceId, Scope, TargetResourceGroup
 from shared.placement import evaluate, expand_name
 from shared.policies import (
     CopySpeed,
+    DiffStorage,
+    Method,
     Mode,
     PolicyError,
     Retention,
     implicit_policy,
     parse_policies,
+    policy_document,
 )
 from tests.builders import SUB
 
 OTHER = "0b7e7c1e-5d2a-4c39-9b0e-2f1d3c4b5a69"
+DIFF_STORAGE = {"blobEndpoint": "https://drstore.blob.core.windows.net/", "container": "snapcopy"}
 DES = f"/subscriptions/{SUB}/resourceGroups/dr-rg/providers/Microsoft.Compute/diskEncryptionSets/des-westus3"
 EXAMPLE: dict[str, Any] = {
     "name": "prod-dr",
@@ -40,6 +45,12 @@ EXAMPLE: dict[str, Any] = {
     "nameTemplate": "{source}-{region}",
     "mode": "all",
 }
+
+
+def diff(**fields: Any) -> dict[str, Any]:
+    """A policy with one diff target (none of the CopyStart-only fields)."""
+    target = {"region": "westus3", "resourceGroup": "dr-rg", "method": "diff", "storage": DIFF_STORAGE, **fields}
+    return {**EXAMPLE, "targets": [{key: value for key, value in target.items() if value is not None}]}
 
 
 def parse(*policies: dict[str, Any]) -> Any:
@@ -95,7 +106,14 @@ def test_defaults_of_a_minimal_policy():
             "in the target's subscription",
         ),
         (with_({}, {"resourceGroup": "bad/name"}), "targets[0].resourceGroup", "resource group name"),
-        (with_({}, {"method": "diff"}), "targets[0].method", "not built yet"),
+        (with_({}, {"method": "copy"}), "targets[0].method", "'copyStart' or 'diff'"),
+        (diff(storage=None), "targets[0].storage", "a JSON object"),
+        (diff(storage={"blobEndpoint": "http://store.example", "container": "snapcopy"}), "blobEndpoint", "https://"),
+        (diff(storage={**DIFF_STORAGE, "container": "A"}), "targets[0].storage.container", "3-63 lower-case"),
+        (diff(copySpeed="Standard"), "targets[0].copySpeed", "CopyStart only"),
+        (diff(retain={"count": 2}), "targets[0].retain", "CopyStart only"),
+        (diff(), "targets[0].method", "does not yet recover"),
+        (with_({}, {"storage": DIFF_STORAGE}), "targets[0].storage", "only the diff method"),
         (with_({}, {"speed": "Enhanced"}), "targets[0].speed", "one of"),
         (with_({"sources": {"scopes": ["/subscriptions/nope"]}}), "sources.scopes[0]", "/subscriptions/<guid>"),
         (with_({"sources": {"tags": {"backup": 1}}}), "sources.tags.backup", "a string"),
@@ -231,3 +249,14 @@ def test_a_cut_name_differs_by_region_even_without_a_region_token():
     west = expand_name("{source}-{region}", long, None, "westus3", WHEN)
     central = expand_name("{source}-{region}", long, None, "centralus", WHEN)
     assert west != central and len(west) <= 80 and len(central) <= 80
+
+
+def test_a_diff_target_reads_back_as_written_once_the_method_is_enabled(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(policies, "DIFF_ENABLED", True)
+    (policy,) = parse(diff())
+    (target,) = policy.targets
+    assert target.method is Method.DIFF
+    assert target.storage == DiffStorage("https://drstore.blob.core.windows.net", "snapcopy")
+    local = {"blobEndpoint": "http://127.0.0.1:10000/devstoreaccount1", "container": "snapcopy"}
+    assert parse(diff(storage=local))[0].targets[0].storage == DiffStorage(local["blobEndpoint"], "snapcopy")
+    assert parse_policies(json.dumps([policy_document(policy)])) == (policy,)
