@@ -43,19 +43,24 @@ class Chunk:
         return sum(end - start for start, end in self.writes)
 
 
+def joined(spans: Iterable[Span]) -> list[Span]:
+    """Sorted, with touching or overlapping ranges joined into one."""
+    out: list[Span] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
 def normalized(spans: Iterable[Span], size: int, what: str) -> list[Span]:
     """Sorted and joined, after checking each is page-aligned and inside the blob."""
     ordered = sorted(spans)
     for start, end in ordered:
         if start % PAGE or end % PAGE or not 0 <= start < end <= size:
             raise InvalidRanges(f"{what} range {start}-{end} is not whole 512-byte pages inside {size} bytes")
-    out: list[Span] = []
-    for start, end in ordered:
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
+    return joined(ordered)
 
 
 def plan(changed: Iterable[Span], cleared: Iterable[Span], *, size: int, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:

@@ -20,7 +20,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from local.emulator import World
 from local.emulator.server import EmulatorServer
 from local.fleet import Fleet
-from shared.increments import PAGE, plan
+from shared.increments import PAGE, joined, plan
 from shared.pageblobs import SourceSnapshot, TargetBlob, copy_chunk
 from tests.builders import SUB
 
@@ -122,7 +122,7 @@ def test_each_increment_leaves_a_blob_snapshot_equal_to_its_source_snapshot(
         copy = container.get_blob_client("family.vhd", snapshot=stamp)
         assert copy.get_blob_properties().size == image.size
         allocated = [(r.start or 0, (r.end or 0) + 1) for r in copy.list_page_ranges() if not r.cleared]
-        assert _joined(allocated) == image.allocated(), f"increment {index}: allocated ranges differ"
+        assert joined(allocated) == image.allocated(), f"increment {index}: allocated ranges differ"
 
         def blob_read(offset: int, length: int, copy: BlobClient = copy) -> bytes:
             return bytes(copy.download_blob(offset=offset, length=length).readall())
@@ -131,24 +131,3 @@ def test_each_increment_leaves_a_blob_snapshot_equal_to_its_source_snapshot(
         assert copy.get_blob_properties().metadata["sourcesnapshotid"] == snapshot_id
     assert read_total == changed_total  # nothing read twice (the repeated chunk aside), nothing unchanged read
     assert world.access_counters()["most_at_once"] <= 2 and world.access_counters()["refused"] == 0
-
-
-def _joined(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
-def test_preparing_a_blob_that_exists_keeps_its_pages_and_only_grows_it(container: ContainerClient):
-    first, second = TargetBlob(container, "family.vhd"), TargetBlob(container, "family.vhd")
-    first.prepare(4 * MIB)
-    first.write((0, PAGE), b"x" * PAGE)
-    second.prepare(2 * MIB)  # another chunk of the same increment, later: nothing is emptied
-    second.prepare(8 * MIB)  # the disk grew
-    blob = container.get_blob_client("family.vhd")
-    assert blob.get_blob_properties().size == 8 * MIB
-    assert blob.download_blob(offset=0, length=PAGE).readall() == b"x" * PAGE

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.increments import MAX_PAGE_WRITE, PAGE, Chunk, InvalidRanges, plan
+from shared.increments import MAX_PAGE_WRITE, PAGE, Chunk, InvalidRanges, joined, plan
 
 MIB = 1024 * 1024
 SIZE = 64 * MIB
@@ -27,27 +27,17 @@ def disjoint_ranges(draw: st.DrawFn) -> tuple[list[tuple[int, int]], list[tuple[
     return changed, cleared
 
 
-def covered(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
 @settings(max_examples=150, deadline=None)
 @given(ranges=disjoint_ranges(), chunk_pages=st.integers(1, 64).map(lambda k: k * 512))
 def test_every_changed_byte_is_written_once_at_its_offset_and_every_clear_kept(ranges, chunk_pages):
     changed, cleared = ranges
     chunks = plan(changed, cleared, size=SIZE, chunk_bytes=chunk_pages * PAGE)
     writes = [span for chunk in chunks for span in chunk.writes]
-    assert covered(writes) == covered(changed)
-    assert sum(end - start for start, end in writes) == sum(end - start for start, end in covered(changed))
+    assert joined(writes) == joined(changed)
+    assert sum(end - start for start, end in writes) == sum(end - start for start, end in joined(changed))
     assert all(start % PAGE == 0 and end % PAGE == 0 and 0 < end - start <= MAX_PAGE_WRITE for start, end in writes)
     assert all(chunk.write_bytes <= chunk_pages * PAGE for chunk in chunks)
-    assert covered([span for chunk in chunks for span in chunk.clears]) == covered(cleared)
+    assert joined([span for chunk in chunks for span in chunk.clears]) == joined(cleared)
     assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
 
 

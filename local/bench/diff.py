@@ -34,7 +34,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from local.emulator import EmulatorServer, VirtualClock, World
 from local.emulator.config import EmulatorConfig
 from local.fleet import Fleet
-from shared.increments import PAGE, Chunk, plan
+from shared.increments import PAGE, Chunk, joined, plan
 from shared.pageblobs import SourceSnapshot, TargetBlob, copy_chunk
 
 MIB = 1024 * 1024
@@ -143,16 +143,10 @@ class Bench:
     def _equal(self, blob: str, stamp: str) -> bool:
         image = self.world.snapshot_image(self.snapshots[-1])
         copy = self.container.get_blob_client(blob, snapshot=stamp)
-        allocated = [(r.start or 0, (r.end or 0) + 1) for r in copy.list_page_ranges() if not r.cleared]
-        joined: list[tuple[int, int]] = []
-        for start, end in sorted(allocated):
-            if joined and start <= joined[-1][1]:
-                joined[-1] = (joined[-1][0], max(joined[-1][1], end))
-            else:
-                joined.append((start, end))
-        if joined != image.allocated():
+        allocated = joined((r.start or 0, (r.end or 0) + 1) for r in copy.list_page_ranges() if not r.cleared)
+        if allocated != image.allocated():
             return False
-        for start, end in joined:
+        for start, end in allocated:
             for offset in range(start, end, 8 * MIB):
                 length = min(end, offset + 8 * MIB) - offset
                 ours = copy.download_blob(offset=offset, length=length).readall()
