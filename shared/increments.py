@@ -5,9 +5,9 @@ Azure's page-range diff reports as changed are read from the source and written 
 same offsets; the ranges it reports as cleared are cleared. The first snapshot of a chain
 (or a re-base) is the same with its allocated ranges as "changed" and nothing cleared.
 
-Chunks are the unit of work (one queue message each): at most `chunk_bytes` of writes,
-every write a whole number of 512-byte pages and at most 4 MiB (Put Page's limit), each
-at its own offset; a range larger than a chunk is split across chunks, never moved.
+Chunks are the unit of work (one queue message each): at most `chunk_bytes` of writes and
+MAX_RANGES ranges, every write a whole number of 512-byte pages and at most 4 MiB (Put
+Page's limit), each at its own offset; a range larger than a chunk is split across chunks, never moved.
 Writing a chunk twice is harmless, so chunks may run in any order and more than once.
 
 Pure: it must not read a blob, the table or a clock.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 PAGE = 512  # bytes: page blobs and managed disks are read and written in 512-byte pages
 MAX_PAGE_WRITE = 4 * 1024 * 1024  # Put Page: at most 4 MiB in one update
 CHUNK_BYTES = 32 * 1024 * 1024  # the writes one chunk (one queue message) carries by default
-MAX_CLEARS = 256  # cleared ranges per chunk (a Clear Page each; any length)
+MAX_RANGES = 1000  # ranges per chunk, writes or clears: its queue message stays well under 64 KiB
 
 Span = tuple[int, int]  # [start, end) in bytes
 
@@ -72,13 +72,14 @@ def plan(changed: Iterable[Span], cleared: Iterable[Span], *, size: int, chunk_b
     if _overlap(writes, clears):
         raise InvalidRanges("a range is reported both changed and cleared")
     chunks = [Chunk(index, pieces) for index, pieces in enumerate(_cut(writes, chunk_bytes))]
-    for start in range(0, len(clears), MAX_CLEARS):
-        chunks.append(Chunk(len(chunks), clears=tuple(clears[start : start + MAX_CLEARS])))
+    for start in range(0, len(clears), MAX_RANGES):
+        chunks.append(Chunk(len(chunks), clears=tuple(clears[start : start + MAX_RANGES])))
     return chunks
 
 
 def _cut(writes: Sequence[Span], chunk_bytes: int) -> list[tuple[Span, ...]]:
-    """Writes in chunks of at most `chunk_bytes`, each piece at most MAX_PAGE_WRITE."""
+    """Writes in chunks of at most `chunk_bytes` and MAX_RANGES pieces, each piece at most
+    MAX_PAGE_WRITE."""
     chunks: list[tuple[Span, ...]] = []
     current: list[Span] = []
     room = chunk_bytes
@@ -89,7 +90,7 @@ def _cut(writes: Sequence[Span], chunk_bytes: int) -> list[tuple[Span, ...]]:
             current.append((offset, offset + piece))  # the piece keeps its own offset
             offset += piece
             room -= piece
-            if room == 0:
+            if room == 0 or len(current) == MAX_RANGES:
                 chunks.append(tuple(current))
                 current, room = [], chunk_bytes
     if current:

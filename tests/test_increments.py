@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.increments import MAX_PAGE_WRITE, PAGE, Chunk, InvalidRanges, joined, plan
+from shared.increments import MAX_PAGE_WRITE, MAX_RANGES, PAGE, Chunk, InvalidRanges, joined, plan
 
 MIB = 1024 * 1024
 SIZE = 64 * MIB
@@ -37,6 +37,7 @@ def test_every_changed_byte_is_written_once_at_its_offset_and_every_clear_kept(r
     assert sum(end - start for start, end in writes) == sum(end - start for start, end in joined(changed))
     assert all(start % PAGE == 0 and end % PAGE == 0 and 0 < end - start <= MAX_PAGE_WRITE for start, end in writes)
     assert all(chunk.write_bytes <= chunk_pages * PAGE for chunk in chunks)
+    assert all(len(chunk.writes) <= MAX_RANGES and len(chunk.clears) <= MAX_RANGES for chunk in chunks)
     assert joined([span for chunk in chunks for span in chunk.clears]) == joined(cleared)
     assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
 
@@ -54,6 +55,14 @@ def test_a_range_larger_than_a_chunk_is_split_across_chunks_keeping_its_offsets(
 def test_a_range_straddling_a_chunk_boundary_continues_in_the_next_chunk():
     chunks = plan([(0, MIB), (2 * MIB, 4 * MIB)], [], size=SIZE, chunk_bytes=2 * MIB)
     assert [chunk.writes for chunk in chunks] == [((0, MIB), (2 * MIB, 3 * MIB)), ((3 * MIB, 4 * MIB),)]
+
+
+def test_a_fragmented_increment_keeps_each_chunk_within_its_range_count():
+    """A chunk travels in a queue message (64 KiB): many small ranges are cut by count too."""
+    changed = [(index * 2 * PAGE, index * 2 * PAGE + PAGE) for index in range(2500)]
+    chunks = plan(changed, [(SIZE - PAGE * 1500, SIZE)], size=SIZE)
+    assert [len(chunk.writes) for chunk in chunks[:3]] == [MAX_RANGES, MAX_RANGES, 500]
+    assert chunks[3].clears == ((SIZE - PAGE * 1500, SIZE),)
 
 
 def test_an_unchanged_snapshot_is_an_increment_with_no_chunks():
