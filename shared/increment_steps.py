@@ -1,0 +1,87 @@
+"""What a diff increment in flight needs next, decided from its row, the chunks done and now.
+
+An increment is `planning` (its grants, ranges and chunks being made), `copying` (its
+chunks on the queue) or `finishing` (its blob snapshot being taken and its job
+committed). Every step of it may die half-way; the timer asks `next_step` for each
+increment in flight and does what it says, so nothing is left half-done:
+
+- planning for longer than the grace: plan again (a new generation: the old plan's
+  messages are dropped when they arrive);
+- copying with every chunk done: finish (the chunk that found it so may have died);
+- copying with a grant that runs out within the margin: grant again (same generation);
+- copying with nothing done for longer than the grace: put the missing chunks on the
+  queue again (copying a chunk twice is harmless);
+- finishing for longer than the grace: finish again (taking the blob snapshot is made
+  idempotent by the shell: one with this source's metadata is reused).
+
+Pure: it must not read the table, a queue or a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+PLAN_GRACE = timedelta(minutes=10)  # longer than any planning takes: a planner that took longer died
+CHUNK_GRACE = timedelta(minutes=15)  # no chunk done for this long: its messages were lost or poisoned
+GRANT_MARGIN = timedelta(minutes=30)  # a SAS is renewed this long before it runs out
+
+
+class IncrementState(StrEnum):
+    PLANNING = "planning"
+    COPYING = "copying"
+    FINISHING = "finishing"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What an increment's row says of it."""
+
+    state: IncrementState
+    generation: int
+    chunks: int  # how many its plan has (0 until planned; an empty diff has none)
+    changed_at: datetime  # when it last moved: planned, a chunk done, finishing claimed
+    grant_expires: datetime | None = None
+
+
+class Action(StrEnum):
+    WAIT = "wait"
+    PLAN = "plan"  # again, as a new generation
+    REGRANT = "regrant"
+    REQUEUE = "requeue"
+    FINISH = "finish"
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    missing: tuple[int, ...] = ()  # the chunks to put on the queue again (REQUEUE)
+    why: str = ""
+
+
+def all_done(progress: Progress, done: Set[int]) -> bool:
+    """Whether every chunk of the increment's current plan is done."""
+    return progress.state is not IncrementState.PLANNING and all(i in done for i in range(progress.chunks))
+
+
+def next_step(progress: Progress, done: Set[int], now: datetime) -> Step:
+    """What the timer does for an increment in flight (see the module's docstring)."""
+    quiet = now - progress.changed_at
+    if progress.state is IncrementState.PLANNING:
+        if quiet > PLAN_GRACE:
+            return Step(Action.PLAN, why=f"planning stopped {int(quiet.total_seconds() // 60)} min ago")
+        return Step(Action.WAIT)
+    if progress.state is IncrementState.FINISHING:
+        if quiet > PLAN_GRACE:
+            return Step(Action.FINISH, why="a finish stopped half-way")
+        return Step(Action.WAIT)
+    if all_done(progress, done):
+        return Step(Action.FINISH, why="every chunk is done")
+    if progress.grant_expires is not None and now >= progress.grant_expires - GRANT_MARGIN:
+        return Step(Action.REGRANT, why="the read access runs out")
+    if quiet > CHUNK_GRACE:
+        missing = tuple(i for i in range(progress.chunks) if i not in done)
+        return Step(Action.REQUEUE, missing, why=f"no chunk done for {int(quiet.total_seconds() // 60)} min")
+    return Step(Action.WAIT)
