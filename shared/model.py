@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from shared.ids import ResourceGroupId, ResourceId
+from shared.increment_steps import IncrementState, Progress
 
 # snapshotAccessState values from which a snapshot may be copied ("" = not reported)
 COPYABLE_ACCESS_STATES = frozenset({"", "available", "availablewithinstantaccess"})
@@ -276,6 +277,34 @@ class RegionLoad:
     @property
     def busy_families(self) -> frozenset[str]:
         return frozenset(flight.chain.family_id.lower() for flight in self.in_flight)
+
+
+@dataclass(frozen=True)
+class Increment:
+    """A diff chain's job being copied by increments: its plan and its read access.
+
+    `base_id` is the source snapshot the increment is diffed against ("" for a full copy
+    or a re-base); the SAS URLs are the grants the plan read with (they run out at
+    `grant_expires`); `stamp` is the blob snapshot once taken."""
+
+    chain: ChainKey
+    job_key: str
+    state: IncrementState
+    generation: int
+    chunks: int
+    changed_at: datetime
+    source_sas: str = ""
+    base_sas: str = ""
+    base_id: str = ""
+    grant_expires: datetime | None = None
+    blob: str = ""
+    size: int = 0
+    stamp: str = ""
+    etag: str | None = None
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(self.state, self.generation, self.chunks, self.changed_at, self.grant_expires)
 
 
 @dataclass(frozen=True)

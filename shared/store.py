@@ -20,6 +20,7 @@ from shared.tables.gateway import (
     Conflict,
     retrying,
 )
+from shared.tables.increments import IncrementRows
 from shared.tables.index import IndexRows
 from shared.tables.keys import WAIT_PREFIX
 from shared.tables.slots import SlotRows
@@ -41,5 +42,5 @@ __all__ = [
 ]
 
 
-class StateStore(ChainRows, SlotRows, IndexRows):
+class StateStore(ChainRows, SlotRows, IndexRows, IncrementRows):
     """The repository over one Table; created once per process and shared."""

@@ -6,6 +6,8 @@ One table; its partitions (README, "How state is kept"):
 |------------------------------|---------------------|------------------------------------------------|
 | `chain|<family>|<region>`    | `head`              | order watermark, what is copying, last done    |
 |                              | `job|<time>|<name>` | one source snapshot's copy, sorted by creation |
+|                              | `inc|<job key>`     | a diff chain's increment in flight (its plan)  |
+|                              | `chunk|<job key>|<generation>|<index>` | a chunk of it done  |
 | `region|<sub>|<region>`      | `counter`           | copies in flight (Azure's cap counts these)    |
 |                              | `flight|<family>`   | the one copy of that family in flight          |
 |                              | `wait|<family>`     | a chain with queued work waiting for a slot    |
@@ -36,11 +38,18 @@ WAIT_PREFIX = "wait|"
 DIRECTORY = "regions"
 POISON = "poison"
 CHAINS = "chains"
+INCREMENT_PREFIX = "inc|"
+CHUNK_PREFIX = "chunk|"
 OUTBOX = "outbox"
 OUTBOX_PREFIX = "outbox|"
 OUTBOX_LOW, OUTBOX_HIGH = "outbox|", "outbox}"
 CHAIN_LOW, CHAIN_HIGH = "chain|", "chain}"  # every chain partition, and nothing else
 SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def chunk_key(job_key: str, generation: int, index: int) -> str:
+    """A done chunk's RowKey: sorted by job, plan generation and index."""
+    return f"{CHUNK_PREFIX}{job_key}|{generation:06d}|{index:06d}"
 
 
 def poison_key(event_id: str) -> str:
