@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.ids import REGION
 from shared.openapi_schema import closed, ref
-from shared.policies import TOKENS, CopySpeed, Mode
+from shared.policies import TOKENS, CopySpeed, Method, Mode
 from shared.policy_api import EVALUATE_FIELDS
 
 _REGION = f"^{REGION}$"
@@ -24,12 +24,18 @@ def policy_schemas() -> dict[str, Any]:
             "region": {"type": "string", "pattern": _REGION},
             "resourceGroup": {"type": "string", "description": "A resource group name or a full id."},
             "diskEncryptionSetId": {"type": "string"},
-            "copySpeed": {"enum": [speed.value for speed in CopySpeed]},
+            "copySpeed": {"enum": [speed.value for speed in CopySpeed], "description": "CopyStart targets only."},
             "retain": closed(
                 {"count": {"type": "integer", "minimum": 1}, "days": {"type": "integer", "minimum": 1}}, []
             ),
+            "method": {"enum": [method.value for method in Method]},
+            "storage": closed(
+                {"blobEndpoint": {"type": "string", "format": "uri"}, "container": {"type": "string"}},
+                ["blobEndpoint", "container"],
+                "Where a diff target's page blobs live (the diff method only).",
+            ),
         },
-        ["region", "copySpeed"],
+        ["region", "method"],
         "One target region of a policy; fields left out take their defaults.",
     )
     tokens = ", ".join(f"{{{token}}}" for token in TOKENS)
