@@ -26,7 +26,15 @@ HTTP_AND_TRIGGERS = [
     "problems",
     "triggers",
 ]
-EDGES = ("shared.store", "shared.tables", "shared.arm", "shared.topic", "shared.telemetry", "shared.pageblobs")
+EDGES = (
+    "shared.store",
+    "shared.tables",
+    "shared.arm",
+    "shared.topic",
+    "shared.telemetry",
+    "shared.pageblobs",
+    "shared.chunk_queue",
+)
 
 
 def module_name(path: Path) -> str:
