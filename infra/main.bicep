@@ -135,10 +135,21 @@ var policyGroupsByName = [for i in range(0, length(policyGroupNames) * length(so
 var policyBesideSource = length(filter(policyTargets, target => !contains(target, 'resourceGroup'))) > 0
 var policyTargetScopes = union(policyGroupIds, policyGroupsByName, policyBesideSource ? sourceScopeList : [])
 var targetScopeList = empty(policies) ? settingsTargetScopes : policyTargetScopes
+// The diff method's source scopes: those of every policy with a diff target (its own
+// `sources.scopes`, else COPY_SOURCE_SCOPES): the snapshot access role goes there.
+var diffPolicies = filter(policies, policy => length(filter(policy.targets, target => contains(target, 'method') && target.method == 'diff')) > 0)
+var diffScopeLists = [for policy in diffPolicies: contains(policy, 'sources') && contains(policy.sources, 'scopes') ? policy.sources.scopes : sourceScopeList]
+var diffScopeEntries = flatten(diffScopeLists)
+var diffScopesLower = [for scope in diffScopeEntries: toLower(scope)]
+var diffSourceScopes = union(diffScopesLower, [])
+var diffSubscriptionScopes = filter(diffSourceScopes, scope => length(split(scope, '/')) == 3)
+var diffGroupScopes = filter(diffSourceScopes, scope => length(split(scope, '/')) == 5)
+var diffSubscriptionEntries = [for scope in diffSourceScopes: '/subscriptions/${split(scope, '/')[2]}']
 var sourceSubscriptionEntries = [for scope in sourceScopeList: '/subscriptions/${split(scope, '/')[2]}']
 var targetSubscriptionEntries = [for scope in targetScopeList: '/subscriptions/${split(scope, '/')[2]}']
 var targetSubscriptionList = union(targetSubscriptionEntries, [])
-var rbacSubscriptionScopes = union([toLower(subscription().id)], sourceSubscriptionEntries, targetSubscriptionList)
+var rbacSubscriptionScopes = union([toLower(subscription().id)], sourceSubscriptionEntries, targetSubscriptionList, diffSubscriptionEntries)
+var operationSubscriptions = union(targetSubscriptionList, diffSubscriptionEntries)
 var rbacSubscriptionIds = [for scope in rbacSubscriptionScopes: split(scope, '/')[2]]
 // "/subscriptions/x" splits into 3 parts, "/subscriptions/x/resourcegroups/y" into 5.
 var sourceSubscriptionScopes = filter(sourceScopeList, scope => length(split(scope, '/')) == 3)
@@ -396,13 +407,37 @@ module copyWriteOnGroups 'app/rbac/resource-group-assignment.bicep' = [
 ]
 
 module operationReadOnSubscriptions 'app/rbac/subscription-assignment.bicep' = [
-  for scope in targetSubscriptionList: {
+  for scope in operationSubscriptions: {
     name: 'snapcopy-operations-${uniqueString(scope, environmentName)}'
     scope: subscription(split(scope, '/')[2])
     params: {
       principalId: identity.outputs.principalId
       roleDefinitionGuid: roles.outputs.operationReaderRoleGuid
-      purpose: 'snapcopy: read the status of its snapshot deletes'
+      purpose: 'snapcopy: read the status of its snapshot deletes and read-access grants'
+    }
+  }
+]
+
+module snapshotAccessOnSubscriptions 'app/rbac/subscription-assignment.bicep' = [
+  for scope in diffSubscriptionScopes: {
+    name: 'snapcopy-access-${uniqueString(scope, environmentName)}'
+    scope: subscription(split(scope, '/')[2])
+    params: {
+      principalId: identity.outputs.principalId
+      roleDefinitionGuid: roles.outputs.snapshotAccessRoleGuid
+      purpose: 'snapcopy: grant and revoke read access to the snapshots the diff method copies'
+    }
+  }
+]
+
+module snapshotAccessOnGroups 'app/rbac/resource-group-assignment.bicep' = [
+  for scope in diffGroupScopes: {
+    name: 'snapcopy-access-${uniqueString(scope, environmentName)}'
+    scope: resourceGroup(split(scope, '/')[2], split(scope, '/')[4])
+    params: {
+      principalId: identity.outputs.principalId
+      roleDefinitionGuid: roles.outputs.snapshotAccessRoleGuid
+      purpose: 'snapcopy: grant and revoke read access to the snapshots the diff method copies'
     }
   }
 ]

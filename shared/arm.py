@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -35,12 +34,13 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute.models import CreationData, Encryption, SnapshotProperties
+from azure.mgmt.compute.models import CreationData, Encryption, GrantAccessData, SnapshotProperties
 from azure.mgmt.compute.models import Snapshot as SnapshotModel
 from azure.mgmt.core.exceptions import ARMErrorFormat
 
+from shared.arm_bodies import snapshot_from_arm
 from shared.ids import InvalidResourceId, ResourceGroupId, ResourceId, Scope
-from shared.model import STANDARD_SPEED, CopyError, CopyOrder, Snapshot
+from shared.model import STANDARD_SPEED, CopyOrder, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,10 @@ class ComputeApi(Protocol):
     def delete_snapshot(self, snapshot_id: ResourceId) -> None: ...
 
     def start_copy(self, order: CopyOrder) -> Snapshot | None: ...
+
+    def grant_read(self, snapshot_id: ResourceId, seconds: int) -> str: ...
+
+    def revoke_read(self, snapshot_id: ResourceId) -> None: ...
 
 
 ResponseSeen = Callable[[str, int], None]  # (method, status) of every HTTP answer, retries included
@@ -249,6 +253,25 @@ class ArmCompute:
         poller = _call(lambda: client.snapshots.begin_delete(snapshot_id.resource_group, snapshot_id.name))
         _call(poller.result)
 
+    def grant_read(self, snapshot_id: ResourceId, seconds: int) -> str:
+        """Read access to a snapshot for `seconds` (the diff method): its SAS URL. Azure
+        lets at most five snapshots of a family hold one at once; revoke when done."""
+        client = self._client(snapshot_id.subscription)
+        access = GrantAccessData(access="Read", duration_in_seconds=seconds)
+        group, name = snapshot_id.resource_group, snapshot_id.name
+        poller = _call(lambda: client.snapshots.begin_grant_access(group, name, access))
+        granted = _call(poller.result)
+        if granted is None or not granted.access_sas:
+            raise ArmError("NoAccessSas", f"granting read access to {snapshot_id} gave no SAS URL", None)
+        return str(granted.access_sas)
+
+    def revoke_read(self, snapshot_id: ResourceId) -> None:
+        """End a snapshot's read access (every SAS of it stops working); none is fine."""
+        client = self._client(snapshot_id.subscription)
+        group, name = snapshot_id.resource_group, snapshot_id.name
+        poller = _call(lambda: client.snapshots.begin_revoke_access(group, name))
+        _call(poller.result)
+
     def start_copy(self, order: CopyOrder) -> Snapshot | None:
         """PUT the CopyStart copy; ARM copies in the background (a copy speed of "Enhanced"
         asks for provisioned bandwidth: `creationData.provisionedBandwidthCopySpeed`, API
@@ -341,57 +364,3 @@ def _message(error: HttpResponseError) -> str:
     if error.error is not None and error.error.message:
         return str(error.error.message)
     return str(error.message or error)
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{where} is {type(value).__name__}, not an object")
-    return value
-
-
-def _time(value: Any) -> datetime | None:
-    """ARM's ISO 8601 time (7 fractional digits, offset or Z); naive times are UTC; None
-    when ARM left it out (unknown, never a default: ordering depends on it)."""
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def snapshot_from_arm(body: dict[str, Any]) -> Snapshot:
-    """A snapshot resource as ARM's JSON has it → snapcopy's Snapshot (only what we use).
-
-    Raises ValueError (or InvalidResourceId) for a body snapcopy cannot read."""
-    if not isinstance(body, dict):
-        raise ValueError(f"a snapshot is a JSON object, not {type(body).__name__}")
-    if not body.get("id"):
-        raise ValueError("snapshot without an id")
-    props = _object(body.get("properties"), "properties")
-    creation = _object(props.get("creationData"), "properties.creationData")
-    error = _object(props.get("copyCompletionError"), "properties.copyCompletionError")
-    encryption = _object(props.get("encryption"), "properties.encryption")
-    size = props.get("diskSizeBytes")
-    percent = props.get("completionPercent")
-    return Snapshot(
-        id=ResourceId.parse(str(body["id"]), kind="snapshots"),
-        location=str(body.get("location") or "").replace(" ", "").lower(),
-        incremental=bool(props.get("incremental")),
-        family_id=str(props.get("incrementalSnapshotFamilyId") or "") or None,
-        time_created=_time(props.get("timeCreated")),
-        provisioning_state=str(props.get("provisioningState") or ""),
-        create_option=str(creation.get("createOption") or ""),
-        source_resource_id=creation.get("sourceResourceId") or None,
-        tags={str(key): str(value) for key, value in _object(body.get("tags"), "tags").items()},
-        size_bytes=int(size) if size is not None else None,
-        completion_percent=float(percent) if percent is not None else None,
-        unique_id=str(props.get("uniqueId") or ""),
-        source_unique_id=str(creation.get("sourceUniqueId") or ""),
-        access_state=str(props["snapshotAccessState"]) if props.get("snapshotAccessState") else None,
-        encryption_type=str(encryption.get("type") or ""),
-        disk_encryption_set_id=str(encryption.get("diskEncryptionSetId") or ""),
-        copy_error=CopyError(str(error["errorCode"]), str(error.get("errorMessage") or ""))
-        if error.get("errorCode")
-        else None,
-    )

@@ -78,6 +78,7 @@ class Snapshot:
     access_state: str | None = None
     encryption_type: str = ""  # properties.encryption.type
     disk_encryption_set_id: str = ""  # properties.encryption.diskEncryptionSetId, if any
+    sas_active: bool = False  # diskState ActiveSAS: someone holds read access (the diff method's grants)
 
     @property
     def customer_key(self) -> bool:

@@ -15,7 +15,8 @@ from local.emulator.faults import Fault
 from local.emulator.server import EmulatorServer
 from local.emulator.world import World
 from local.fleet import Fleet
-from shared.arm import API_VERSION, ArmCompute, ArmError, snapshot_from_arm
+from shared.arm import API_VERSION, ArmCompute, ArmError
+from shared.arm_bodies import snapshot_from_arm
 from shared.ids import ResourceGroupId, ResourceId
 from shared.model import CopyError
 from tests.builders import SUB
@@ -150,3 +151,28 @@ def test_a_missing_snapshot_reads_as_none_and_a_refusal_keeps_arms_code(fleet: F
     with pytest.raises(ArmError) as unavailable:
         arm.list_snapshots(ResourceGroupId(SUB, "rg-a"))
     assert (unavailable.value.code, unavailable.value.retryable) == ("ServiceUnavailable", True)
+
+
+def test_read_access_is_granted_shown_and_revoked_and_a_sixth_of_a_family_refused(
+    fleet: Fleet, world: World, arm: ArmCompute, emulator: EmulatorServer
+):
+    """The diff method's grants, through snapcopy's own ARM client."""
+    from shared.pageblobs import SourceSnapshot
+
+    disk = fleet.create_disk("rg-a", "d0", "eastus2", size_gb=1)
+    world.write_disk(disk, 0, 4096, seed=9)
+    ids = [ResourceId.parse(fleet.take_snapshot(disk, f"s{index}", "eastus2")) for index in range(6)]
+    sas = arm.grant_read(ids[0], 3600)
+    assert SourceSnapshot(sas, connection_verify=str(emulator.ca_path)).ranges() == ([(0, 4096)], [])
+    shown = arm.get_snapshot(ids[0])
+    assert shown is not None and shown.sas_active
+    for snapshot in ids[1:5]:
+        arm.grant_read(snapshot, 3600)
+    with pytest.raises(ArmError) as refused:
+        arm.grant_read(ids[5], 3600)
+    assert (refused.value.status, refused.value.code) == (409, "OperationNotAllowed")
+    arm.revoke_read(ids[0])
+    revoked = arm.get_snapshot(ids[0])
+    assert revoked is not None and not revoked.sas_active
+    arm.grant_read(ids[5], 3600)  # room again
+    assert world.access_counters()["refused"] == 1

@@ -44,7 +44,12 @@ BUILT_IN_ROLES = {
 }
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
-CUSTOM_ROLE_OUTPUTS = {"sourceReaderRoleGuid", "copyWriterRoleGuid", "operationReaderRoleGuid"}
+CUSTOM_ROLE_OUTPUTS = {
+    "sourceReaderRoleGuid",
+    "copyWriterRoleGuid",
+    "operationReaderRoleGuid",
+    "snapshotAccessRoleGuid",
+}
 
 # What each Compute SDK call in shared/arm.py needs (the SDK's LRO poll of a delete reads
 # the subscription-level DiskOperations status; start_copy does not poll: polling=False).
@@ -53,6 +58,15 @@ ARM_CALL_ACTIONS = {
     "snapshots.begin_create_or_update": {"Microsoft.Compute/snapshots/write"},
     "snapshots.begin_delete": {"Microsoft.Compute/snapshots/delete", "Microsoft.Compute/locations/DiskOperations/read"},
     "disks.get": {"Microsoft.Compute/disks/read"},
+    # the diff method's read access: both long-running, their status read like a delete's
+    "snapshots.begin_grant_access": {
+        "Microsoft.Compute/snapshots/beginGetAccess/action",
+        "Microsoft.Compute/locations/DiskOperations/read",
+    },
+    "snapshots.begin_revoke_access": {
+        "Microsoft.Compute/snapshots/endGetAccess/action",
+        "Microsoft.Compute/locations/DiskOperations/read",
+    },
 }
 EXPECTED_ROLE_ACTIONS = {
     "sourceReaderActions": {"Microsoft.Compute/snapshots/read", "Microsoft.Compute/disks/read"},
@@ -62,6 +76,10 @@ EXPECTED_ROLE_ACTIONS = {
         "Microsoft.Compute/snapshots/delete",
     },
     "operationReaderActions": {"Microsoft.Compute/locations/DiskOperations/read"},
+    "snapshotAccessActions": {
+        "Microsoft.Compute/snapshots/beginGetAccess/action",
+        "Microsoft.Compute/snapshots/endGetAccess/action",
+    },
 }
 
 # Settings the app cannot start without in Azure (README "Settings"); the rest have defaults.
@@ -380,7 +398,7 @@ def test_every_role_assignment_grants_a_built_in_of_the_allowlist_or_a_snapcopy_
             assert set(roles) <= set(BUILT_IN_ROLES), f"{path.name}: {name} grants {roles}"
 
     calls = [call for module in generic_modules for call in module_calls(module)]
-    assert len(calls) == 5
+    assert len(calls) == 7  # source, writer (each on subscriptions and groups), operations, snapshot access (both)
     for call in calls:
         assert accessor(call["params"]["roleDefinitionGuid"]) in {f"roles.outputs.{o}" for o in CUSTOM_ROLE_OUTPUTS}
         assert accessor(call["params"]["principalId"]) == "identity.outputs.principalId"
@@ -456,7 +474,7 @@ def test_custom_roles_hold_exactly_the_compute_actions_the_code_calls():
     assert granted == EXPECTED_ROLE_ACTIONS
     assert set().union(*granted.values()) == needed
     definitions = resources(roles, "Microsoft.Authorization/roleDefinitions")
-    assert len(definitions) == 3
+    assert len(definitions) == 4
     used = set()
     for element in definitions.values():
         properties = body(element)["properties"]
@@ -483,8 +501,15 @@ def test_compute_roles_are_assigned_at_the_source_and_target_scopes_not_wider():
         "sourceReadOnGroups": ("sourceGroupScopes", "roles.outputs.sourceReaderRoleGuid"),
         "copyWriteOnSubscriptions": ("targetSubscriptionScopes", "roles.outputs.copyWriterRoleGuid"),
         "copyWriteOnGroups": ("targetGroupScopes", "roles.outputs.copyWriterRoleGuid"),
-        "operationReadOnSubscriptions": ("targetSubscriptionList", "roles.outputs.operationReaderRoleGuid"),
+        "operationReadOnSubscriptions": ("operationSubscriptions", "roles.outputs.operationReaderRoleGuid"),
+        "snapshotAccessOnSubscriptions": ("diffSubscriptionScopes", "roles.outputs.snapshotAccessRoleGuid"),
+        "snapshotAccessOnGroups": ("diffGroupScopes", "roles.outputs.snapshotAccessRoleGuid"),
     }
+    # the snapshot access role only where a policy's targets use the diff method
+    diff = json.dumps(variable(INFRA / "main.bicep", "diffPolicies"))
+    assert '"operand_1": "method", "operand_2": "diff"' in diff
+    operations = json.dumps(variable(INFRA / "main.bicep", "operationSubscriptions"))
+    assert "targetSubscriptionList" in operations and "diffSubscriptionEntries" in operations
     for name in ("sourceReadOnGroups", "copyWriteOnGroups"):
         assert main[name]["detail"]["path"] == "app/rbac/resource-group-assignment.bicep"
         assert body(main[name])["scope"]["function"]["type"] == "resource_group"

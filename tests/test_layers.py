@@ -12,9 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 CORE = [
-    "admission", "chunk_messages", "cursors", "config", "dedupe", "errors", "events", "ids", "increment_steps",
-    "increments", "model", "notices",
-    "placement", "poison", "policies", "progress", "refusals", "retention", "rpo", "scheduler", "tokens",
+    "admission", "arm_bodies", "chunk_messages", "cursors", "config", "dedupe", "errors", "events", "ids",
+    "increment_steps", "increments", "model", "notices", "placement", "poison", "policies", "progress",
+    "refusals", "retention", "rpo", "scheduler", "tokens",
 ]  # fmt: skip
 HTTP_AND_TRIGGERS = [
     "api",

@@ -3,7 +3,9 @@
 //
 //   source reader      -> every source scope (COPY_SOURCE_SCOPES, or the subscription)
 //   copy writer        -> every target scope (where copies go)
-//   operation reader   -> the subscription of every target scope (LRO status lives there)
+//   operation reader   -> the subscription of every target scope (LRO status lives there),
+//                         and of every source scope a diff policy reads
+//   snapshot access    -> the source scopes of the policies whose targets use the diff method
 //
 // No wildcard, no Microsoft.Authorization, no Microsoft.Resources: nothing here lets the app
 // grant itself more, read anything but snapshots and disks, or touch a disk.
@@ -47,6 +49,14 @@ var copyWriterActions = [
 // when that role is assigned on a resource group. It reveals operation status only.
 var operationReaderActions = [
   'Microsoft.Compute/locations/DiskOperations/read'
+]
+
+// The diff method reads a snapshot's pages through a SAS: granting read access (a SAS for a
+// few hours) and revoking it when the increment is done (ArmCompute.grant_read and
+// revoke_read). Both are long-running: their status is read with the operation reader role.
+var snapshotAccessActions = [
+  'Microsoft.Compute/snapshots/beginGetAccess/action'
+  'Microsoft.Compute/snapshots/endGetAccess/action'
 ]
 
 resource sourceReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
@@ -103,9 +113,28 @@ resource operationReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = 
   }
 }
 
+resource snapshotAccess 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, environmentName, 'snapcopy-snapshot-access')
+  properties: {
+    roleName: 'snapcopy snapshot access (${suffix})'
+    description: 'Grants and revokes read access (a SAS) to snapshots the diff copy method reads.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: snapshotAccessActions
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: assignableScopes
+  }
+}
+
 // The roles' GUIDs (their resource names): assignments build the full id in their own
 // subscription with subscriptionResourceId().
 output sourceReaderRoleGuid string = sourceReader.name
 output copyWriterRoleGuid string = copyWriter.name
 output operationReaderRoleGuid string = operationReader.name
-output roleDefinitionIds string = join([sourceReader.id, copyWriter.id, operationReader.id], ',')
+output snapshotAccessRoleGuid string = snapshotAccess.name
+output roleDefinitionIds string = join([sourceReader.id, copyWriter.id, operationReader.id, snapshotAccess.id], ',')

@@ -100,5 +100,11 @@ class GuardedArm:
     def start_copy(self, order: CopyOrder) -> Snapshot | None:
         return self._call(order.target_id.subscription, lambda: self._arm.start_copy(order))
 
+    def grant_read(self, snapshot_id: ResourceId, seconds: int) -> str:
+        return self._call(snapshot_id.subscription, lambda: self._arm.grant_read(snapshot_id, seconds))
+
+    def revoke_read(self, snapshot_id: ResourceId) -> None:
+        self._call(snapshot_id.subscription, lambda: self._arm.revoke_read(snapshot_id))
+
     def close(self) -> None:
         self._arm.close()
