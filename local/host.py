@@ -28,7 +28,7 @@ from azure.functions import HttpRequest, meta
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.queue import QueueMessageInConverter
 from azure.functions.timer import TimerRequestConverter
-from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 Invocable = Callable[..., Any]
 
@@ -92,6 +92,13 @@ class FunctionHost:
         """Run the queue-triggered function on every message visible now, once each."""
         assert self.binding(function)["type"] == "queueTrigger"
         run = QueueRun()
+        # the host reads queue messages as Base64 text whatever the sender's client did
+        queue = QueueClient.from_queue_url(
+            queue.url,
+            credential=queue.credential,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
         # one batch, received together (as the host's queue listener does): a message made
         # visible again below waits for the next drain
         received = list(queue.receive_messages(messages_per_page=batch, max_messages=batch, visibility_timeout=30))

@@ -269,8 +269,12 @@ class ArmCompute:
         """End a snapshot's read access (every SAS of it stops working); none is fine."""
         client = self._client(snapshot_id.subscription)
         group, name = snapshot_id.resource_group, snapshot_id.name
-        poller = _call(lambda: client.snapshots.begin_revoke_access(group, name))
-        _call(poller.result)
+        try:
+            poller = _call(lambda: client.snapshots.begin_revoke_access(group, name))
+            _call(poller.result)
+        except ArmError as error:
+            if error.status != 404:
+                raise  # a snapshot that is gone holds no access: nothing to revoke
 
     def start_copy(self, order: CopyOrder) -> Snapshot | None:
         """PUT the CopyStart copy; ARM copies in the background (a copy speed of "Enhanced"

@@ -99,4 +99,14 @@ def _cut(writes: Sequence[Span], chunk_bytes: int) -> list[tuple[Span, ...]]:
 
 
 def _overlap(first: Sequence[Span], second: Sequence[Span]) -> bool:
-    return any(a < d and c < b for a, b in first for c, d in second)
+    """Whether two sorted, joined lists of ranges share a byte (one pass over both)."""
+    i = j = 0
+    while i < len(first) and j < len(second):
+        (a, b), (c, d) = first[i], second[j]
+        if a < d and c < b:
+            return True
+        if b <= d:
+            i += 1
+        else:
+            j += 1
+    return False

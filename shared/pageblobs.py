@@ -17,9 +17,11 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobClient, ContainerClient
+from azure.storage.blob import BlobClient, ContainerClient, SequenceNumberAction
 
 from shared.increments import Chunk, Span
+
+MAX_PAGE_BLOB = 8 * 1024**4  # bytes: Azure's largest page blob (a disk may be up to 64 TiB)
 
 
 def _spans(ranges: Any) -> list[Span]:
@@ -45,12 +47,30 @@ class SourceSnapshot:
 
     def ranges(self, previous_sas_url: str | None = None) -> tuple[list[Span], list[Span]]:
         """(changed, cleared): since the previous snapshot (Azure's managed-disk diff), or
-        every allocated range and nothing cleared when there is none (a full copy)."""
-        if previous_sas_url is not None:
-            changed, cleared = self._blob.get_page_range_diff_for_managed_disk(previous_sas_url)
-            return _spans(changed), _spans(cleared)
-        allocated = [_span(item.start, item.end) for item in self._blob.list_page_ranges() if not item.cleared]
-        return allocated, []
+        every allocated range and nothing cleared when there is none (a full copy). A long
+        answer comes in pages (a NextMarker): every page is read, or the copy would miss
+        ranges without a word."""
+        if previous_sas_url is None:
+            allocated = [_span(item.start, item.end) for item in self._blob.list_page_ranges() if not item.cleared]
+            return allocated, []
+        changed: list[Span] = []
+        cleared: list[Span] = []
+        marker: str | None = None
+        while True:
+            markers: list[str | None] = []
+
+            def keep_marker(response: Any, page: Any, headers: Any, into: list[str | None] = markers) -> Any:
+                into.append(getattr(page, "next_marker", None))
+                return page
+
+            more, gone = self._blob.get_page_range_diff_for_managed_disk(
+                previous_sas_url, marker=marker, cls=keep_marker
+            )
+            changed += _spans(more)
+            cleared += _spans(gone)
+            marker = markers[0] if markers else None
+            if not marker:
+                return changed, cleared
 
     def read(self, span: Span) -> bytes:
         start, end = span
@@ -60,16 +80,24 @@ class SourceSnapshot:
 class TargetBlob:
     """The page blob a diff chain writes in its target region's storage account."""
 
-    def __init__(self, container: ContainerClient, name: str) -> None:
+    def __init__(self, container: ContainerClient, name: str, fence: int | None = None) -> None:
         self._container = container
         self._blob = container.get_blob_client(name)
+        self._fence = fence  # the increment's sequence number: writes are conditional on it
 
     @property
     def name(self) -> str:
         return str(self._blob.blob_name)
 
-    def prepare(self, size: int) -> None:
-        """The blob exists and is at least `size` bytes (a disk may grow, never shrink)."""
+    def prepare(self, size: int, fence: int) -> bool:
+        """The blob exists, is at least `size` bytes (a disk may grow, never shrink) and
+        carries `fence` as its sequence number; True when it had to be created (then it
+        holds nothing: a diff against a base would be applied onto zeros, so the caller
+        re-bases). Writes made with an older fence are refused from now on (412), so a
+        late chunk of an earlier increment can never overwrite this one's pages."""
+        if size > MAX_PAGE_BLOB:
+            raise ValueError(f"a page blob holds at most {MAX_PAGE_BLOB} bytes (8 TiB); the disk has {size}")
+        created = False
         try:
             current = int(self._blob.get_blob_properties().size)
         except ResourceNotFoundError:
@@ -78,19 +106,23 @@ class TargetBlob:
             # only if it is still missing: a Put Blob over an existing blob would empty it
             with contextlib.suppress(ResourceExistsError, ResourceModifiedError):
                 self._blob.create_page_blob(size, match_condition=MatchConditions.IfMissing)
+                created = True
             current = int(self._blob.get_blob_properties().size)
         if current < size:
             self._blob.resize_blob(size)
+        self._blob.set_sequence_number(SequenceNumberAction.MAX, str(fence))
+        self._fence = fence
+        return created
 
     def write(self, span: Span, data: bytes) -> None:
         start, end = span
         if len(data) != end - start:
             raise ValueError(f"{len(data)} bytes read for the range {start}-{end}")
-        self._blob.upload_page(data, offset=start, length=end - start)
+        self._blob.upload_page(data, offset=start, length=end - start, if_sequence_number_eq=self._fence)
 
     def clear(self, span: Span) -> None:
         start, end = span
-        self._blob.clear_page(offset=start, length=end - start)
+        self._blob.clear_page(offset=start, length=end - start, if_sequence_number_eq=self._fence)
 
     def snapshot(self, metadata: Mapping[str, str]) -> str:
         """Take the blob snapshot that stands for the source snapshot in the target region."""

@@ -108,7 +108,7 @@ def test_each_increment_leaves_a_blob_snapshot_equal_to_its_source_snapshot(
         size = source.size()
         chunks = plan(changed, cleared, size=size, chunk_bytes=CHUNK)
         assert all(chunk.write_bytes <= CHUNK for chunk in chunks)
-        target.prepare(size)
+        assert target.prepare(size, fence=index + 1) == (index == 0)  # created by the first increment only
         order = rng.sample(chunks, len(chunks)) + chunks[:1]  # any order, and one chunk twice
         read = sum(copy_chunk(source, target, chunk) for chunk in order)
         read_total += read - (chunks[0].write_bytes if chunks else 0)

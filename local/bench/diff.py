@@ -114,7 +114,7 @@ class Bench:
             changes, clears = source.ranges(previous[1] if previous else None)
             size = source.size()
             chunks = plan(changes, clears, size=size)
-            target.prepare(size)
+            target.prepare(size, fence=index + 1)
             step = time.perf_counter()
             done = _run(source, target, chunks, workers)
             written += done

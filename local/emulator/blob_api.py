@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from .access import Grant, SasRefused
-from .contents import Image, Span
+from .contents import PAGE, Image, Span
 from .world import World
 
 router = APIRouter()
@@ -147,13 +147,37 @@ def _page_list(world: World, image: Image, grant: Grant, request: Request) -> Re
         changed, cleared = image.allocated(), []
     limit = _requested_range(request, image.size)
     if limit is not None:
+        if limit[0] % PAGE or limit[1] % PAGE:
+            raise StorageError(416, "InvalidPageRange", "a page range must start and end on 512-byte pages")
         changed, cleared = _clip(changed, limit), _clip(cleared, limit)
     ranges = [("PageRange", span) for span in changed] + [("ClearRange", span) for span in cleared]
     ranges.sort(key=lambda item: item[1][0])
-    body = "".join(f"<{tag}><Start>{start}</Start><End>{end - 1}</End></{tag}>" for tag, (start, end) in ranges)
-    xml = f'<?xml version="1.0" encoding="utf-8"?><PageList>{body}<NextMarker /></PageList>'
+    # long lists come in pages, as Azure's do: `marker` continues where NextMarker said
+    first = _marker(request.query_params.get("marker"))
+    count = min(world.config.page_ranges_per_answer, int(request.query_params.get("maxresults") or 1 << 30))
+    page, following = ranges[first : first + count], first + count
+    body = "".join(f"<{tag}><Start>{start}</Start><End>{end - 1}</End></{tag}>" for tag, (start, end) in page)
+    marker = f"<NextMarker>ix{following}</NextMarker>" if following < len(ranges) else "<NextMarker />"
+    xml = f'<?xml version="1.0" encoding="utf-8"?><PageList>{body}{marker}</PageList>'
     headers = {**_properties(world, image, grant, request), "x-ms-blob-content-length": str(image.size)}
     return Response(xml, status_code=200, headers=headers, media_type="application/xml")
+
+
+def _marker(text: str | None) -> int:
+    if not text:
+        return 0
+    if not re.fullmatch(r"ix\d{1,9}", text):
+        raise StorageError(400, "InvalidQueryParameterValue", f"marker {text!r} is not one this endpoint gave")
+    return int(text[2:])
+
+
+@router.put("/{account}/{container}/{blob}")
+@router.delete("/{account}/{container}/{blob}")
+async def refuse_writes(account: str, container: str, blob: str, request: Request, world: WorldDep) -> Response:
+    """A snapshot's SAS reads (`sp=r`): anything else is refused as Azure refuses it."""
+    return storage_error(
+        403, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation.", request
+    )
 
 
 def _previous(world: World, url: str, grant: Grant) -> Image:

@@ -26,6 +26,8 @@ class EmulatorConfig:
     copy_bytes_per_second: float = float(GIB)
     min_copy_seconds: float = 30.0
     page_size: int = 100
+    # page ranges in one Get Page Ranges answer before a NextMarker (Azure pages long lists)
+    page_ranges_per_answer: int = 10_000
     list_lag_seconds: float = 0.0
     source_copy_seconds_factor: float = 1.0
     # `provisionedBandwidthCopySpeed: Enhanced` copies this many times faster. Azure publishes
@@ -39,6 +41,8 @@ class EmulatorConfig:
             raise ValueError(f"copy_bytes_per_second must be > 0, got {self.copy_bytes_per_second}")
         if self.min_copy_seconds < 0:
             raise ValueError(f"min_copy_seconds must be >= 0, got {self.min_copy_seconds}")
+        if self.page_ranges_per_answer < 1:
+            raise ValueError(f"page_ranges_per_answer must be >= 1, got {self.page_ranges_per_answer}")
         if self.page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {self.page_size}")
         if self.list_lag_seconds < 0:
