@@ -106,6 +106,9 @@ def new_job(snapshot: Snapshot, placement: Placement, now: datetime, *, chain_se
         tags=placement.tags,
         copy_speed=placement.copy_speed,
         disk_encryption_set_id=placement.disk_encryption_set_id,
+        method=placement.method,
+        blob_endpoint=placement.storage.blob_endpoint if placement.storage else "",
+        blob_container=placement.storage.container if placement.storage else "",
     )
     problem = encryption_problem(snapshot, placement, chain_set)
     if problem is None:
@@ -147,9 +150,12 @@ def encryption_problem(snapshot: Snapshot, placement: Placement, chain_set: str 
     return None
 
 
-def new_head(snapshot: Snapshot, region: str, group: ResourceGroupId, encryption_set: str = "") -> ChainHead:
+def new_head(
+    snapshot: Snapshot, region: str, group: ResourceGroupId, encryption_set: str = "", method: str = ""
+) -> ChainHead:
     """A new chain of the snapshot's family into `region`, its copies going to `group`
-    (encrypted with `encryption_set`, or platform-managed keys)."""
+    (encrypted with `encryption_set`, or platform-managed keys), made by `method` (for
+    the chain's life: a chain is copied one way)."""
     if snapshot.family_id is None:
         raise ValueError(f"{snapshot.id}: a chain needs ARM's incrementalSnapshotFamilyId")
     return ChainHead(
@@ -158,6 +164,7 @@ def new_head(snapshot: Snapshot, region: str, group: ResourceGroupId, encryption
         target_group=group,
         disk_id=snapshot.disk_id or "",
         disk_encryption_set_id=encryption_set,
+        method=method,
     )
 
 

@@ -183,6 +183,9 @@ class Job:
     pruned_by: str = ""  # the policy whose `retain` pruned it
     prune_error: str = ""  # why retention did not delete it (a lock, not ours): asked once, never again
     copy_speed: str = STANDARD_SPEED  # CopyStart's provisionedBandwidthCopySpeed ("Enhanced" asks for more)
+    method: str = ""  # "diff": copied by the diff method (shared/increments.py); "" or "copyStart": CopyStart
+    blob_endpoint: str = ""  # the diff method's target storage account and container
+    blob_container: str = ""
     announced: str = ""  # the last notice recorded for it (shared/notices.py): never announced twice
     announcements: int = 0  # how many it has had: numbers the next one's id
 
@@ -220,6 +223,8 @@ class ChainHead:
     listed_through: datetime | None = None
     disk_encryption_set_id: str = ""  # every copy of a chain uses this one (Azure: one set per family)
     rpo_breached_at: datetime | None = None  # RpoBreached announced, and not recovered since
+    method: str = ""  # how the chain copies, fixed when it is made ("diff", or CopyStart)
+    diff_base: str = ""  # the diff method: the source snapshot the target blob holds exactly ("": none)
     etag: str | None = None
 
     @property

@@ -24,7 +24,7 @@ from shared.model import (
     short_hash,
     target_snapshot_id,
 )
-from shared.policies import Policy, Target
+from shared.policies import DiffStorage, Method, Policy, Target
 
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
 # The copy's tags are stored with its job (one Table property: 64 KiB, UTF-16), so the
@@ -60,6 +60,8 @@ class Placement:
     dropped_tags: tuple[str, ...] = ()
     copy_speed: str = STANDARD_SPEED
     disk_encryption_set_id: str = ""
+    method: str = Method.COPY_START.value  # how the copy is made: CopyStart, or the diff method
+    storage: DiffStorage | None = None  # the diff method's blob endpoint and container
 
 
 # For a snapshot and a target region: the policy target that copies it there, if any.
@@ -131,7 +133,15 @@ def place(selected: Selected, snapshot: Snapshot, group: ResourceGroupId) -> Pla
     tags, dropped = copy_tags(snapshot, policy)
     target = selected.target
     return Placement(
-        policy.name, region, target_id, tags, dropped, target.copy_speed.value, target.disk_encryption_set_id or ""
+        policy.name,
+        region,
+        target_id,
+        tags,
+        dropped,
+        target.copy_speed.value,
+        target.disk_encryption_set_id or "",
+        target.method.value,
+        target.storage,
     )
 
 

@@ -35,6 +35,9 @@ def test_a_job_reads_back_as_it_was_written():
         size_bytes=128 << 30,
         announced="Snapcopy.CopyFailed",
         announcements=2,
+        method="diff",
+        blob_endpoint="https://drstore.blob.core.windows.net",
+        blob_container="snapcopy",
     )
     assert job_from(job.chain, job_entity(job)) == job
 
@@ -53,7 +56,7 @@ def test_a_job_row_from_before_notifications_counts_its_stored_state_as_announce
 
 def test_a_head_and_a_flight_and_a_wait_marker_read_back_as_written():
     (snap,) = family_snapshots(1)
-    head = head_for(snap, last_started_key="k1", copying_key="k1", listed_through=T0)
+    head = head_for(snap, last_started_key="k1", copying_key="k1", listed_through=T0, method="diff", diff_base="s0")
     assert head_from(head.key, head_entity(head)) == head
     flight = flight_for(job_for(snap), T0, Phase.STARTING, attempt="a1", percent=12.0, next_poll_at=T0)
     assert flight_from(flight.region, flight_entity(flight)) == flight

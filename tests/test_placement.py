@@ -194,3 +194,21 @@ def test_a_listing_names_the_source_tags_a_copy_could_not_carry():
     )  # fmt: skip
     assert [name for name, _ in plan.dropped_tags] == [snap.id.name for snap in snaps]
     assert all(len(names) == 11 for _, names in plan.dropped_tags)
+
+
+def test_a_diff_target_s_method_and_storage_travel_to_its_job_and_chain():
+    from shared.admission import new_head
+    from shared.policies import DiffStorage, Method
+
+    storage = DiffStorage("https://drstore.blob.core.windows.net", "snapcopy")
+    policy = Policy("dr", (Target("westus3", method=Method.DIFF, storage=storage),))
+    snapshot = a_snapshot().build()
+    placement = place(Selected(policy, policy.targets[0]), snapshot, snapshot.id.group)
+    assert (placement.method, placement.storage) == ("diff", storage)
+    job = new_job(snapshot, placement, T0)
+    assert (job.method, job.blob_endpoint, job.blob_container) == ("diff", storage.blob_endpoint, "snapcopy")
+    assert new_head(snapshot, "westus3", snapshot.id.group, method=placement.method).method == "diff"
+    copy_start = place(
+        Selected(implicit_policy(("westus3",), TargetResourceGroup()), Target("westus3")), snapshot, snapshot.id.group
+    )
+    assert new_job(snapshot, copy_start, T0).method == "copyStart" and copy_start.storage is None

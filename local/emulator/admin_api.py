@@ -35,6 +35,7 @@ class ConfigChange(BaseModel):
     copy_bytes_per_second: float | None = Field(default=None, gt=0)
     min_copy_seconds: float | None = Field(default=None, ge=0)
     page_size: int | None = Field(default=None, ge=1)
+    page_ranges_per_answer: int | None = Field(default=None, ge=1)
     list_lag_seconds: float | None = Field(default=None, ge=0)
     source_copy_seconds_factor: float | None = Field(default=None, ge=0)
     enhanced_copy_factor: float | None = Field(default=None, ge=1)

@@ -180,9 +180,9 @@ class Intake(Part):
         selected = self.select(snapshot, region)
         if selected is None:  # callers asked `eligibility`, which answers from the same policies
             raise ValueError(f"no policy copies {snapshot.id} to {region}")
-        template = new_head(
-            snapshot, region, target_group(selected, snapshot.id), selected.target.disk_encryption_set_id or ""
-        )
+        target = selected.target
+        group = target_group(selected, snapshot.id)
+        template = new_head(snapshot, region, group, target.disk_encryption_set_id or "", target.method.value)
         key = snapshot.order_key  # the key its job has
         first, existing = self.store.load_head_and_job(template.key, key)
         if first is None:

@@ -121,6 +121,8 @@ def head_entity(head: ChainHead) -> Entity:
         "VouchedThrough": head.listed_through,
         "DiskEncryptionSetId": head.disk_encryption_set_id,
         "RpoBreachedAt": head.rpo_breached_at,
+        "Method": head.method,
+        "DiffBase": head.diff_base,
     }
 
 
@@ -149,6 +151,8 @@ def head_from(chain: ChainKey, entity: Any) -> ChainHead:
         listed_through=moment(entity.get("VouchedThrough")),
         disk_encryption_set_id=entity.get("DiskEncryptionSetId", "") or "",
         rpo_breached_at=moment(entity.get("RpoBreachedAt")),
+        method=entity.get("Method", "") or "",
+        diff_base=entity.get("DiffBase", "") or "",
         etag=etag_of(entity),
     )
 
@@ -184,6 +188,9 @@ def job_entity(job: Job) -> Entity:
         "PrunedAt": job.pruned_at,
         "PrunedBy": job.pruned_by,
         "PruneError": job.prune_error,
+        "Method": job.method,
+        "BlobEndpoint": job.blob_endpoint,
+        "BlobContainer": job.blob_container,
         "Announced": job.announced,
         "Announcements": job.announcements,
     }
@@ -240,6 +247,9 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
         pruned_at=moment(entity.get("PrunedAt")),
         pruned_by=entity.get("PrunedBy", "") or "",
         prune_error=entity.get("PruneError", "") or "",
+        method=entity.get("Method", "") or "",
+        blob_endpoint=entity.get("BlobEndpoint", "") or "",
+        blob_container=entity.get("BlobContainer", "") or "",
         announced=entity.get("Announced", "") or "",
         announcements=int(entity.get("Announcements", 0) or 0),
     )

@@ -100,6 +100,7 @@ def test_config_changes_limits_and_refuses_nonsense(http: Http, world: World) ->
             {"list_lag_seconds": -1},
             {"source_copy_seconds_factor": -0.5},
             {"enhanced_copy_factor": 0.5},
+            {"page_ranges_per_answer": 0},
         )
     ]
 
@@ -108,6 +109,7 @@ def test_config_changes_limits_and_refuses_nonsense(http: Http, world: World) ->
         "copy_bytes_per_second": float(1024**3),
         "min_copy_seconds": 1.0,
         "page_size": 100,
+        "page_ranges_per_answer": 10_000,
         "list_lag_seconds": 30.0,
         "source_copy_seconds_factor": 2.0,
         "enhanced_copy_factor": 2.0,
@@ -115,7 +117,7 @@ def test_config_changes_limits_and_refuses_nonsense(http: Http, world: World) ->
     assert http.admin("GET", "config") == changed
     assert world.config.cap == 5
     assert world.config.list_lag_seconds == 30.0
-    assert [response.status for response in refused] == [422, 422, 422, 422]
+    assert [response.status for response in refused] == [422, 422, 422, 422, 422]
 
 
 def test_reset_forgets_everything(arm: Arm, http: Http) -> None:
