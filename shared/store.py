@@ -20,6 +20,7 @@ from shared.tables.gateway import (
     Conflict,
     retrying,
 )
+from shared.tables.grants import GrantRows
 from shared.tables.increments import IncrementRows
 from shared.tables.index import IndexRows
 from shared.tables.keys import WAIT_PREFIX
@@ -42,5 +43,5 @@ __all__ = [
 ]
 
 
-class StateStore(ChainRows, SlotRows, IndexRows, IncrementRows):
+class StateStore(ChainRows, SlotRows, IndexRows, IncrementRows, GrantRows):
     """The repository over one Table; created once per process and shared."""

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 CORE = [
-    "admission", "arm_bodies", "chunk_messages", "cursors", "config", "dedupe", "errors", "events", "ids",
+    "admission", "arm_bodies", "chunk_messages", "cursors", "config", "dedupe", "errors", "events", "grants", "ids",
     "increment_steps", "increments", "model", "notices", "placement", "poison", "policies", "progress",
     "refusals", "retention", "rpo", "scheduler", "tokens",
 ]  # fmt: skip

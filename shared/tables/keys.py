@@ -16,6 +16,7 @@ One table; its partitions (README, "How state is kept"):
 | `poison`                     | `<event id>`        | an event that failed, and how often            |
 | `chain|…`, `region|…`        | `outbox|<id>`       | a notice recorded with its transition, unsent  |
 | `outbox`                     | `<partition>`       | a partition whose outbox a publish left behind |
+| `grant|<family>`             | `<snapshot id>` (`/` as `:`) | read access to a snapshot and its holders |
 | `snap|<sub>:<rg>`            | `<name>`            | snapshots already handled (dedupes events)     |
 
 Keys hold none of `/ \\ # ?`. Only `shared/tables/` knows them.
@@ -38,6 +39,7 @@ WAIT_PREFIX = "wait|"
 DIRECTORY = "regions"
 POISON = "poison"
 CHAINS = "chains"
+GRANT_LOW, GRANT_HIGH = "grant|", "grant}"
 INCREMENT_PREFIX = "inc|"
 CHUNK_PREFIX = "chunk|"
 OUTBOX = "outbox"
@@ -45,6 +47,15 @@ OUTBOX_PREFIX = "outbox|"
 OUTBOX_LOW, OUTBOX_HIGH = "outbox|", "outbox}"
 CHAIN_LOW, CHAIN_HIGH = "chain|", "chain}"  # every chain partition, and nothing else
 SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+def grant_partition(family_id: str) -> str:
+    return f"grant|{family_id.lower()}"
+
+
+def grant_key(snapshot_key: str) -> str:
+    """A snapshot id as a RowKey: ARM names hold no `:`, so `/` becomes `:` and back."""
+    return snapshot_key.lower().replace("/", ":")
 
 
 def chunk_key(job_key: str, generation: int, index: int) -> str:

@@ -1,0 +1,94 @@
+"""Read access to snapshots for the diff method, shared through grant rows (shared/grants.py
+decides; this asks ARM and writes the rows): acquire joins a live grant or claims the
+row and asks ARM; release lets go, and the last holder claims the row, revokes and
+deletes it; the sweep revokes what nobody holds.
+
+It must not read or write a blob: the increments do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import replace
+from datetime import timedelta
+
+from shared.engine.parts import Part
+from shared.grants import GRANT_SECONDS, Grant, Need, claim, idle, joined, left, need
+from shared.ids import ResourceId
+from shared.store import Conflict
+
+log = logging.getLogger("snapcopy")
+
+ATTEMPTS = 5  # races lost on a grant row before giving up for this run
+
+
+class Access(Part):
+    """Acquire, release and sweep snapshot grants."""
+
+    def acquire(self, snapshot_id: ResourceId, family_id: str, holder: str) -> str | None:
+        """A SAS URL to read the snapshot with, held by `holder` until it releases it; None
+        when it must wait (the family holds its budget, or another run is asking ARM)."""
+        key = str(snapshot_id).lower()
+        for _ in range(ATTEMPTS):
+            now = self.clock()
+            existing = self.store.load_grant(family_id, key)
+            step = need(existing, self.store.family_grants(family_id), now)
+            if step is Need.WAIT:
+                return None
+            try:
+                if step is Need.JOIN and existing is not None:
+                    if holder not in existing.holders:
+                        existing = self.store.save_grant(joined(existing, holder))
+                    return existing.sas
+                holders = joined(existing, holder).holders if existing is not None else (holder,)
+                claimed = self.store.save_grant(claim(existing, key, family_id, holders, now))
+            except Conflict:
+                continue  # another run changed the row: read it again
+            sas = self.arm.grant_read(snapshot_id, GRANT_SECONDS)  # a failure leaves the claim to run out
+            try:
+                granted = replace(claimed, sas=sas, expires=now + timedelta(seconds=GRANT_SECONDS))
+                return self.store.save_grant(granted).sas
+            except Conflict:
+                continue  # the claim ran out and another run took over: its grant is the snapshot's now
+        log.info("read access to %s: the grant row kept changing; the next run asks again", snapshot_id)
+        return None
+
+    def release(self, snapshot_id: ResourceId, family_id: str, holder: str) -> None:
+        """Let go of a snapshot's grant; the last holder revokes it."""
+        key = str(snapshot_id).lower()
+        for _ in range(ATTEMPTS):
+            grant = self.store.load_grant(family_id, key)
+            if grant is None:
+                return
+            rest = left(grant, holder)
+            try:
+                if rest.holders:
+                    if rest != grant:
+                        self.store.save_grant(rest)
+                    return
+                claimed = self.store.save_grant(claim(grant, key, family_id, (), self.clock()))
+            except Conflict:
+                continue
+            self._revoke(snapshot_id, claimed)
+            return
+
+    def sweep(self) -> int:
+        """Revoke and forget the grants nobody holds or that ran out; how many."""
+        done = 0
+        for grant in idle(self.store.all_grants(), self.clock()):
+            try:
+                claimed = self.store.save_grant(claim(grant, grant.snapshot_key, grant.family_id, (), self.clock()))
+            except Conflict:
+                continue  # someone joined or claimed it meanwhile
+            self._revoke(ResourceId.parse(grant.snapshot_key, kind="snapshots"), claimed)
+            done += 1
+        if done:
+            log.warning("sweep: revoked read access to %d snapshot(s) nobody held", done)
+        return done
+
+    def _revoke(self, snapshot_id: ResourceId, claimed: Grant) -> None:
+        """Revoke (right after claiming: a claim runs out only after CLAIM) and forget."""
+        self.arm.revoke_read(snapshot_id)
+        with contextlib.suppress(Conflict):  # the claim ran out and another run took the row over
+            self.store.delete_grant(claimed)

@@ -1,0 +1,88 @@
+"""Read access to a snapshot, shared: one grant per snapshot, held by every increment that
+reads it, and never more than Azure allows a family at once.
+
+One disk copied to three regions is three chains reading the same snapshots: if each
+granted and revoked on its own, they would cut each other's SAS off (a new grant replaces
+the snapshot's SAS, a revoke ends it for everyone) and could pass Azure's five snapshots
+of a family with a SAS. So a grant is a row per snapshot that lists its holders: a holder
+joins a live grant, a grant is asked for only when none is live (or it runs out within
+RENEW_MARGIN), a family holding FAMILY_BUDGET grants makes newcomers wait, and access is
+revoked only when the last holder lets go.
+
+Asking ARM and revoking are claimed first: the row is written without a SAS for CLAIM
+(ETag-conditional, so one run wins), and others wait meanwhile. A run that dies holding a
+claim leaves it to run out; the next one takes it over.
+
+Pure: it must not call ARM or read the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+FAMILY_BUDGET = 4  # Azure allows five snapshots of a family with a SAS: one is left for people
+GRANT_SECONDS = 6 * 3600  # how long a grant is asked for
+RENEW_MARGIN = timedelta(minutes=30)  # a grant running out sooner is asked for again
+CLAIM = timedelta(minutes=2)  # a run asking ARM (or revoking) holds the row this long
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A snapshot's read access: its SAS, until when, and who reads with it."""
+
+    snapshot_key: str  # the snapshot's id, lower-case
+    family_id: str
+    sas: str
+    expires: datetime
+    holders: tuple[str, ...] = ()
+    etag: str | None = None
+
+    def live(self, now: datetime) -> bool:
+        """A SAS to read with, not running out soon."""
+        return bool(self.sas) and now + RENEW_MARGIN < self.expires
+
+    def claimed(self, now: datetime) -> bool:
+        """A run is asking ARM (or revoking) right now."""
+        return not self.sas and now < self.expires
+
+
+class Need(StrEnum):
+    JOIN = "join"  # a live grant exists: hold it too
+    GRANT = "grant"  # ask ARM (none yet, or it runs out soon)
+    WAIT = "wait"  # the family holds its budget of grants: try again later
+
+
+def need(existing: Grant | None, family: Sequence[Grant], now: datetime) -> Need:
+    """What acquiring read access to a snapshot takes (`family`: the grants its family holds)."""
+    if existing is not None:
+        if existing.live(now):
+            return Need.JOIN
+        if existing.claimed(now):
+            return Need.WAIT  # another run is asking ARM (or revoking): its answer is shared
+        return Need.GRANT  # runs out soon, or a claim died: ask again
+    held = [grant for grant in family if now < grant.expires]
+    return Need.WAIT if len(held) >= FAMILY_BUDGET else Need.GRANT
+
+
+def claim(existing: Grant | None, snapshot_key: str, family_id: str, holders: tuple[str, ...], now: datetime) -> Grant:
+    """The row that claims asking ARM (or revoking): no SAS, for CLAIM."""
+    etag = existing.etag if existing is not None else None
+    return Grant(snapshot_key, family_id, "", now + CLAIM, holders, etag)
+
+
+def joined(grant: Grant, holder: str) -> Grant:
+    return grant if holder in grant.holders else replace(grant, holders=(*grant.holders, holder))
+
+
+def left(grant: Grant, holder: str) -> Grant:
+    """The grant without `holder`; one with no holders left is revoked and deleted."""
+    return replace(grant, holders=tuple(name for name in grant.holders if name != holder))
+
+
+def idle(grants: Sequence[Grant], now: datetime) -> list[Grant]:
+    """Grants to revoke and forget (the sweep's step): run out, or held by nobody and not
+    claimed right now."""
+    return [grant for grant in grants if now >= grant.expires or (not grant.holders and not grant.claimed(now))]
