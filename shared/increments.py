@@ -63,6 +63,20 @@ def normalized(spans: Iterable[Span], size: int, what: str) -> list[Span]:
     return joined(ordered)
 
 
+def outside(held: Iterable[Span], wanted: Iterable[Span]) -> list[Span]:
+    """The bytes of `held` that `wanted` does not cover (what a re-base clears)."""
+    keep = joined(wanted)
+    out: list[Span] = []
+    for start, end in joined(held):
+        pieces = [(start, end)]
+        for low, high in keep:
+            if high <= start or low >= end:
+                continue
+            pieces = [part for a, b in pieces for part in ((a, min(b, low)), (max(a, high), b)) if part[1] > part[0]]
+        out.extend(pieces)
+    return out
+
+
 def plan(changed: Iterable[Span], cleared: Iterable[Span], *, size: int, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
     """The increment's chunks: the writes first, in offset order, then the clears."""
     if chunk_bytes < PAGE or chunk_bytes % PAGE:

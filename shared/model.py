@@ -186,6 +186,7 @@ class Job:
     method: str = ""  # "diff": copied by the diff method (shared/increments.py); "" or "copyStart": CopyStart
     blob_endpoint: str = ""  # the diff method's target storage account and container
     blob_container: str = ""
+    blob_snapshot: str = ""  # the diff method: the blob snapshot that stands for the source in the region
     announced: str = ""  # the last notice recorded for it (shared/notices.py): never announced twice
     announcements: int = 0  # how many it has had: numbers the next one's id
 
@@ -306,6 +307,7 @@ class Increment:
     blob: str = ""
     size: int = 0
     stamp: str = ""
+    fence: int = 0  # the blob's sequence number while this increment writes it
     etag: str | None = None
 
     @property

@@ -114,6 +114,10 @@ class TargetBlob:
         self._fence = fence
         return created
 
+    def allocated(self) -> list[Span]:
+        """The ranges the blob holds data in (a re-base clears what the source does not hold)."""
+        return [_span(item.start, item.end) for item in self._blob.list_page_ranges() if not item.cleared]
+
     def write(self, span: Span, data: bytes) -> None:
         start, end = span
         if len(data) != end - start:

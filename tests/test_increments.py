@@ -83,3 +83,12 @@ def test_an_unchanged_snapshot_is_an_increment_with_no_chunks():
 def test_ranges_no_page_blob_could_have_are_refused(changed, cleared):
     with pytest.raises(InvalidRanges):
         plan(changed, cleared, size=SIZE)
+
+
+def test_a_re_base_clears_what_the_blob_holds_beyond_the_source():
+    from shared.increments import outside
+
+    held = [(0, 10 * PAGE), (20 * PAGE, 30 * PAGE)]
+    wanted = [(2 * PAGE, 4 * PAGE), (8 * PAGE, 22 * PAGE)]
+    assert outside(held, wanted) == [(0, 2 * PAGE), (4 * PAGE, 8 * PAGE), (22 * PAGE, 30 * PAGE)]
+    assert outside(held, []) == held and outside([], wanted) == []

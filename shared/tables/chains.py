@@ -252,8 +252,16 @@ class ChainRows(OutboxRows):
             return replace(job, etag=self._create(job_entity(job), f"job {job.key}"))
         return replace(job, etag=self._update(job_entity(job), job.etag, f"job {job.key}"))
 
-    def save_chain(self, head: ChainHead, jobs: Sequence[Job], *, overtaken: Sequence[Job] = ()) -> None:
-        """Head and jobs in one batch: all or nothing, conditional on every ETag.
+    def save_chain(
+        self,
+        head: ChainHead,
+        jobs: Sequence[Job],
+        *,
+        overtaken: Sequence[Job] = (),
+        also: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
+        """Head and jobs in one batch: all or nothing, conditional on every ETag. `also`:
+        more operations of the chain's partition in the same batch (a diff increment's row).
 
         `overtaken`: queued jobs the head's new watermark has passed, now `skipped`. They
         go in the same batch while it stays within a Table transaction's 100 operations;
@@ -266,6 +274,7 @@ class ChainRows(OutboxRows):
         notices: list[Notice] = []
         for job in jobs:
             self._add_job(operations, notices, job, partition)
+        operations.extend(also)
         if len(operations) > BATCH_LIMIT:
             raise ValueError(f"chain {partition}: {len(operations)} rows cannot change in one transaction")
         rest = list(overtaken)

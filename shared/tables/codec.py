@@ -191,6 +191,7 @@ def job_entity(job: Job) -> Entity:
         "Method": job.method,
         "BlobEndpoint": job.blob_endpoint,
         "BlobContainer": job.blob_container,
+        "BlobSnapshot": job.blob_snapshot,
         "Announced": job.announced,
         "Announcements": job.announcements,
     }
@@ -250,6 +251,7 @@ def _job_from(chain: ChainKey, entity: Any) -> Job:
         method=entity.get("Method", "") or "",
         blob_endpoint=entity.get("BlobEndpoint", "") or "",
         blob_container=entity.get("BlobContainer", "") or "",
+        blob_snapshot=entity.get("BlobSnapshot", "") or "",
         announced=entity.get("Announced", "") or "",
         announcements=int(entity.get("Announcements", 0) or 0),
     )

@@ -37,6 +37,7 @@ def increment_entity(increment: Increment) -> Entity:
         # a double: exact for any disk size, and no Int64 wrapper to unpack
         "Size": float(increment.size),
         "Stamp": increment.stamp,
+        "Fence": float(increment.fence),
     }
 
 
@@ -58,6 +59,7 @@ def increment_from(chain: ChainKey, entity: Any) -> Increment:
         blob=entity.get("Blob", "") or "",
         size=int(entity.get("Size", 0) or 0),
         stamp=entity.get("Stamp", "") or "",
+        fence=int(entity.get("Fence", 0) or 0),
         etag=etag_of(entity),
     )
 
@@ -69,6 +71,12 @@ def increment_write(increment: Increment) -> tuple[Any, ...]:
         return ("create", entity)
     what = f"increment {increment.job_key}"
     return ("update", entity, {"mode": UpdateMode.REPLACE, **conditional(increment.etag, what)})
+
+
+def increment_delete(increment: Increment) -> tuple[Any, ...]:
+    """A batch operation deleting an increment's row (it finished, in the same batch)."""
+    key = {"PartitionKey": increment.chain.partition, "RowKey": INCREMENT_PREFIX + increment.job_key}
+    return ("delete", key)
 
 
 class IncrementRows(TableGateway):

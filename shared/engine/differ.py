@@ -1,0 +1,197 @@
+"""The diff method's increments, in a crash-safe order (docs/diff-copy.md):
+
+1. start: the job `copying`, the head's watermark and the increment `planning`, one batch;
+2. plan: read access to the snapshot (and to the chain's diff base), the ranges (the
+   managed-disk diff, or a full copy and a re-base), the chunks; the blob prepared and
+   fenced; the increment `copying`; one queue message per chunk; the base let go;
+3. copy (a queue message): one chunk, then its done row; the chunk that finds every chunk
+   done finishes;
+4. finish: the increment claimed `finishing`, the blob snapshot taken (once), then the job
+   `succeeded`, the head (last completed, diff base) and the increment's row gone, one
+   batch; the done rows dropped; the snapshot's read access let go.
+
+A run that dies between two steps leaves a state the timer finishes (shared/increment_steps.py
+says how; wiring it into the timer is the next step of issue 23).
+
+It must not decide the chunks (shared/increments.py) nor who may hold read access
+(shared/grants.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from azure.storage.blob import ContainerClient
+
+from shared.chunk_messages import ChunkMessage
+from shared.chunk_queue import ChunkQueue
+from shared.engine.access import Access
+from shared.engine.parts import Deps, Part
+from shared.grants import GRANT_SECONDS
+from shared.ids import ResourceId
+from shared.increment_steps import IncrementState, all_done
+from shared.increments import outside, plan
+from shared.model import ChainHead, ChainKey, CopyState, Increment, Job
+from shared.pageblobs import SourceSnapshot, TargetBlob, copy_chunk
+from shared.store import Conflict
+from shared.tables.increments import increment_delete, increment_write
+
+log = logging.getLogger("snapcopy")
+
+
+@dataclass(frozen=True)
+class DiffIo:
+    """What the diff method reads and writes through, beside ARM and the table."""
+
+    queue: ChunkQueue
+    containers: Callable[[str, str], ContainerClient]  # (blob endpoint, container) -> client
+    source_options: dict[str, Any] = field(default_factory=dict)  # blob client options for SAS reads
+
+
+def holder(chain: ChainKey, job_key: str) -> str:
+    """An increment's name as a holder of read access."""
+    return f"{chain.partition}|{job_key}"
+
+
+def blob_name(chain: ChainKey) -> str:
+    """The target page blob of a chain: one per source family and region."""
+    return f"{chain.family_id.lower()}-{chain.region}.vhd"
+
+
+class Differ(Part):
+    """Starts, plans, copies and finishes increments."""
+
+    def __init__(self, deps: Deps, access: Access, io: DiffIo) -> None:
+        super().__init__(deps)
+        self.access = access
+        self.io = io
+
+    def start(self, head: ChainHead, job: Job) -> Increment | None:
+        """Commit the job's start (raises `Conflict` when the head or job moved: read again),
+        then plan it. The planned increment back, or None while it waits for read access."""
+        now = self.clock()
+        started = replace(job, state=CopyState.COPYING, started_at=now, source_ready=True, not_before=None, error=None)
+        moved = replace(head, copying_key=job.key, last_started_key=max(head.last_started_key, job.key))
+        increment = Increment(job.chain, job.key, IncrementState.PLANNING, 1, 0, now, blob=blob_name(job.chain))
+        self.store.save_chain(moved, [started], also=[increment_write(increment)])
+        return self.plan(job.chain, job.key)
+
+    def plan(self, chain: ChainKey, key: str) -> Increment | None:
+        """Step 2 (again, after a planner died): None while read access must wait."""
+        increment = self.store.load_increment(chain, key)
+        head, job = self.store.load_head_and_job(chain, key)
+        if increment is None or head is None or job is None or increment.state is not IncrementState.PLANNING:
+            return increment
+        name = holder(chain, key)
+        sas = self.access.acquire(job.source_id, chain.family_id, name)
+        if sas is None:
+            return None
+        base = ResourceId.parse(head.diff_base, kind="snapshots") if head.diff_base else None
+        base_sas = self.access.acquire(base, chain.family_id, name) if base is not None else None
+        now = self.clock()
+        source = SourceSnapshot(sas, **self.io.source_options)
+        size = source.size()
+        target = TargetBlob(self.io.containers(job.blob_endpoint, job.blob_container), increment.blob)
+        fence = int(now.timestamp() * 1000)  # later increments (and later plans) fence higher
+        created = target.prepare(size, fence)
+        if base_sas is not None and not created:
+            changed, cleared = source.ranges(base_sas)
+        else:  # a full copy; over an old blob, a re-base that also clears what the source lacks
+            changed, _ = source.ranges()
+            cleared = [] if created else outside(target.allocated(), changed)
+        chunks = plan(changed, cleared, size=size)
+        planned = replace(
+            increment,
+            state=IncrementState.COPYING,
+            chunks=len(chunks),
+            changed_at=now,
+            source_sas=sas,
+            base_id=head.diff_base if base_sas is not None and not created else "",
+            grant_expires=now + timedelta(seconds=GRANT_SECONDS),
+            size=size,
+            fence=fence,
+        )
+        planned = self.store.save_increment(planned)
+        if base is not None:
+            self.access.release(base, chain.family_id, name)  # only the diff needed it
+        self.io.queue.send([ChunkMessage(chain, key, planned.generation, chunk) for chunk in chunks])
+        log.info(
+            "increment planned: %s → %s, %d chunk(s), %s",
+            job.source_id,
+            chain.region,
+            len(chunks),
+            f"diff against {head.diff_base}" if planned.base_id else "a full copy",
+        )
+        if not chunks:
+            self.finish(chain, key)
+        return planned
+
+    def copy(self, message: ChunkMessage) -> bool:
+        """Step 3: one chunk (a queue message); False when the message is of no current
+        plan (dropped). Raises when the chunk could not be copied: the queue retries it."""
+        chain, key = message.chain, message.job_key
+        increment = self.store.load_increment(chain, key)
+        if (
+            increment is None
+            or increment.generation != message.generation
+            or increment.state is not IncrementState.COPYING
+        ):
+            return False
+        job = self.store.load_job(chain, key)
+        if job is None:
+            return False
+        source = SourceSnapshot(increment.source_sas, **self.io.source_options)
+        container = self.io.containers(job.blob_endpoint, job.blob_container)
+        copy_chunk(source, TargetBlob(container, increment.blob, fence=increment.fence), message.chunk)
+        self.store.record_chunk(chain, key, increment.generation, message.chunk.index)
+        done = self.store.chunks_done(chain, key, increment.generation)
+        if all_done(increment.progress, done):
+            self.finish(chain, key)
+        return True
+
+    def finish(self, chain: ChainKey, key: str) -> None:
+        """Step 4 (idempotent: a finish that died is finished by the next)."""
+        increment = self.store.load_increment(chain, key)
+        if increment is None:
+            return
+        if increment.state is IncrementState.COPYING:
+            if not all_done(increment.progress, self.store.chunks_done(chain, key, increment.generation)):
+                return
+            try:
+                increment = self.store.save_increment(
+                    replace(increment, state=IncrementState.FINISHING, changed_at=self.clock())
+                )
+            except Conflict:
+                return  # another chunk's run finishes it
+        head, job = self.store.load_head_and_job(chain, key)
+        if head is None or job is None:
+            return
+        if not increment.stamp:
+            container = self.io.containers(job.blob_endpoint, job.blob_container)
+            metadata = {"sourcesnapshotid": str(job.source_id), "sourcetimecreated": job.source_time.isoformat()}
+            stamp = TargetBlob(container, increment.blob).snapshot({**metadata, "policy": job.policy})
+            increment = self.store.save_increment(replace(increment, stamp=stamp))
+        now = self.clock()
+        done = replace(
+            job,
+            state=CopyState.SUCCEEDED,
+            finished_at=now,
+            percent=100.0,
+            blob_snapshot=f"{increment.blob}?snapshot={increment.stamp}",
+        )
+        moved = replace(
+            head,
+            copying_key="" if head.copying_key == key else head.copying_key,
+            last_completed_key=key,
+            last_completed_source=str(job.source_id),
+            last_completed_at=now,
+            diff_base=str(job.source_id),
+        )
+        self.store.save_chain(moved, [done], also=[increment_delete(increment)])
+        self.store.drop_chunks(chain, key)
+        self.access.release(job.source_id, chain.family_id, holder(chain, key))
+        log.info("increment completed: %s → %s (%s)", job.source_id, chain.region, done.blob_snapshot)
