@@ -26,7 +26,7 @@ from enum import StrEnum
 FAMILY_BUDGET = 4  # Azure allows five snapshots of a family with a SAS: one is left for people
 GRANT_SECONDS = 6 * 3600  # how long a grant is asked for
 RENEW_MARGIN = timedelta(minutes=30)  # a grant running out sooner is asked for again
-CLAIM = timedelta(minutes=2)  # a run asking ARM (or revoking) holds the row this long
+CLAIM = timedelta(minutes=10)  # a run asking ARM (or revoking) holds the row this long: longer than either takes
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,12 @@ def need(existing: Grant | None, family: Sequence[Grant], now: datetime) -> Need
         return Need.GRANT  # runs out soon, or a claim died: ask again
     held = [grant for grant in family if now < grant.expires]
     return Need.WAIT if len(held) >= FAMILY_BUDGET else Need.GRANT
+
+
+def over_budget(family: Sequence[Grant], now: datetime) -> bool:
+    """Whether a family holds more grants than its budget (two runs claimed at once: the
+    budget is counted before a claim and checked after it, and a new claim backs off)."""
+    return len([grant for grant in family if now < grant.expires]) > FAMILY_BUDGET
 
 
 def claim(existing: Grant | None, snapshot_key: str, family_id: str, holders: tuple[str, ...], now: datetime) -> Grant:

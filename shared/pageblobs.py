@@ -22,6 +22,8 @@ from azure.storage.blob import BlobClient, ContainerClient, SequenceNumberAction
 from shared.increments import Chunk, Span
 
 MAX_PAGE_BLOB = 8 * 1024**4  # bytes: Azure's largest page blob (a disk may be up to 64 TiB)
+HOLDS = "holds"  # the blob's metadata: the source snapshot it holds exactly
+SOURCE_KEY = "sourcesnapshotid"  # a blob snapshot's metadata: the source snapshot it stands for
 
 
 def _spans(ranges: Any) -> list[Span]:
@@ -128,8 +130,26 @@ class TargetBlob:
         start, end = span
         self._blob.clear_page(offset=start, length=end - start, if_sequence_number_eq=self._fence)
 
+    def holds(self) -> str:
+        """The source snapshot the blob holds exactly ("": none, or the blob is new): a diff
+        may be applied only onto the blob that holds its base (its metadata says which,
+        written by `mark_holding` when an increment finishes)."""
+        try:
+            metadata = self._blob.get_blob_properties().metadata or {}
+        except ResourceNotFoundError:
+            return ""
+        return str(metadata.get(HOLDS, ""))
+
+    def mark_holding(self, source_id: str) -> None:
+        self._blob.set_blob_metadata({HOLDS: source_id})
+
     def snapshot(self, metadata: Mapping[str, str]) -> str:
-        """Take the blob snapshot that stands for the source snapshot in the target region."""
+        """The blob snapshot that stands for a source snapshot in the target region: the one
+        taken already for that source (a finish that died after taking it), else a new one."""
+        source = metadata.get(SOURCE_KEY, "")
+        for item in self._container.list_blobs(name_starts_with=self.name, include=["snapshots", "metadata"]):
+            if item.name == self.name and item.snapshot and (item.metadata or {}).get(SOURCE_KEY) == source:
+                return str(item.snapshot)
         taken = self._blob.create_snapshot(metadata=dict(metadata))
         return str(taken["snapshot"])
 

@@ -131,3 +131,13 @@ def test_each_increment_leaves_a_blob_snapshot_equal_to_its_source_snapshot(
         assert copy.get_blob_properties().metadata["sourcesnapshotid"] == snapshot_id
     assert read_total == changed_total  # nothing read twice (the repeated chunk aside), nothing unchanged read
     assert world.access_counters()["most_at_once"] <= 2 and world.access_counters()["refused"] == 0
+
+
+def test_a_blob_snapshot_is_taken_once_per_source_and_the_blob_says_what_it_holds(container: ContainerClient):
+    target = TargetBlob(container, "family.vhd")
+    assert target.prepare(MIB, fence=1) and target.holds() == ""
+    first = target.snapshot({"sourcesnapshotid": "/s/s0"})
+    assert target.snapshot({"sourcesnapshotid": "/s/s0"}) == first  # a finish that died after taking it
+    assert target.snapshot({"sourcesnapshotid": "/s/s1"}) != first
+    target.mark_holding("/s/s1")
+    assert TargetBlob(container, "family.vhd").holds() == "/s/s1"

@@ -101,6 +101,31 @@ def test_a_diff_chain_copies_each_snapshot_exactly_through_the_engine_s_steps(
     assert world.access_counters()["most_at_once"] <= 2 and world.access_counters()["refused"] == 0
     assert store.load_increment(job.chain, job.key) is None
 
+    # someone deletes the target blob: the chain's base is gone, so the next increment re-bases
+    assert finished is not None
+    blob_name = finished.blob_snapshot.split("?")[0]
+    blobs.get_blob_client(blob_name).delete_blob(delete_snapshots="include")
+    world.write_disk(disk, 50 * MIB, MIB, seed=6)
+    last = fleet.take_snapshot(disk, "vm0-data0-s3", "eastus2")
+    snapshot = deployment.replicator.arm.get_snapshot(ResourceId.parse(last))
+    assert snapshot is not None
+    (job,) = store.add_jobs(
+        [new_job(snapshot, place(Selected(policy, policy.targets[0]), snapshot, snapshot.id.group), world.clock.now())]
+    )
+    head = store.load_head(job.chain)
+    assert head is not None
+    planned = differ.start(head, job)
+    assert planned is not None and planned.base_id == ""  # a full copy, not a diff onto an empty blob
+    while host.drain_queue(queue.client, function="copy_chunk").done:
+        pass
+    finished = store.load_job(job.chain, job.key)
+    assert finished is not None and finished.state is CopyState.SUCCEEDED
+    blob, stamp = finished.blob_snapshot.split("?snapshot=")
+    copy = blobs.get_blob_client(blob, snapshot=stamp)
+    image = world.snapshot_image(last)
+    allocated = joined((r.start or 0, (r.end or 0) + 1) for r in copy.list_page_ranges() if not r.cleared)
+    assert allocated == image.allocated()
+
 
 def world_ca(deployment: Deployment) -> str:
     settings = deployment.replicator.settings

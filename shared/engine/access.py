@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from shared.engine.parts import Part
-from shared.grants import GRANT_SECONDS, Grant, Need, claim, idle, joined, left, need
+from shared.grants import GRANT_SECONDS, Grant, Need, claim, idle, joined, left, need, over_budget
 from shared.ids import ResourceId
 from shared.store import Conflict
 
@@ -26,9 +26,10 @@ ATTEMPTS = 5  # races lost on a grant row before giving up for this run
 class Access(Part):
     """Acquire, release and sweep snapshot grants."""
 
-    def acquire(self, snapshot_id: ResourceId, family_id: str, holder: str) -> str | None:
-        """A SAS URL to read the snapshot with, held by `holder` until it releases it; None
-        when it must wait (the family holds its budget, or another run is asking ARM)."""
+    def acquire(self, snapshot_id: ResourceId, family_id: str, holder: str) -> Grant | None:
+        """The snapshot's grant (its SAS URL and until when), held by `holder` until it
+        releases it; None when it must wait (the family holds its budget, or another run is
+        asking ARM)."""
         key = str(snapshot_id).lower()
         for _ in range(ATTEMPTS):
             now = self.clock()
@@ -40,15 +41,19 @@ class Access(Part):
                 if step is Need.JOIN and existing is not None:
                     if holder not in existing.holders:
                         existing = self.store.save_grant(joined(existing, holder))
-                    return existing.sas
+                    return existing
                 holders = joined(existing, holder).holders if existing is not None else (holder,)
                 claimed = self.store.save_grant(claim(existing, key, family_id, holders, now))
             except Conflict:
                 continue  # another run changed the row: read it again
+            if existing is None and over_budget(self.store.family_grants(family_id), now):
+                with contextlib.suppress(Conflict):  # another run claimed too: this new one backs off
+                    self.store.delete_grant(claimed)
+                return None
             sas = self.arm.grant_read(snapshot_id, GRANT_SECONDS)  # a failure leaves the claim to run out
             try:
                 granted = replace(claimed, sas=sas, expires=now + timedelta(seconds=GRANT_SECONDS))
-                return self.store.save_grant(granted).sas
+                return self.store.save_grant(granted)
             except Conflict:
                 continue  # the claim ran out and another run took over: its grant is the snapshot's now
         log.info("read access to %s: the grant row kept changing; the next run asks again", snapshot_id)

@@ -22,25 +22,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Any
 
 from azure.storage.blob import ContainerClient
 
+from shared.arm import ArmError
 from shared.chunk_messages import ChunkMessage
 from shared.chunk_queue import ChunkQueue
 from shared.engine.access import Access
 from shared.engine.parts import Deps, Part
-from shared.grants import GRANT_SECONDS
 from shared.ids import ResourceId
 from shared.increment_steps import IncrementState, all_done
 from shared.increments import outside, plan
 from shared.model import ChainHead, ChainKey, CopyState, Increment, Job
-from shared.pageblobs import SourceSnapshot, TargetBlob, copy_chunk
+from shared.pageblobs import SOURCE_KEY, SourceSnapshot, TargetBlob, copy_chunk
 from shared.store import Conflict
 from shared.tables.increments import increment_delete, increment_write
 
 log = logging.getLogger("snapcopy")
+
+
+class NoReadAccess(Exception):
+    """A chunk found no live grant for its source (released, or being renewed)."""
 
 
 @dataclass(frozen=True)
@@ -76,48 +79,66 @@ class Differ(Part):
         now = self.clock()
         started = replace(job, state=CopyState.COPYING, started_at=now, source_ready=True, not_before=None, error=None)
         moved = replace(head, copying_key=job.key, last_started_key=max(head.last_started_key, job.key))
-        increment = Increment(job.chain, job.key, IncrementState.PLANNING, 1, 0, now, blob=blob_name(job.chain))
+        increment = Increment(job.chain, job.key, IncrementState.PLANNING, 0, 0, now, blob=blob_name(job.chain))
         self.store.save_chain(moved, [started], also=[increment_write(increment)])
         return self.plan(job.chain, job.key)
 
     def plan(self, chain: ChainKey, key: str) -> Increment | None:
-        """Step 2 (again, after a planner died): None while read access must wait."""
+        """Step 2 (again, after a planner died): None while read access must wait, or when
+        another planner claimed the plan first."""
         increment = self.store.load_increment(chain, key)
         head, job = self.store.load_head_and_job(chain, key)
         if increment is None or head is None or job is None or increment.state is not IncrementState.PLANNING:
             return increment
+        now = self.clock()
+        try:  # claim this plan: a new generation and a higher fence (of two planners, one goes on)
+            fence = max(increment.fence + 1, int(now.timestamp() * 1000))
+            increment = self.store.save_increment(
+                replace(increment, generation=increment.generation + 1, fence=fence, changed_at=now)
+            )
+        except Conflict:
+            return None
         name = holder(chain, key)
-        sas = self.access.acquire(job.source_id, chain.family_id, name)
-        if sas is None:
+        grant = self.access.acquire(job.source_id, chain.family_id, name)
+        if grant is None:
             return None
         base = ResourceId.parse(head.diff_base, kind="snapshots") if head.diff_base else None
-        base_sas = self.access.acquire(base, chain.family_id, name) if base is not None else None
-        now = self.clock()
-        source = SourceSnapshot(sas, **self.io.source_options)
+        base_grant = None
+        if base is not None:
+            try:
+                base_grant = self.access.acquire(base, chain.family_id, name)
+            except ArmError as error:
+                if error.status != 404:
+                    raise
+                base = None  # the base snapshot is gone: re-base
+        source = SourceSnapshot(grant.sas, **self.io.source_options)
         size = source.size()
         target = TargetBlob(self.io.containers(job.blob_endpoint, job.blob_container), increment.blob)
-        fence = int(now.timestamp() * 1000)  # later increments (and later plans) fence higher
-        created = target.prepare(size, fence)
-        if base_sas is not None and not created:
-            changed, cleared = source.ranges(base_sas)
-        else:  # a full copy; over an old blob, a re-base that also clears what the source lacks
+        target.prepare(size, increment.fence)
+        # a diff only onto the blob that holds its base exactly (a new or other blob re-bases)
+        diffable = base_grant is not None and target.holds() == head.diff_base
+        if diffable and base_grant is not None:
+            changed, cleared = source.ranges(base_grant.sas)
+        else:  # a full copy, clearing what the blob holds beyond the source (a re-base)
             changed, _ = source.ranges()
-            cleared = [] if created else outside(target.allocated(), changed)
+            cleared = outside(target.allocated(), changed)
+        if base is not None:
+            self.access.release(base, chain.family_id, name)  # only the ranges needed it
         chunks = plan(changed, cleared, size=size)
         planned = replace(
             increment,
             state=IncrementState.COPYING,
             chunks=len(chunks),
             changed_at=now,
-            source_sas=sas,
-            base_id=head.diff_base if base_sas is not None and not created else "",
-            grant_expires=now + timedelta(seconds=GRANT_SECONDS),
+            source_sas=grant.sas,
+            base_id=head.diff_base if diffable else "",
+            grant_expires=grant.expires,
             size=size,
-            fence=fence,
         )
-        planned = self.store.save_increment(planned)
-        if base is not None:
-            self.access.release(base, chain.family_id, name)  # only the diff needed it
+        try:
+            planned = self.store.save_increment(planned)
+        except Conflict:
+            return None  # a later plan claimed it meanwhile: it goes on
         self.io.queue.send([ChunkMessage(chain, key, planned.generation, chunk) for chunk in chunks])
         log.info(
             "increment planned: %s → %s, %d chunk(s), %s",
@@ -144,7 +165,11 @@ class Differ(Part):
         job = self.store.load_job(chain, key)
         if job is None:
             return False
-        source = SourceSnapshot(increment.source_sas, **self.io.source_options)
+        # the grant's current SAS: another holder may have renewed it since this plan
+        grant = self.store.load_grant(chain.family_id, str(job.source_id).lower())
+        if grant is None or not grant.sas:
+            raise NoReadAccess(f"no read access to {job.source_id} now: the chunk is retried")
+        source = SourceSnapshot(grant.sas, **self.io.source_options)
         container = self.io.containers(job.blob_endpoint, job.blob_container)
         copy_chunk(source, TargetBlob(container, increment.blob, fence=increment.fence), message.chunk)
         self.store.record_chunk(chain, key, increment.generation, message.chunk.index)
@@ -170,11 +195,13 @@ class Differ(Part):
         head, job = self.store.load_head_and_job(chain, key)
         if head is None or job is None:
             return
+        target = TargetBlob(self.io.containers(job.blob_endpoint, job.blob_container), increment.blob)
         if not increment.stamp:
-            container = self.io.containers(job.blob_endpoint, job.blob_container)
-            metadata = {"sourcesnapshotid": str(job.source_id), "sourcetimecreated": job.source_time.isoformat()}
-            stamp = TargetBlob(container, increment.blob).snapshot({**metadata, "policy": job.policy})
+            metadata = {SOURCE_KEY: str(job.source_id), "sourcetimecreated": job.source_time.isoformat()}
+            stamp = target.snapshot({**metadata, "policy": job.policy})  # the one taken before, if any
             increment = self.store.save_increment(replace(increment, stamp=stamp))
+        target.mark_holding(str(job.source_id))  # the next increment may diff onto it
+        self.access.release(job.source_id, chain.family_id, holder(chain, key))  # idempotent: before the commit
         now = self.clock()
         done = replace(
             job,
@@ -193,5 +220,4 @@ class Differ(Part):
         )
         self.store.save_chain(moved, [done], also=[increment_delete(increment)])
         self.store.drop_chunks(chain, key)
-        self.access.release(job.source_id, chain.family_id, holder(chain, key))
         log.info("increment completed: %s → %s (%s)", job.source_id, chain.region, done.blob_snapshot)

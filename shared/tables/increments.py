@@ -74,9 +74,9 @@ def increment_write(increment: Increment) -> tuple[Any, ...]:
 
 
 def increment_delete(increment: Increment) -> tuple[Any, ...]:
-    """A batch operation deleting an increment's row (it finished, in the same batch)."""
+    """A batch operation deleting an increment's row as read (it finished, in the same batch)."""
     key = {"PartitionKey": increment.chain.partition, "RowKey": INCREMENT_PREFIX + increment.job_key}
-    return ("delete", key)
+    return ("delete", key, conditional(increment.etag, f"increment {increment.job_key}"))
 
 
 class IncrementRows(TableGateway):
