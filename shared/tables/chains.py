@@ -59,15 +59,10 @@ class ChainRows(OutboxRows):
     def save_head(self, head: ChainHead, notices: Sequence[Notice] = ()) -> ChainHead:
         """Write a head we read (ETag-conditional), with its notices in the same batch (when
         notices are recorded at all); the head as saved, with its new ETag."""
+        if head.etag is None:
+            raise MissingETag(f"head {head.key.partition}: a conditional write needs the row's ETag, and none was read")
         what = f"head {head.key.partition}"
-        kept = self._outbox(head.key.partition, notices)
-        if not kept:
-            saved = replace(head, etag=self._update(head_entity(head), head.etag, what))
-        else:
-            update = ("update", head_entity(head), {"mode": UpdateMode.REPLACE, **conditional(head.etag, what)})
-            saved = replace(head, etag=result_etag(self._transact([update, *kept], what), 0))
-        self._committed_now(head.key.partition, notices)
-        return saved
+        return replace(head, etag=self._write_noticed(head_entity(head), head.etag, head.key.partition, notices, what))
 
     def load_pending(self, head: ChainHead) -> list[Job]:
         """The chain's jobs newer than its order watermark: the queue and what is copying."""
@@ -238,19 +233,8 @@ class ChainRows(OutboxRows):
     def _write_job(self, job: Job) -> Job:
         """One job (inserted when it has no ETag), with the notices it owes in the same batch."""
         job, notices = self._announce(job)
-        kept = self._outbox(job.chain.partition, notices)
-        if not kept:
-            committed = self._write_alone(job)
-            self._committed_now(job.chain.partition, notices)
-            return committed
-        results = self._transact([job_update(job), *kept], f"job {job.key}")
-        self._committed_now(job.chain.partition, notices)
-        return replace(job, etag=result_etag(results, 0))
-
-    def _write_alone(self, job: Job) -> Job:
-        if job.etag is None:
-            return replace(job, etag=self._create(job_entity(job), f"job {job.key}"))
-        return replace(job, etag=self._update(job_entity(job), job.etag, f"job {job.key}"))
+        etag = self._write_noticed(job_entity(job), job.etag, job.chain.partition, notices, f"job {job.key}")
+        return replace(job, etag=etag)
 
     def save_chain(
         self,

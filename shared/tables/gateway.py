@@ -13,9 +13,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self, TypeVar
 
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
@@ -115,6 +116,33 @@ class TableGateway:
             raise Conflict(what) from error
         etag = (metadata or {}).get("etag")
         return str(etag) if etag else None
+
+    def _delete(self, partition: str, row: str, etag: str | None, what: str) -> None:
+        """Delete a row, if unchanged since it was read (its ETag; None: whatever it holds);
+        `Conflict` when it changed, nothing when it is gone already."""
+        self.ensure_table()
+        condition: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        try:
+            self._table.delete_entity(partition, row, **condition)
+        except ResourceModifiedError as error:
+            raise Conflict(what) from error
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as error:
+            if error.status_code == 412:
+                raise Conflict(what) from error
+            raise
+
+    def _delete_rows(self, partition: str, rows: Sequence[str], what: str) -> None:
+        """Delete rows of one partition, a batch at a time; a batch that finds one gone
+        already (another run deleted it) is done row by row, missing rows being fine."""
+        for start in range(0, len(rows), BATCH_LIMIT):
+            part = rows[start : start + BATCH_LIMIT]
+            try:
+                self._transact([("delete", {"PartitionKey": partition, "RowKey": row}) for row in part], what)
+            except Conflict:
+                for row in part:
+                    self._delete(partition, row, None, what)
 
     def _upsert(self, entity: Entity) -> None:
         """Insert or replace a row whatever it holds (rows only one writer ever changes)."""

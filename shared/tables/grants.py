@@ -11,12 +11,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-
 from shared.grants import Grant
 from shared.tables.codec import Entity, etag_of, moment
-from shared.tables.gateway import Conflict, TableGateway
+from shared.tables.gateway import TableGateway
 from shared.tables.keys import GRANT_HIGH, GRANT_LOW, grant_key, grant_partition
 
 
@@ -72,15 +69,5 @@ class GrantRows(TableGateway):
 
     def delete_grant(self, grant: Grant) -> None:
         """Delete the row read, unless it changed since (`Conflict`); gone already is fine."""
-        self.ensure_table()
-        try:
-            self._table.delete_entity(
-                grant_partition(grant.family_id),
-                grant_key(grant.snapshot_key),
-                etag=grant.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except ResourceModifiedError as error:
-            raise Conflict(f"grant {grant.snapshot_key} changed") from error
-        except ResourceNotFoundError:
-            return
+        partition, row = grant_partition(grant.family_id), grant_key(grant.snapshot_key)
+        self._delete(partition, row, grant.etag, f"grant {grant.snapshot_key} changed")

@@ -17,7 +17,7 @@ from azure.data.tables import UpdateMode
 from shared.increment_steps import IncrementState
 from shared.model import ChainKey, Increment
 from shared.tables.codec import Entity, conditional, etag_of, moment
-from shared.tables.gateway import BATCH_LIMIT, Conflict, TableGateway
+from shared.tables.gateway import Conflict, TableGateway
 from shared.tables.keys import CHUNK_PREFIX, INCREMENT_PREFIX, chunk_key
 
 
@@ -122,12 +122,5 @@ class IncrementRows(TableGateway):
                 select=["RowKey"],
             )
         )
-        for start in range(0, len(rows), BATCH_LIMIT):
-            part = rows[start : start + BATCH_LIMIT]
-            operations = [("delete", {"PartitionKey": chain.partition, "RowKey": row["RowKey"]}) for row in part]
-            try:
-                self._transact(operations, f"chunks of {job_key}")
-            except Conflict:  # dropped meanwhile by another run: delete what is left, one by one
-                for row in part:
-                    self._table.delete_entity(chain.partition, row["RowKey"])  # a missing row is fine
+        self._delete_rows(chain.partition, [row["RowKey"] for row in rows], f"chunks of {job_key}")
         return len(rows)

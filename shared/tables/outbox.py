@@ -17,13 +17,12 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
 
 from shared.model import Job
 from shared.notices import Notice, announce
-from shared.tables.codec import Entity
-from shared.tables.gateway import BATCH_LIMIT, Conflict, TableGateway
+from shared.tables.codec import Entity, conditional, result_etag
+from shared.tables.gateway import Conflict, TableGateway
 from shared.tables.keys import OUTBOX, OUTBOX_HIGH, OUTBOX_LOW, OUTBOX_PREFIX
 
 
@@ -92,17 +91,8 @@ class OutboxRows(TableGateway):
         return found
 
     def drop_outbox(self, partition: str, notice_ids: list[str]) -> None:
-        """Delete published notices (rows already gone are fine)."""
-        for start in range(0, len(notice_ids), BATCH_LIMIT):
-            part = notice_ids[start : start + BATCH_LIMIT]
-            operations: list[tuple[Any, ...]] = [
-                ("delete", {"PartitionKey": partition, "RowKey": OUTBOX_PREFIX + ident}) for ident in part
-            ]
-            try:
-                self._transact(operations, f"outbox {partition}")
-            except Conflict:  # one was deleted already (another run published it too)
-                for ident in part:
-                    self._table.delete_entity(partition, OUTBOX_PREFIX + ident)  # 404 is no error here
+        """Delete published notices (rows already gone are fine: another run published them too)."""
+        self._delete_rows(partition, [OUTBOX_PREFIX + ident for ident in notice_ids], f"outbox {partition}")
 
     def mark_outbox(self, partition: str) -> None:
         """Name a partition whose notices are still unsent (the next timer run reads it)."""
@@ -115,11 +105,20 @@ class OutboxRows(TableGateway):
 
     def unmark_outbox(self, partition: str, etag: str | None) -> None:
         """Remove a mark, unless it was set again since it was read (then it stays)."""
-        self.ensure_table()
-        condition: dict[str, Any] = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
-        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
-            try:
-                self._table.delete_entity(OUTBOX, partition, **condition)
-            except HttpResponseError as error:
-                if error.status_code != 412:
-                    raise
+        with contextlib.suppress(Conflict):
+            self._delete(OUTBOX, partition, etag, f"outbox mark {partition}")
+
+    def _write_noticed(
+        self, entity: Entity, etag: str | None, partition: str, notices: Sequence[Notice], what: str
+    ) -> str | None:
+        """Write a row (insert without an ETag, else replace the row read) with the notices
+        its write owes in the same batch, when they are kept; its new ETag back."""
+        kept = self._outbox(partition, notices)
+        if not kept:
+            new = self._create(entity, what) if etag is None else self._update(entity, etag, what)
+        else:
+            mode = {"mode": UpdateMode.REPLACE, **conditional(etag, what)} if etag is not None else None
+            write = ("create", entity) if mode is None else ("update", entity, mode)
+            new = result_etag(self._transact([write, *kept], what), 0)
+        self._committed_now(partition, notices)
+        return new

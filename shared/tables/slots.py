@@ -17,6 +17,7 @@ from azure.data.tables import UpdateMode
 from shared.model import ChainKey, InFlight, RegionKey, RegionLoad, Waiting
 from shared.notices import Notice
 from shared.tables.codec import (
+    MissingETag,
     conditional,
     counter_entity,
     etag_of,
@@ -155,16 +156,11 @@ class SlotRows(OutboxRows):
         """Write a flight row we read (ETag-conditional): a run that lost the flight to
         another (a restart, a finish) gets `Conflict` and must stop touching it. Its
         notices (a copy stuck) go in the same batch, when notices are recorded at all."""
+        if flight.etag is None:
+            raise MissingETag(f"flight {flight.chain.partition}: a conditional write needs the row's ETag")
         what = f"flight {flight.chain.partition} changed or is gone"
-        partition = flight.region.partition
-        kept = self._outbox(partition, notices)
-        if not kept:
-            saved = replace(flight, etag=self._update(flight_entity(flight), flight.etag, what))
-        else:
-            update = ("update", flight_entity(flight), {"mode": UpdateMode.REPLACE, **conditional(flight.etag, what)})
-            saved = replace(flight, etag=result_etag(self._transact([update, *kept], what), 0))
-        self._committed_now(partition, notices)
-        return saved
+        etag = self._write_noticed(flight_entity(flight), flight.etag, flight.region.partition, notices, what)
+        return replace(flight, etag=etag)
 
     def load_flight(self, region: RegionKey, chain: ChainKey) -> InFlight | None:
         entity = self._get(region.partition, FLIGHT_PREFIX + chain.family_id)
