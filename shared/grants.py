@@ -63,14 +63,18 @@ def need(existing: Grant | None, family: Sequence[Grant], now: datetime) -> Need
         if existing.claimed(now):
             return Need.WAIT  # another run is asking ARM (or revoking): its answer is shared
         return Need.GRANT  # runs out soon, or a claim died: ask again
-    held = [grant for grant in family if now < grant.expires]
-    return Need.WAIT if len(held) >= FAMILY_BUDGET else Need.GRANT
+    return Need.WAIT if held(family, now) >= FAMILY_BUDGET else Need.GRANT
+
+
+def held(family: Sequence[Grant], now: datetime) -> int:
+    """How many grants a family holds now (live, renewing, or claimed)."""
+    return sum(1 for grant in family if now < grant.expires)
 
 
 def over_budget(family: Sequence[Grant], now: datetime) -> bool:
     """Whether a family holds more grants than its budget (two runs claimed at once: the
     budget is counted before a claim and checked after it, and a new claim backs off)."""
-    return len([grant for grant in family if now < grant.expires]) > FAMILY_BUDGET
+    return held(family, now) > FAMILY_BUDGET
 
 
 def claim(existing: Grant | None, snapshot_key: str, family_id: str, holders: tuple[str, ...], now: datetime) -> Grant:
