@@ -30,6 +30,12 @@ def _spans(ranges: Any) -> list[Span]:
     return [_span(item["start"], item["end"]) for item in ranges]
 
 
+def allocated(blob: BlobClient) -> list[Span]:
+    """The ranges a page blob (or one of its snapshots, or a snapshot behind a SAS) holds
+    data in, every page of the answer read."""
+    return [_span(item.start, item.end) for item in blob.list_page_ranges() if not item.cleared]
+
+
 def _span(start: int | None, last: int | None) -> Span:
     """Storage's inclusive range as [start, end)."""
     if start is None or last is None:
@@ -53,8 +59,7 @@ class SourceSnapshot:
         answer comes in pages (a NextMarker): every page is read, or the copy would miss
         ranges without a word."""
         if previous_sas_url is None:
-            allocated = [_span(item.start, item.end) for item in self._blob.list_page_ranges() if not item.cleared]
-            return allocated, []
+            return allocated(self._blob), []
         changed: list[Span] = []
         cleared: list[Span] = []
         marker: str | None = None
@@ -118,7 +123,7 @@ class TargetBlob:
 
     def allocated(self) -> list[Span]:
         """The ranges the blob holds data in (a re-base clears what the source does not hold)."""
-        return [_span(item.start, item.end) for item in self._blob.list_page_ranges() if not item.cleared]
+        return allocated(self._blob)
 
     def write(self, span: Span, data: bytes) -> None:
         start, end = span

@@ -35,7 +35,7 @@ from local.emulator import EmulatorServer, VirtualClock, World
 from local.emulator.config import EmulatorConfig
 from local.fleet import Fleet
 from shared.increments import PAGE, Chunk, joined, plan
-from shared.pageblobs import SourceSnapshot, TargetBlob, copy_chunk
+from shared.pageblobs import SourceSnapshot, TargetBlob, allocated, copy_chunk
 
 MIB = 1024 * 1024
 SUBSCRIPTION = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
@@ -143,10 +143,10 @@ class Bench:
     def _equal(self, blob: str, stamp: str) -> bool:
         image = self.world.snapshot_image(self.snapshots[-1])
         copy = self.container.get_blob_client(blob, snapshot=stamp)
-        allocated = joined((r.start or 0, (r.end or 0) + 1) for r in copy.list_page_ranges() if not r.cleared)
-        if allocated != image.allocated():
+        held = joined(allocated(copy))
+        if held != image.allocated():
             return False
-        for start, end in allocated:
+        for start, end in held:
             for offset in range(start, end, 8 * MIB):
                 length = min(end, offset + 8 * MIB) - offset
                 ours = copy.download_blob(offset=offset, length=length).readall()

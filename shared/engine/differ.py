@@ -175,16 +175,19 @@ class Differ(Part):
         self.store.record_chunk(chain, key, increment.generation, message.chunk.index)
         done = self.store.chunks_done(chain, key, increment.generation)
         if all_done(increment.progress, done):
-            self.finish(chain, key)
+            self.finish(chain, key, increment)
         return True
 
-    def finish(self, chain: ChainKey, key: str) -> None:
-        """Step 4 (idempotent: a finish that died is finished by the next)."""
-        increment = self.store.load_increment(chain, key)
+    def finish(self, chain: ChainKey, key: str, counted: Increment | None = None) -> None:
+        """Step 4 (idempotent: a finish that died is finished by the next). `counted`: the
+        increment as read by the run that just found every chunk done (not counted again)."""
+        increment = counted or self.store.load_increment(chain, key)
         if increment is None:
             return
         if increment.state is IncrementState.COPYING:
-            if not all_done(increment.progress, self.store.chunks_done(chain, key, increment.generation)):
+            if counted is None and not all_done(
+                increment.progress, self.store.chunks_done(chain, key, increment.generation)
+            ):
                 return
             try:
                 increment = self.store.save_increment(
