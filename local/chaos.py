@@ -64,7 +64,7 @@ from local.emulator.ids import parse_resource_id
 from local.emulator.world import World
 from local.host import FunctionHost
 from local.tables import TableRows
-from local.topic import TopicServer
+from local.topic import TopicServer, distinct_by_copy
 from shared import runtime
 from shared.arm import RETRY_SETTINGS, ArmError, ArmRetryPolicy
 from shared.config import load_settings
@@ -1237,15 +1237,14 @@ def _notice_problems(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -
     its pruning when it was pruned; no notice for a copy with no job; each id one notice."""
     problems: list[str] = []
     by_id: dict[str, tuple[str, str]] = {}
-    kinds: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for event in events:
         copy = event.get("data", {}).get("copyId")
-        if event["type"] == "Snapcopy.RpoBreached" or copy is None:
+        if copy is None:
             continue
         seen = by_id.setdefault(event["id"], (event["type"], copy))
         if seen != (event["type"], copy):
             problems.append(f"notice id {event['id']} published as {seen} and as {(event['type'], copy)}")
-        kinds[copy][event["type"]].add(event["id"])
+    kinds = distinct_by_copy(events)
     jobs = {
         copy_id(ChainKey(row["PartitionKey"].split("|")[1], row["PartitionKey"].split("|")[2]), row["RowKey"][4:]): row
         for row in rows
@@ -1261,7 +1260,7 @@ def _notice_problems(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -
             expected["Snapcopy.CopyStarted"] = 1
         if row.get("PrunedAt") is not None:
             expected["Snapcopy.CopyPruned"] = 1
-        found = Counter({kind: len(ids) for kind, ids in kinds.get(copy, {}).items()})
+        found = Counter(kinds.get(copy, {}))
         found.pop("Snapcopy.CopyStuck", None)
         if found != expected:
             problems.append(

@@ -37,7 +37,7 @@ from local.azurite import Azurite
 from local.fleet import Fleet
 from local.host import FunctionHost
 from local.tables import TableRows
-from local.topic import TopicServer
+from local.topic import TopicServer, distinct_by_copy
 
 TABLE_NAME = "snapcopydemo"
 SUBSCRIPTION = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
@@ -192,11 +192,9 @@ def notifications_table(events: list[dict[str, Any]]) -> Table:
 
 def notice_problems(events: list[dict[str, Any]], copies: int) -> list[str]:
     """Each copy announced its start and its end once (by distinct id)."""
-    kinds: dict[str, dict[str, set[str]]] = {}
-    for event in events:
-        kinds.setdefault(event["data"]["copyId"], {}).setdefault(event["type"], set()).add(event["id"])
+    kinds = distinct_by_copy(events)
     expected = {"Snapcopy.CopyStarted": 1, "Snapcopy.CopyCompleted": 1}
-    wrong = [copy for copy, found in kinds.items() if {k: len(v) for k, v in found.items()} != expected]
+    wrong = [copy for copy, found in kinds.items() if found != expected]
     problems = [f"{len(wrong)} copies without exactly one start and one end notice"] if wrong else []
     if len(kinds) != copies:
         problems.append(f"notices for {len(kinds)} copies, {copies} expected")

@@ -49,6 +49,17 @@ def problems(batch: Any) -> list[str]:
     return found
 
 
+def distinct_by_copy(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """How many distinct notice ids each copy had of each type: {copyId: {type: count}}
+    (a notice resent with its id counts once; notices of no copy are left out)."""
+    ids: dict[str, dict[str, set[str]]] = {}
+    for event in events:
+        copy = (event.get("data") or {}).get("copyId")
+        if copy is not None:
+            ids.setdefault(copy, {}).setdefault(event["type"], set()).add(event["id"])
+    return {copy: {kind: len(found) for kind, found in kinds.items()} for copy, kinds in ids.items()}
+
+
 @dataclass
 class LocalTopic:
     """What the topic received, and the failures it is told to answer with."""

@@ -3,14 +3,13 @@ topic, Azurite holding the outbox, the ARM emulator doing the copies."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from local.topic import TopicServer
+from local.topic import TopicServer, distinct_by_copy
 from tests.conftest import Deployment, with_topic
 from tests.test_api_requests import call
 from tests.test_functions import RG, copies, disk_with_snapshots, jobs, run_until_done, snapshot_events
@@ -36,14 +35,6 @@ def outbox(deployment: Deployment) -> list[dict[str, Any]]:
     return [row for row in rows if row["RowKey"].startswith("outbox|") or row["PartitionKey"] == "outbox"]
 
 
-def by_copy(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
-    """Distinct notice ids per copy and type: {copyId: Counter(type)}."""
-    seen: dict[str, dict[str, str]] = {}
-    for event in events:
-        seen.setdefault(event["data"]["copyId"], {})[event["id"]] = event["type"]
-    return {copy: Counter(types.values()) for copy, types in seen.items()}
-
-
 def test_each_copy_announces_its_start_and_its_end_once_with_the_documented_fields(
     deployment: Deployment, topic: TopicServer
 ):
@@ -51,8 +42,10 @@ def test_each_copy_announces_its_start_and_its_end_once_with_the_documented_fiel
     deployment.deliver(snapshot_events(deployment))
     run_until_done(deployment)
     events = topic.topic.events()
-    assert by_copy(events) and all(kinds == {STARTED: 1, COMPLETED: 1} for kinds in by_copy(events).values())
-    assert len(by_copy(events)) == 3
+    assert distinct_by_copy(events) and all(
+        kinds == {STARTED: 1, COMPLETED: 1} for kinds in distinct_by_copy(events).values()
+    )
+    assert len(distinct_by_copy(events)) == 3
     made = {c["source_id"]: c["target_id"] for c in copies(deployment)}
     for event in events:
         data = event["data"]
@@ -85,7 +78,7 @@ def test_a_failing_topic_loses_no_notice_and_changes_no_copy(deployment: Deploym
             break
         deployment.tick(advance=60)
     assert outbox(deployment) == []
-    kinds = by_copy(topic.topic.events())
+    kinds = distinct_by_copy(topic.topic.events())
     assert len(kinds) == 3 and all(k == {STARTED: 1, COMPLETED: 1} for k in kinds.values())
 
 
