@@ -24,6 +24,7 @@ from shared import runtime, tokens
 from shared.cursors import Cursor, names_a_job
 from shared.errors import Refusal, Refused, invalid
 from shared.model import ChainKey, CopyState, Job
+from shared.notices import copy_id, iso
 from shared.problems import (
     answers_problems,
     json_answer,
@@ -50,10 +51,6 @@ class InvalidCopyId(ValueError):
     """The text is not a copy id snapcopy issued."""
 
 
-def copy_id(chain: ChainKey, job_key: str) -> str:
-    return tokens.encode(f"{chain.family_id}|{chain.region}|{job_key}")
-
-
 def parse_copy_id(text: str) -> tuple[ChainKey, str]:
     if not text or len(text) > _MAX_COPY_ID or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
         raise InvalidCopyId("a copy id is the base64url token returned by the API")
@@ -71,10 +68,6 @@ def parse_copy_id(text: str) -> tuple[ChainKey, str]:
 # --- views ------------------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def job_view(job: Job) -> dict[str, Any]:
     """A copy as the API shows it."""
     return {
@@ -85,9 +78,9 @@ def job_view(job: Job) -> dict[str, Any]:
         "state": job.state.value,
         "percent": job.percent,
         "attempts": job.attempts,
-        "queuedAt": _iso(job.queued_at),
-        "startedAt": _iso(job.started_at),
-        "finishedAt": _iso(job.finished_at),
+        "queuedAt": iso(job.queued_at),
+        "startedAt": iso(job.started_at),
+        "finishedAt": iso(job.finished_at),
         "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
         "reason": job.reason or None,
         "sourceReady": job.source_ready,
@@ -95,7 +88,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "stuck": False,
         "lastProgressAt": None,
         "policy": job.policy or None,
-        "prunedAt": _iso(job.pruned_at),
+        "prunedAt": iso(job.pruned_at),
         "prunedBy": job.pruned_by or None,
         "pruneError": job.prune_error or None,
     }
@@ -107,7 +100,7 @@ def live_view(copy: LiveCopy) -> dict[str, Any]:
     if copy.flight is not None:
         view["percent"] = copy.flight.percent
         view["stuck"] = copy.flight.stuck_since is not None
-        view["lastProgressAt"] = _iso(copy.flight.progressed_at)
+        view["lastProgressAt"] = iso(copy.flight.progressed_at)
     return view
 
 
@@ -122,7 +115,7 @@ def chain_view(status: ChainStatus, now: datetime) -> dict[str, Any]:
         "copying": live_view(status.copying) if status.copying else None,
         "queued": status.queued,
         "lastCompletedSnapshotId": head.last_completed_source or None,
-        "lastCompletedAt": _iso(head.last_completed_at),
+        "lastCompletedAt": iso(head.last_completed_at),
         "lastCompletedAgeSeconds": age,
         "rpoSeconds": status.rpo.total_seconds() if status.rpo is not None else None,
         "rpoBreached": status.rpo_breached,

@@ -61,7 +61,8 @@ class Notice:
 
 
 def copy_id(chain: ChainKey, job_key: str) -> str:
-    """The API's id of a copy (opaque to callers: `GET /api/copies/{copyId}`)."""
+    """The id of a copy, the API's and the notices' (opaque to callers: `GET /api/copies/{copyId}`;
+    shared/api.py `parse_copy_id` reads it back)."""
     return tokens.encode(f"{chain.family_id}|{chain.region}|{job_key}")
 
 
@@ -114,7 +115,8 @@ def assumed_announced(job: Job) -> str:
     return QUEUED_MARK if wanted is None else wanted.value
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """A moment as the API and the notices show it (ISO 8601), or None."""
     return value.isoformat() if value else None
 
 
@@ -128,8 +130,8 @@ def copy_notice(job: Job, kind: NoticeType, sequence: int) -> Notice:
         "state": job.state.value,
         "copyId": ident,
         "completionPercent": 100.0 if job.state == CopyState.SUCCEEDED else float(job.percent),
-        "startedAt": _iso(job.started_at),
-        "completedAt": _iso(job.finished_at) if job.state.is_final else None,
+        "startedAt": iso(job.started_at),
+        "completedAt": iso(job.finished_at) if job.state.is_final else None,
     }
     if kind == NoticeType.COPY_STARTED:
         data["state"] = CopyState.COPYING.value  # announced late (with its end): as it was then
@@ -140,7 +142,7 @@ def copy_notice(job: Job, kind: NoticeType, sequence: int) -> Notice:
     if kind == NoticeType.COPY_SKIPPED:
         data["reason"] = job.reason or job.state.value
     if kind == NoticeType.COPY_PRUNED:
-        data["prunedAt"] = _iso(job.pruned_at)
+        data["prunedAt"] = iso(job.pruned_at)
         data["prunedBy"] = job.pruned_by
     moment = {
         NoticeType.COPY_STARTED: job.started_at,
@@ -160,7 +162,7 @@ def stuck_notice(flight: InFlight, stuck_since: datetime, quiet: timedelta) -> N
         "state": CopyState.COPYING.value,
         "copyId": ident,
         "completionPercent": float(flight.percent),
-        "startedAt": _iso(flight.started_at),
+        "startedAt": iso(flight.started_at),
         "completedAt": None,
         "reason": f"no progress for {int(quiet.total_seconds() // 60)} minutes",
     }
@@ -179,7 +181,7 @@ def rpo_notice(head: ChainHead, rpo: timedelta, now: datetime, newest_source: st
         "targetRegion": head.key.region,
         "state": "breached",
         "rpoSeconds": int(rpo.total_seconds()),
-        "lastCompletedAt": _iso(head.last_completed_at),
+        "lastCompletedAt": iso(head.last_completed_at),
     }
     kind = NoticeType.RPO_BREACHED
     subject = head.disk_id or newest_source

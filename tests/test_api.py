@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.api import InvalidCopyId, copy_id, parse_copy_id
+from shared.api import InvalidCopyId, parse_copy_id
 from shared.model import ChainKey
+from shared.notices import copy_id
 from tests.conftest import Deployment
 from tests.test_functions import RG, disk_with_snapshots, run_until_done, snapshot_events
 

@@ -25,8 +25,8 @@ import shared.openapi
 from local.emulator.faults import Fault
 from local.host import FunctionHost
 from shared import runtime
-from shared.api import copy_id
 from shared.model import ChainKey
+from shared.notices import copy_id
 from shared.openapi import document
 from shared.problems import MAX_BODY_BYTES
 from tests.builders import SUB
