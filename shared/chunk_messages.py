@@ -19,6 +19,8 @@ from shared.cursors import names_a_job
 from shared.increments import MAX_RANGES, PAGE, Chunk, Span
 from shared.model import ChainKey
 
+QUEUE_NAME = "snapcopy-chunks"  # its poison queue is "snapcopy-chunks-poison" (the host's name)
+
 VERSION = 1
 MAX_MESSAGE_BYTES = 48 * 1024
 

@@ -14,9 +14,7 @@ from typing import Any, Self
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared.chunk_messages import ChunkMessage
-
-QUEUE_NAME = "snapcopy-chunks"  # its poison queue is "snapcopy-chunks-poison" (the host's name)
+from shared.chunk_messages import QUEUE_NAME, ChunkMessage
 
 
 class ChunkQueue:

@@ -24,7 +24,7 @@ from shared.ids import (
     Scope,
     TargetResourceGroup,
 )
-from shared.policies import Policy, implicit_policy, parse_policies
+from shared.policies import Method, Policy, implicit_policy, parse_policies
 
 DEFAULT_POLL_SCHEDULE = "0 */1 * * * *"
 DEFAULT_SWEEP_SCHEDULE = "0 17 * * * *"  # hourly, off the top of the hour
@@ -32,6 +32,7 @@ DEFAULT_PRUNE_SCHEDULE = "0 41 * * * *"  # hourly, away from the sweep
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 AZURE_COPY_CAP = 100  # Azure's limit: copies in flight per subscription per target region
 CREDENTIAL_KINDS = ("default", "managed-identity")
+DEFAULT_PARALLEL_RANGES = 8  # DIFF_MAX_PARALLEL_RANGES: range copies at once per instance
 
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _NCRONTAB_FIELD_RE = re.compile(r"^[0-9*/,\-A-Za-z]+$")
@@ -61,6 +62,13 @@ class Settings:
     notify_endpoint: str | None = None  # NOTIFY_TOPIC_ENDPOINT: the Event Grid topic notices go to
     notify_ca_bundle: str | None = None  # NOTIFY_CA_BUNDLE: a CA to trust for it (offline topic only)
     app_id: str = ""  # the function app's resource id (from the platform's WEBSITE_* settings), if known
+    diff_queue_endpoint: str | None = None  # DIFF_QUEUE_ENDPOINT: the chunk queue's service (the diff method)
+    diff_parallel_ranges: int = DEFAULT_PARALLEL_RANGES  # DIFF_MAX_PARALLEL_RANGES
+
+    @property
+    def copies_by_diff(self) -> bool:
+        """Whether any policy target copies by the diff method."""
+        return any(target.method is Method.DIFF for policy in self.policies for target in policy.targets)
 
     @cached_property
     def policies(self) -> tuple[Policy, ...]:
@@ -195,7 +203,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     ca_bundle = _get(env, "ARM_CA_BUNDLE")  # that the file exists is checked where files are read (runtime)
 
     policies = _policies(env)
-    return Settings(
+    settings = Settings(
         target_regions=_regions(env) if not policies else _policy_regions(policies),
         target_resource_group=_target_group(env),
         source_scopes=_scopes(env),
@@ -216,7 +224,28 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         notify_endpoint=_topic_endpoint(env),
         notify_ca_bundle=_get(env, "NOTIFY_CA_BUNDLE"),
         app_id=_app_id(env),
+        diff_queue_endpoint=_https(env, "DIFF_QUEUE_ENDPOINT", "https://<account>.queue.core.windows.net"),
+        diff_parallel_ranges=_int(env, "DIFF_MAX_PARALLEL_RANGES", DEFAULT_PARALLEL_RANGES, 1, 64),
     )
+    if settings.copies_by_diff and settings.diff_queue_endpoint is None and settings.connection_string is None:
+        raise ConfigError(
+            "DIFF_QUEUE_ENDPOINT",
+            "",
+            "the queue service URL of the app's storage account (https://<account>.queue.core.windows.net): "
+            "a policy target copies by the diff method, whose chunks go through a queue",
+        )
+    return settings
+
+
+def _https(env: Mapping[str, str], name: str, example: str) -> str | None:
+    """An optional https:// service URL, without a path or query."""
+    raw = _get(env, name)
+    if raw is None:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme != "https" or not parsed.hostname or parsed.path.strip("/") or parsed.query:
+        raise ConfigError(name, raw, f"an https:// service URL, e.g. {example}")
+    return raw.rstrip("/")
 
 
 def _topic_endpoint(env: Mapping[str, str]) -> str | None:

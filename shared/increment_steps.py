@@ -1,16 +1,22 @@
 """What a diff increment in flight needs next, decided from its row, the chunks done and now.
 
-An increment is `planning` (its grants, ranges and chunks being made), `copying` (its
-chunks on the queue) or `finishing` (its blob snapshot being taken and its job
-committed). Every step of it may die half-way; the timer asks `next_step` for each
-increment in flight and does what it says, so nothing is left half-done:
+An increment is `planning` (its grants, ranges and chunks being made), `waiting` (for
+read access: its family holds its budget of grants), `copying` (its chunks on the queue)
+or `finishing` (its blob snapshot being taken and its job committed). Every step of it
+may die half-way; the timer asks `next_step` for each increment in flight and does what
+it says, so nothing is left half-done:
 
 - planning for longer than the grace: plan again (a new generation: the old plan's
   messages are dropped when they arrive);
+- waiting for read access: plan again at every run;
 - copying with every chunk done: finish (the chunk that found it so may have died);
 - copying with a grant that runs out within the margin: grant again (same generation);
-- copying with nothing done for longer than the grace: put the missing chunks on the
-  queue again (copying a chunk twice is harmless);
+- copying with a grant that ran out or was refused (a chunk marked it spent and was
+  dropped): plan again, with a new grant;
+- copying with no chunk done for longer than the grace (its messages were lost, or
+  poisoned while the increment could not be failed): plan again, as a new generation.
+  The plan is not stored, so the whole increment is copied again from the same base:
+  correct (writing a page twice is harmless), and rare;
 - finishing for longer than the grace: finish again (taking the blob snapshot is made
   idempotent by the shell: one with this source's metadata is reused).
 
@@ -19,7 +25,7 @@ Pure: it must not read the table, a queue or a clock.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -31,6 +37,7 @@ GRANT_MARGIN = timedelta(minutes=30)  # a SAS is renewed this long before it run
 
 class IncrementState(StrEnum):
     PLANNING = "planning"
+    WAITING = "waiting"  # for read access (the family holds its budget of grants)
     COPYING = "copying"
     FINISHING = "finishing"
 
@@ -50,25 +57,28 @@ class Action(StrEnum):
     WAIT = "wait"
     PLAN = "plan"  # again, as a new generation
     REGRANT = "regrant"
-    REQUEUE = "requeue"
     FINISH = "finish"
 
 
 @dataclass(frozen=True)
 class Step:
     action: Action
-    missing: tuple[int, ...] = ()  # the chunks to put on the queue again (REQUEUE)
     why: str = ""
 
 
-def all_done(progress: Progress, done: Set[int]) -> bool:
+def all_done(progress: Progress, done: Collection[int]) -> bool:
     """Whether every chunk of the increment's current plan is done."""
-    return progress.state is not IncrementState.PLANNING and all(i in done for i in range(progress.chunks))
+    return progress.state in (IncrementState.COPYING, IncrementState.FINISHING) and all(
+        i in done for i in range(progress.chunks)
+    )
 
 
-def next_step(progress: Progress, done: Set[int], now: datetime) -> Step:
-    """What the timer does for an increment in flight (see the module's docstring)."""
-    quiet = now - progress.changed_at
+def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -> Step:
+    """What the timer does for an increment in flight (see the module's docstring); `done`:
+    the current plan's done chunks and when each was done (progress is the newest)."""
+    quiet = now - max((progress.changed_at, *done.values()))
+    if progress.state is IncrementState.WAITING:
+        return Step(Action.PLAN, why="waiting for read access")
     if progress.state is IncrementState.PLANNING:
         if quiet > PLAN_GRACE:
             return Step(Action.PLAN, why=f"planning stopped {int(quiet.total_seconds() // 60)} min ago")
@@ -79,9 +89,12 @@ def next_step(progress: Progress, done: Set[int], now: datetime) -> Step:
         return Step(Action.WAIT)
     if all_done(progress, done):
         return Step(Action.FINISH, why="every chunk is done")
+    if progress.grant_expires is not None and now >= progress.grant_expires:
+        # ran out, or was refused (spent): chunks were dropped, so the plan is made again
+        return Step(Action.PLAN, why="its read access ran out or was refused")
     if progress.grant_expires is not None and now >= progress.grant_expires - GRANT_MARGIN:
         return Step(Action.REGRANT, why="the read access runs out")
     if quiet > CHUNK_GRACE:
-        missing = tuple(i for i in range(progress.chunks) if i not in done)
-        return Step(Action.REQUEUE, missing, why=f"no chunk done for {int(quiet.total_seconds() // 60)} min")
+        missing = sum(1 for i in range(progress.chunks) if i not in done)
+        return Step(Action.PLAN, why=f"no chunk done for {int(quiet.total_seconds() // 60)} min ({missing} not done)")
     return Step(Action.WAIT)

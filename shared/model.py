@@ -22,6 +22,13 @@ STANDARD_SPEED = "Standard"  # a CopyStart copy's default speed (the PUT leaves 
 SOURCE_TAG = "snapcopy-source"  # on every copy we make: names its source (loop guard, audit)
 MAX_TAGS = 50  # Azure's limit per resource
 MAX_SNAPSHOT_NAME = 80
+DIFF = "diff"  # a chain's or a job's method when the diff method copies it (policies.Method.DIFF)
+DIFF_LANE = DIFF  # the diff method's region partitions (RegionKey.lane)
+
+
+def lane_of(method: str) -> str:
+    """The slot lane of a copy made by `method`."""
+    return DIFF_LANE if method == DIFF else ""
 
 
 class CopyState(StrEnum):
@@ -143,14 +150,22 @@ class ChainKey:
 
 @dataclass(frozen=True)
 class RegionKey:
-    """Azure's cap applies per target subscription per target region."""
+    """Azure's cap applies per target subscription per target region. The diff method's
+    chains have a lane of their own (`lane="diff"`): our compute copies them, so Azure's
+    CopyStart cap does not count them, and their flights are driven by increments."""
 
     subscription: str
     region: str
+    lane: str = ""  # "" (CopyStart) or DIFF_LANE
 
     @property
     def partition(self) -> str:
-        return f"region|{self.subscription.lower()}|{self.region}"
+        base = f"region|{self.subscription.lower()}|{self.region}"
+        return f"{base}|{self.lane}" if self.lane else base
+
+    @property
+    def is_diff(self) -> bool:
+        return self.lane == DIFF_LANE
 
 
 @dataclass(frozen=True)
@@ -196,8 +211,9 @@ class Job:
 
     @property
     def region(self) -> RegionKey:
-        """The slot partition the copy counts against: its target's subscription and region."""
-        return RegionKey(self.target_id.subscription, self.chain.region)
+        """The slot partition the copy counts against: its target's subscription and region
+        (and the diff lane for the diff method)."""
+        return RegionKey(self.target_id.subscription, self.chain.region, lane_of(self.method))
 
     @property
     def order(self) -> CopyOrder:
@@ -230,7 +246,7 @@ class ChainHead:
 
     @property
     def region(self) -> RegionKey:
-        return RegionKey(self.target_group.subscription, self.key.region)
+        return RegionKey(self.target_group.subscription, self.key.region, lane_of(self.method))
 
 
 class Phase(StrEnum):

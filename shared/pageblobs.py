@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient, SequenceNumberAction
 
 from shared.increments import Chunk, Span
@@ -80,8 +80,23 @@ class SourceSnapshot:
                 return changed, cleared
 
     def read(self, span: Span) -> bytes:
+        """The bytes of a range; `SourceRefused` when the SAS no longer reads (revoked,
+        run out, or the snapshot deleted)."""
         start, end = span
-        return bytes(self._blob.download_blob(offset=start, length=end - start).readall())
+        try:
+            return bytes(self._blob.download_blob(offset=start, length=end - start).readall())
+        except HttpResponseError as error:
+            if error.status_code in (403, 404):
+                raise SourceRefused(error.status_code or 0, str(error.reason or "")) from error
+            raise
+
+
+class SourceRefused(Exception):
+    """The source snapshot's SAS was refused (403) or found nothing (404)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
 
 
 class TargetBlob:

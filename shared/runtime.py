@@ -14,9 +14,14 @@ import os
 import threading
 from typing import Any
 
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
 from shared import config
 from shared.arm import RETRY_SETTINGS, ArmCompute
+from shared.chunk_queue import ChunkQueue
 from shared.config import Settings, load_settings
+from shared.engine.parts import DiffIo
 from shared.errors import ConfigError
 from shared.service import Clock, Replicator, utc_now
 from shared.store import StateStore
@@ -80,7 +85,46 @@ def build(
         topic = EventGridTopic(
             settings.notify_endpoint, credential, source=settings.app_id, ca_bundle=settings.notify_ca_bundle
         )
-    return Replicator(settings, store, arm, clock, topic=topic, metrics=metrics)
+    diff = diff_io(settings, credential, options) if settings.copies_by_diff else None
+    return Replicator(settings, store, arm, clock, topic=topic, metrics=metrics, diff=diff)
+
+
+def diff_io(settings: Settings, credential: Any, options: dict[str, Any] | None = None) -> DiffIo:
+    """The diff method's chunk queue and target storage: by the managed identity in Azure;
+    with STATE_CONNECTION_STRING (the local storage emulator), by its account key."""
+    options = options or {}
+    if settings.diff_queue_endpoint is not None:
+        queue = ChunkQueue.from_endpoint(settings.diff_queue_endpoint, credential, **options)
+    elif settings.connection_string:
+        queue = ChunkQueue.from_connection_string(settings.connection_string, **options)
+    else:
+        raise ConfigError("DIFF_QUEUE_ENDPOINT", "", "the chunk queue's service URL (a policy copies by diff)")
+    storage_credential = credential
+    if settings.diff_queue_endpoint is None and settings.connection_string:
+        storage_credential = account_key(settings.connection_string)
+    services: dict[str, BlobServiceClient] = {}
+    lock = threading.Lock()
+
+    def containers(endpoint: str, container: str) -> ContainerClient:
+        with lock:
+            if endpoint not in services:
+                services[endpoint] = BlobServiceClient(endpoint, credential=storage_credential, **options)
+            return services[endpoint].get_container_client(container)
+
+    return DiffIo(
+        queue,
+        containers,
+        source_options={**options, **({"connection_verify": settings.arm_ca_bundle} if settings.arm_ca_bundle else {})},
+        ranges=threading.BoundedSemaphore(settings.diff_parallel_ranges),
+    )
+
+
+def account_key(connection_string: str) -> AzureNamedKeyCredential:
+    """The account name and key of a storage connection string (the local emulator's)."""
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    if "AccountName" not in parts or "AccountKey" not in parts:
+        raise ConfigError("STATE_CONNECTION_STRING", "(hidden)", "a connection string with AccountName and AccountKey")
+    return AzureNamedKeyCredential(parts["AccountName"], parts["AccountKey"])
 
 
 def poll_schedule() -> str:

@@ -8,6 +8,7 @@ ARM, clock) and hands each call to the part that owns it:
 | intake | `engine/intake.py` | events and requests → job rows, with dedupe; starts what may start |
 | starting | `engine/starting.py` | the start protocol: reserve, PUT, commit, mark |
 | finishing | `engine/finishing.py` | the finish protocol: commit, give the slot back, keep the chain in line |
+| lane | `engine/diff_lane.py` | the diff method's increments: begun, chunk by chunk, stepped by the timer, ended |
 | polling | `engine/polling.py` | one timer run, region by region |
 | sweeper | `engine/sweep.py` | the hourly reconciliation: lost events, stranded work, orphans |
 | operator | `engine/operator.py` | operators' requests (copy, backfill, retry, cancel, status) |
@@ -27,16 +28,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.arm import ComputeApi
+from shared.chunk_messages import ChunkMessage
 from shared.config import Settings
+from shared.engine.access import Access
 from shared.engine.backoff import GuardedArm
 from shared.engine.caches import Caches
+from shared.engine.diff_lane import DiffLane
+from shared.engine.differ import Differ
 from shared.engine.explain import Evaluation, Explainer
 from shared.engine.finishing import Finisher
 from shared.engine.intake import Intake
 from shared.engine.listings import Listings
 from shared.engine.notifier import Delivery, Notifier
 from shared.engine.operator import DEFAULT_PAGE, MAX_PAGE, Accepted, ChainStatus, LiveCopy, Operator
-from shared.engine.parts import Clock, Deps, Part, utc_now
+from shared.engine.parts import Clock, Deps, DiffIo, Part, utc_now
 from shared.engine.polling import Poller
 from shared.engine.pruner import Pruner, PruneReport
 from shared.engine.reports import TickReport
@@ -79,20 +84,23 @@ class Replicator(Part):
         *,
         topic: Topic | None = None,
         metrics: Metrics | None = None,
+        diff: DiffIo | None = None,
     ) -> None:
         caches = Caches(clock)
         guarded = GuardedArm(arm, caches, clock)
         # listings go through the gate: a paused subscription is not listed either
         listings = Listings(guarded, caches, clock)
-        super().__init__(Deps(settings, store, guarded, clock, caches, listings, topic, metrics or Metrics()))
+        super().__init__(Deps(settings, store, guarded, clock, caches, listings, topic, metrics or Metrics(), diff))
         store.announcing = topic is not None  # transitions record their notices only when someone listens
         self.notifier = Notifier(self.deps)
         self.finishing = Finisher(self.deps)
-        self.starting = Starter(self.deps, self.finishing)
+        self.access = Access(self.deps)
+        self.lane = DiffLane(self.deps, Differ(self.deps, self.access), self.finishing)
+        self.starting = Starter(self.deps, self.finishing, self.lane)
         self.polling = Poller(self.deps, self.starting, self.finishing)
         self.intake = Intake(self.deps, self.starting)
         self.operator = Operator(self.deps, self.intake)  # operators' requests (the HTTP API)
-        self.sweeper = Reconciler(self.deps, self.intake, self.finishing)
+        self.sweeper = Reconciler(self.deps, self.intake, self.finishing, self.access)
         self.explainer = Explainer(self.deps)  # operators' questions about the policies
         self.pruner = Pruner(self.deps)
         self.status = Status(self.deps, self.operator)  # GET /api/status
@@ -150,6 +158,20 @@ class Replicator(Part):
         finally:
             self.flush()
             self.notifier.collect_strays()
+
+    def copy_chunk(self, message: str) -> None:
+        """One chunk of a diff increment, as the queue trigger hands it over (see DiffLane.chunk)."""
+        try:
+            self.lane.chunk(ChunkMessage.decode(message))
+        finally:
+            self.flush()
+
+    def chunk_poisoned(self, message: str) -> None:
+        """A chunk the queue gave up on: its increment fails with the reason (DiffLane.poisoned)."""
+        try:
+            self.lane.poisoned(ChunkMessage.decode(message))
+        finally:
+            self.flush()
 
     def finish(self, flight: InFlight, state: CopyState, error: CopyError | None) -> None:
         """Record a copy's end and free its slot (the sweep finishes orphans this way)."""

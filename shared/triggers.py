@@ -1,5 +1,5 @@
-"""The replication triggers: the Event Grid subscription, the polling timer, the sweep timer
-and the retention timer.
+"""The replication triggers: the Event Grid subscription, the polling timer, the sweep timer,
+the retention timer, and the diff method's chunk queue and its poison queue.
 
 Thin on purpose: each trigger hands its input to the shell (shared/service.py), logs the
 outcome, and ends the invocation failed when part of the work failed (after doing the
@@ -15,6 +15,7 @@ import logging
 import azure.functions as func
 
 from shared import runtime
+from shared.chunk_messages import QUEUE_NAME
 
 log = logging.getLogger("snapcopy")
 
@@ -66,3 +67,21 @@ def sweep_sources(timer: func.TimerRequest) -> None:
 def prune_copies(timer: func.TimerRequest) -> None:
     """Delete completed copies that no policy's `retain` keeps (snapcopy's own copies only)."""
     _finish("prune_copies", runtime.replicator().prune().errors)
+
+
+@blueprint.function_name("copy_chunk")
+@blueprint.queue_trigger(arg_name="message", queue_name=QUEUE_NAME, connection="AzureWebJobsStorage")
+def copy_chunk(message: func.QueueMessage) -> None:
+    """One chunk of a diff increment: its pages read from the source snapshot and written
+    onto the target page blob. An error ends the invocation failed, so the queue delivers
+    the chunk again (five times, then to the poison queue)."""
+    runtime.replicator().copy_chunk(message.get_body().decode())
+
+
+@blueprint.function_name("chunk_poisoned")
+@blueprint.queue_trigger(arg_name="message", queue_name=f"{QUEUE_NAME}-poison", connection="AzureWebJobsStorage")
+def chunk_poisoned(message: func.QueueMessage) -> None:
+    """A chunk the queue gave up on: its increment fails with the reason, and the chain's
+    next increment re-bases."""
+    log.error("chunk %s was delivered %d times and failed each time", message.id, message.dequeue_count or 0)
+    runtime.replicator().chunk_poisoned(message.get_body().decode())

@@ -1,167 +1,214 @@
-"""The diff method's increments through the engine's own steps: start, plan, chunks through
-Azurite's queue (driven as the Functions host drives a queue trigger), finish. A chain of
-snapshots of one disk ends with a blob snapshot equal to each source, the chain's diff
-base moving on, every read access let go and no increment or chunk row left."""
+"""The diff method through the app, as the Functions host runs it: a snapshot's event starts
+an increment in its region's diff lane, its chunks go through Azurite's queue to the
+`copy_chunk` function, the last chunk takes the blob snapshot, and the timer starts the
+chain's next. Each blob snapshot equals its source byte for byte, no read access is left
+open, and the half-done states a crash leaves are finished by the timer."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from local.host import FunctionHost
-from shared.admission import new_head, new_job
-from shared.chunk_queue import ChunkQueue
+from shared import policies
 from shared.engine.access import Access
-from shared.engine.differ import Differ, DiffIo
 from shared.ids import ResourceId
-from shared.increment_steps import IncrementState
+from shared.increment_steps import CHUNK_GRACE, IncrementState
 from shared.increments import PAGE, joined
-from shared.model import CopyState
+from shared.model import CopyState, Job
 from shared.pageblobs import allocated
-from shared.placement import Selected, place
-from shared.policies import DiffStorage, Method, Policy, Target
-from tests.apps import differ_app
 from tests.conftest import Deployment
 from tests.test_functions import RG
 
 pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
 
 MIB = 1024 * 1024
+AZURITE_BLOBS = "http://127.0.0.1:{port}/devstoreaccount1"
+
+
+@pytest.fixture(autouse=True)
+def diff_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policies, "DIFF_ENABLED", True)
 
 
 @pytest.fixture
-def blobs(storage_connection_string: str, table_name: str) -> Iterator[ContainerClient]:
+def container_name(table_name: str) -> str:
+    return f"differ{table_name.lower()}"[:63]
+
+
+@pytest.fixture
+def app_settings(app_settings: dict[str, str], container_name: str) -> dict[str, str]:
+    """One policy: everything to westus3 by the diff method, onto Azurite's blob service."""
+    blob_endpoint = blob_endpoint_of(app_settings["STATE_CONNECTION_STRING"])
+    target = {
+        "region": "westus3",
+        "method": "diff",
+        "storage": {"blobEndpoint": blob_endpoint, "container": container_name},
+    }
+    settings = {name: value for name, value in app_settings.items() if name != "COPY_TARGET_REGIONS"}
+    return {**settings, "COPY_POLICIES": json.dumps([{"name": "dr", "targets": [target]}])}
+
+
+def blob_endpoint_of(connection_string: str) -> str:
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    return parts["BlobEndpoint"].rstrip("/")
+
+
+@pytest.fixture
+def blobs(storage_connection_string: str, container_name: str) -> Iterator[ContainerClient]:
     service = BlobServiceClient.from_connection_string(storage_connection_string)
-    container = service.get_container_client(f"differ{table_name.lower()}"[:63])
+    container = service.get_container_client(container_name)
     yield container
-    container.delete_container()
+    if container.exists():
+        container.delete_container()
     service.close()
 
 
-def test_a_diff_chain_copies_each_snapshot_exactly_through_the_engine_s_steps(
-    deployment: Deployment, blobs: ContainerClient, storage_connection_string: str, table_name: str
+def run_until_settled(deployment: Deployment, *, limit: int = 40, step: float = 60.0) -> None:
+    """Events, chunks and ticks until every job of the run is final (as time passes)."""
+    for _ in range(limit):
+        deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+        run = deployment.drain_chunks()
+        assert not run.poisoned, run.errors
+        if all(job["State"] in ("succeeded", "failed", "skipped") for job in jobs(deployment)):
+            return
+        deployment.tick(step)
+    raise AssertionError(f"not settled: {[(job['RowKey'], job['State']) for job in jobs(deployment)]}")
+
+
+def jobs(deployment: Deployment) -> list[dict[str, Any]]:
+    return [row for row in deployment.rows("chain|") if row["RowKey"].startswith("job|")]
+
+
+def stored_jobs(deployment: Deployment) -> list[Job]:
+    (head,) = deployment.store.list_heads()
+    return sorted(deployment.store.iter_jobs(head.key), key=lambda job: job.key)
+
+
+def assert_equal_to_source(deployment: Deployment, blobs: ContainerClient, job: Job) -> None:
+    blob, stamp = job.blob_snapshot.split("?snapshot=")
+    copy = blobs.get_blob_client(blob, snapshot=stamp)
+    image = deployment.world.snapshot_image(str(job.source_id))
+    held = joined(allocated(copy))
+    assert held == image.allocated(), job.source_id
+    for start, end in held:
+        ours = copy.download_blob(offset=start, length=end - start).readall()
+        assert hashlib.sha256(ours).digest() == hashlib.sha256(image.read(start, end - start)).digest()
+
+
+def take(deployment: Deployment, disk: str, name: str, writes: list[tuple[int, int, int]]) -> str:
+    for start, length, seed in writes:
+        deployment.world.write_disk(disk, start, length, seed)
+    snapshot = deployment.fleet.take_snapshot(disk, name, "eastus2")
+    deployment.advance(60)
+    return snapshot
+
+
+def test_a_diff_chain_copies_each_snapshot_exactly_in_order_through_the_app(
+    deployment: Deployment, blobs: ContainerClient
+):
+    world = deployment.world
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 9 * MIB, 1), (100 * MIB, 8 * PAGE, 2)])
+    take(deployment, disk, "s1", [(3 * MIB, 2 * MIB, 3), (300 * MIB, 6 * MIB, 4)])
+    world.clear_disk(disk, 100 * MIB, 8 * PAGE)
+    take(deployment, disk, "s2", [(0, PAGE, 5)])
+    take(deployment, disk, "s3", [])  # nothing changed: an empty diff
+    run_until_settled(deployment)
+
+    done = stored_jobs(deployment)
+    assert [job.state for job in done] == [CopyState.SUCCEEDED] * 4
+    finished = [job.finished_at for job in done]
+    assert None not in finished and finished == sorted(filter(None, finished))  # in creation order
+    for job in done:
+        assert_equal_to_source(deployment, blobs, job)
+    (head,) = deployment.store.list_heads()
+    assert head.diff_base == str(done[-1].source_id) and not head.copying_key
+    assert world.open_grants() == []  # every read access let go
+    assert world.access_counters()["refused"] == 0 and world.access_counters()["most_at_once"] <= 2
+    assert world.copies() == []  # no CopyStart, no Azure cap counted
+    regions = deployment.store.list_regions()
+    assert [region.lane for region in regions] == ["diff"]
+    assert deployment.store.load_region(regions[0]).in_flight_count == 0
+
+
+def test_a_source_deleted_mid_copy_fails_its_increment_and_the_next_re_bases(
+    deployment: Deployment, blobs: ContainerClient
+):
+    world = deployment.world
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 4 * MIB, 1)])
+    run_until_settled(deployment)
+    doomed = take(deployment, disk, "s1", [(8 * MIB, 12 * MIB, 2)])
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    increment = deployment.store.load_increment(stored_jobs(deployment)[1].chain, stored_jobs(deployment)[1].key)
+    assert increment is not None and increment.state is IncrementState.COPYING and increment.chunks >= 1
+    deployment.fleet.delete_snapshot(doomed)  # its SAS dies with it: the chunks' reads are refused
+    take(deployment, disk, "s2", [(40 * MIB, MIB, 3)])
+    run_until_settled(deployment)
+
+    _, failed, last = stored_jobs(deployment)
+    assert failed.state is CopyState.FAILED and failed.error is not None
+    assert failed.error.code == "SourceDeleted" and "re-bases" in failed.reason
+    assert last.state is CopyState.SUCCEEDED
+    assert_equal_to_source(deployment, blobs, last)  # a full copy, not a diff onto a half-written blob
+    assert world.open_grants() == []
+
+
+def test_lost_chunks_are_planned_again_by_the_timer_and_the_blob_is_still_exact(
+    deployment: Deployment, blobs: ContainerClient
+):
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 20 * MIB, 1)])
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    diff = deployment.replicator.deps.diff
+    assert diff is not None
+    diff.queue.client.clear_messages()  # every chunk lost
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.COPYING
+    deployment.tick(60)
+    assert deployment.store.load_increment(job.chain, job.key).generation == 1  # type: ignore[union-attr]
+    deployment.tick(CHUNK_GRACE.total_seconds())  # quiet for longer than the grace: planned again
+    again = deployment.store.load_increment(job.chain, job.key)
+    assert again is not None and again.generation == 2 and again.state is IncrementState.COPYING
+    run_until_settled(deployment)
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.SUCCEEDED
+    assert_equal_to_source(deployment, blobs, job)
+    assert deployment.world.open_grants() == []
+
+
+def test_an_increment_waits_while_its_family_holds_its_read_access_budget(
+    deployment: Deployment, blobs: ContainerClient
 ):
     world, fleet = deployment.world, deployment.fleet
-    queue = ChunkQueue.from_connection_string(storage_connection_string, f"chunks-{table_name.lower()}"[:63])
-    io = DiffIo(queue, lambda endpoint, container: blobs, {"connection_verify": str(world_ca(deployment))})
-    differ = Differ(deployment.replicator.deps, Access(deployment.replicator.deps), io)
-    differ_app.DIFFER[:] = [differ]
-    host = FunctionHost("tests.apps.differ_app")
-    storage = DiffStorage("http://127.0.0.1:10000/devstoreaccount1", blobs.container_name)
-    policy = Policy("dr", (Target("westus3", method=Method.DIFF, storage=storage),))
-
     disk = fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
-    writes = [
-        [(0, 9 * MIB, 1), (100 * MIB, 8 * PAGE, 2)],
-        [(3 * MIB, 2 * MIB, 3), (300 * MIB, 6 * MIB, 4)],
-        [(0, PAGE, 5)],
-    ]
-    snapshots = []
-    for index, step in enumerate(writes):
-        for start, length, seed in step:
-            world.write_disk(disk, start, length, seed)
-        if index == 1:
-            world.clear_disk(disk, 100 * MIB, 8 * PAGE)
-        snapshots.append(fleet.take_snapshot(disk, f"vm0-data0-s{index}", "eastus2"))
-        deployment.advance(60)
-    store = deployment.store
-    for index, snapshot_id in enumerate(snapshots):
-        snapshot = deployment.replicator.arm.get_snapshot(ResourceId.parse(snapshot_id))
-        assert snapshot is not None
-        placement = place(Selected(policy, policy.targets[0]), snapshot, snapshot.id.group)
-        job = new_job(snapshot, placement, deployment.world.clock.now())
-        if index == 0:
-            store.create_head(new_head(snapshot, "westus3", snapshot.id.group, method="diff"))
-        (job,) = store.add_jobs([job])
-        head = store.load_head(job.chain)
-        assert head is not None
-        differ.start(head, job)
-        for _ in range(10):  # the host drains the queue until the increment is done
-            run = host.drain_queue(queue.client, function="copy_chunk")
-            assert run.failed == 0, run.errors
-            if run.done == 0:
-                break
-        finished = store.load_job(job.chain, job.key)
-        assert finished is not None and finished.state is CopyState.SUCCEEDED, index
-        head = store.load_head(job.chain)
-        assert head is not None and head.diff_base == snapshot_id and head.copying_key == ""
-        assert store.load_increment(job.chain, job.key) is None
-        assert store.chunks_done(job.chain, job.key, 1) == set()
-        blob, stamp = finished.blob_snapshot.split("?snapshot=")
-        copy = blobs.get_blob_client(blob, snapshot=stamp)
-        image = world.snapshot_image(snapshot_id)
-        held = joined(allocated(copy))
-        assert held == image.allocated(), index
-        for start, end in held:
-            ours = copy.download_blob(offset=start, length=end - start).readall()
-            assert hashlib.sha256(ours).digest() == hashlib.sha256(image.read(start, end - start)).digest()
-    assert world.open_grants() == []  # every read access let go
-    assert world.access_counters()["most_at_once"] <= 2 and world.access_counters()["refused"] == 0
-    assert store.load_increment(job.chain, job.key) is None
-
-    # someone deletes the target blob: the chain's base is gone, so the next increment re-bases
-    assert finished is not None
-    blob_name = finished.blob_snapshot.split("?")[0]
-    blobs.get_blob_client(blob_name).delete_blob(delete_snapshots="include")
-    world.write_disk(disk, 50 * MIB, MIB, seed=6)
-    last = fleet.take_snapshot(disk, "vm0-data0-s3", "eastus2")
-    snapshot = deployment.replicator.arm.get_snapshot(ResourceId.parse(last))
-    assert snapshot is not None
-    (job,) = store.add_jobs(
-        [new_job(snapshot, place(Selected(policy, policy.targets[0]), snapshot, snapshot.id.group), world.clock.now())]
-    )
-    head = store.load_head(job.chain)
-    assert head is not None
-    planned = differ.start(head, job)
-    assert planned is not None and planned.base_id == ""  # a full copy, not a diff onto an empty blob
-    while host.drain_queue(queue.client, function="copy_chunk").done:
-        pass
-    finished = store.load_job(job.chain, job.key)
-    assert finished is not None and finished.state is CopyState.SUCCEEDED
-    blob, stamp = finished.blob_snapshot.split("?snapshot=")
-    copy = blobs.get_blob_client(blob, snapshot=stamp)
-    image = world.snapshot_image(last)
-    held = joined(allocated(copy))
-    assert held == image.allocated()
-
-
-def world_ca(deployment: Deployment) -> str:
-    settings = deployment.replicator.settings
-    assert settings.arm_ca_bundle is not None
-    return settings.arm_ca_bundle
-
-
-def test_an_increment_waits_while_its_family_holds_its_read_access_budget_then_plans(
-    deployment: Deployment, blobs: ContainerClient, storage_connection_string: str, table_name: str
-):
-    world, fleet, store = deployment.world, deployment.fleet, deployment.store
-    queue = ChunkQueue.from_connection_string(storage_connection_string, f"chunks-{table_name.lower()}"[:63])
-    io = DiffIo(queue, lambda endpoint, container: blobs, {"connection_verify": world_ca(deployment)})
-    access = Access(deployment.replicator.deps)
-    differ = Differ(deployment.replicator.deps, access, io)
-    disk = fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
-    world.write_disk(disk, 0, MIB, seed=1)
-    ids = [ResourceId.parse(fleet.take_snapshot(disk, f"s{index}", "eastus2")) for index in range(5)]
-    snapshot = deployment.replicator.arm.get_snapshot(ids[4])
+    take(deployment, disk, "s0", [(0, MIB, 1)])
+    s0_events = deployment.drain_events()
+    world.write_disk(disk, MIB, MIB, seed=2)
+    others = [ResourceId.parse(fleet.take_snapshot(disk, f"other{index}", "eastus2")) for index in range(4)]
+    deployment.drain_events()  # these four are found by the chain's listing
+    snapshot = deployment.replicator.arm.get_snapshot(others[0])
     assert snapshot is not None and snapshot.family_id
-    for other in ids[:4]:  # another region's chains hold the family's budget
+    access = Access(deployment.replicator.deps)
+    for other in others:  # another region's chains hold the family's budget
         assert access.acquire(other, snapshot.family_id, "chain|elsewhere")
-    storage = DiffStorage("http://127.0.0.1:10000/devstoreaccount1", blobs.container_name)
-    policy = Policy("dr", (Target("westus3", method=Method.DIFF, storage=storage),))
-    job = new_job(snapshot, place(Selected(policy, policy.targets[0]), snapshot, snapshot.id.group), world.clock.now())
-    store.create_head(new_head(snapshot, "westus3", snapshot.id.group, method="diff"))
-    (job,) = store.add_jobs([job])
-    head = store.load_head(job.chain)
-    assert head is not None
-    assert differ.start(head, job) is None  # committed, and waiting for read access
-    waiting = store.load_increment(job.chain, job.key)
-    assert waiting is not None and waiting.state is IncrementState.PLANNING
-    started = store.load_job(job.chain, job.key)
-    assert started is not None and started.state is CopyState.COPYING
+    deployment.deliver([e for e in s0_events if "/snapshots/" in e["subject"]])
+    first = stored_jobs(deployment)[0]
+    assert first.source_id.name == "s0" and first.state is CopyState.COPYING
+    waiting = deployment.store.load_increment(first.chain, first.key)
+    assert waiting is not None and waiting.state is IncrementState.WAITING
+    deployment.tick(60)
+    assert deployment.store.load_increment(first.chain, first.key).state is IncrementState.WAITING  # type: ignore[union-attr]
     assert world.access_counters()["refused"] == 0  # it waited; ARM was never asked past the limit
-    access.release(ids[0], snapshot.family_id, "chain|elsewhere")
-    planned = differ.plan(job.chain, job.key)
-    assert planned is not None and planned.state is IncrementState.COPYING and planned.chunks == 1
+    access.release(others[3], snapshot.family_id, "chain|elsewhere")
+    run_until_settled(deployment)  # the timer asks again, and the chain goes on
+    done = stored_jobs(deployment)
+    assert [job.state for job in done] == [CopyState.SUCCEEDED] * 5
+    for job in done:
+        assert_equal_to_source(deployment, blobs, job)
+    assert world.access_counters()["refused"] == 0 and world.access_counters()["most_at_once"] <= 5

@@ -51,11 +51,11 @@ def test_an_increment_reads_back_as_written_and_loses_a_race_by_etag(store: Stat
 
 
 def test_a_chunk_is_done_once_per_generation_and_dropped_with_its_increment(store: StateStore):
-    assert store.record_chunk(CHAIN, KEY, 2, 0) and store.record_chunk(CHAIN, KEY, 2, 2)
-    assert not store.record_chunk(CHAIN, KEY, 2, 0)  # copied twice: recorded once
-    store.record_chunk(CHAIN, KEY, 1, 1)  # an older plan's chunk
-    store.record_chunk(CHAIN, KEY + "x", 2, 1)  # another job's
-    assert store.chunks_done(CHAIN, KEY, 2) == {0, 2}
-    assert store.chunks_done(CHAIN, KEY, 1) == {1}
+    assert store.record_chunk(CHAIN, KEY, 2, 0, T0) and store.record_chunk(CHAIN, KEY, 2, 2, T0)
+    assert not store.record_chunk(CHAIN, KEY, 2, 0, T0)  # copied twice: recorded once
+    store.record_chunk(CHAIN, KEY, 1, 1, T0)  # an older plan's chunk
+    store.record_chunk(CHAIN, KEY + "x", 2, 1, T0)  # another job's
+    assert store.chunks_done(CHAIN, KEY, 2) == {0: T0, 2: T0}  # each with when it was done
+    assert set(store.chunks_done(CHAIN, KEY, 1)) == {1}
     assert store.drop_chunks(CHAIN, KEY) == 3
-    assert store.chunks_done(CHAIN, KEY, 2) == set() and store.chunks_done(CHAIN, KEY + "x", 2) == {1}
+    assert not store.chunks_done(CHAIN, KEY, 2) and set(store.chunks_done(CHAIN, KEY + "x", 2)) == {1}

@@ -23,34 +23,50 @@ T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
+def at(*indexes: int, when: datetime = T0) -> dict[int, datetime]:
+    """Done chunks, each done at `when`."""
+    return dict.fromkeys(indexes, when)
+
+
 def copying(chunks: int = 4, expires: datetime | None = T0 + 6 * HOUR) -> Progress:
     return Progress(IncrementState.COPYING, 1, chunks, T0, expires)
 
 
 def test_a_healthy_increment_is_left_alone():
-    assert next_step(copying(), {0, 1}, T0 + timedelta(minutes=5)).action is Action.WAIT
-    assert next_step(Progress(IncrementState.PLANNING, 1, 0, T0), set(), T0 + PLAN_GRACE).action is Action.WAIT
+    assert next_step(copying(), at(0, 1), T0 + timedelta(minutes=5)).action is Action.WAIT
+    assert next_step(Progress(IncrementState.PLANNING, 1, 0, T0), {}, T0 + PLAN_GRACE).action is Action.WAIT
 
 
 def test_a_planner_that_died_is_replaced_by_a_new_plan():
-    step = next_step(Progress(IncrementState.PLANNING, 1, 0, T0), set(), T0 + PLAN_GRACE + timedelta(seconds=1))
+    step = next_step(Progress(IncrementState.PLANNING, 1, 0, T0), {}, T0 + PLAN_GRACE + timedelta(seconds=1))
     assert step.action is Action.PLAN and "planning stopped" in step.why
 
 
 def test_an_increment_whose_chunks_are_all_done_is_finished_whoever_died():
-    assert next_step(copying(), {0, 1, 2, 3}, T0).action is Action.FINISH
-    assert next_step(copying(chunks=0), set(), T0).action is Action.FINISH  # an empty diff
+    assert next_step(copying(), at(0, 1, 2, 3), T0).action is Action.FINISH
+    assert next_step(copying(chunks=0), {}, T0).action is Action.FINISH  # an empty diff
     stuck = Progress(IncrementState.FINISHING, 1, 4, T0)
-    assert next_step(stuck, {0, 1, 2, 3}, T0 + PLAN_GRACE + timedelta(seconds=1)).action is Action.FINISH
+    assert next_step(stuck, at(0, 1, 2, 3), T0 + PLAN_GRACE + timedelta(seconds=1)).action is Action.FINISH
 
 
-def test_lost_chunks_go_on_the_queue_again_and_only_they():
-    step = next_step(copying(), {0, 2}, T0 + CHUNK_GRACE + timedelta(seconds=1))
-    assert step.action is Action.REQUEUE and step.missing == (1, 3)
+def test_an_increment_whose_chunks_went_quiet_is_planned_again():
+    step = next_step(copying(), at(0, 2), T0 + CHUNK_GRACE + timedelta(seconds=1))
+    assert step.action is Action.PLAN and "2 not done" in step.why
+
+
+def test_progress_is_the_newest_done_chunk_so_a_long_increment_is_not_planned_again():
+    later = T0 + CHUNK_GRACE
+    assert next_step(copying(), at(0, when=later), later + CHUNK_GRACE).action is Action.WAIT
+    assert next_step(copying(), at(0, when=later), later + CHUNK_GRACE + timedelta(seconds=1)).action is Action.PLAN
+
+
+def test_an_increment_waiting_for_read_access_asks_again_at_every_run():
+    waiting = Progress(IncrementState.WAITING, 1, 0, T0)
+    assert next_step(waiting, {}, T0).action is Action.PLAN
 
 
 def test_read_access_is_renewed_before_it_runs_out():
-    assert next_step(copying(expires=T0 + HOUR), {0}, T0 + HOUR - GRANT_MARGIN).action is Action.REGRANT
+    assert next_step(copying(expires=T0 + HOUR), at(0), T0 + HOUR - GRANT_MARGIN).action is Action.REGRANT
 
 
 @given(
@@ -61,10 +77,13 @@ def test_read_access_is_renewed_before_it_runs_out():
 )
 def test_every_state_leads_somewhere_once_it_has_been_quiet_long_enough(state, chunks, done, minutes):
     progress = Progress(state, 3, chunks, T0, T0 + 24 * HOUR)
-    step = next_step(progress, done, T0 + timedelta(minutes=minutes))
+    step = next_step(progress, at(*done), T0 + timedelta(minutes=minutes))
     if minutes > max(PLAN_GRACE, CHUNK_GRACE).total_seconds() / 60:
         assert step.action is not Action.WAIT  # nothing half-done stays so
-    if step.action is Action.REQUEUE:
-        assert step.missing and not set(step.missing) & done
-    if state is IncrementState.PLANNING:
+    if state in (IncrementState.PLANNING, IncrementState.WAITING):
         assert not all_done(progress, done)
+
+
+def test_read_access_that_ran_out_or_was_refused_plans_the_increment_again():
+    step = next_step(copying(expires=T0 + HOUR), at(0), T0 + HOUR)
+    assert step.action is Action.PLAN and "ran out or was refused" in step.why

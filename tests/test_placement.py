@@ -169,7 +169,7 @@ def test_the_sweep_lists_every_policys_scopes_once_each():
     other = {"name": "b", "sources": {"scopes": [f"/subscriptions/{OTHER_SUB}"]}, "targets": [{"region": "westus3"}]}
     settings = load_settings(policies_env(scoped, other, COPY_SOURCE_SCOPES=f"/subscriptions/{SUB}"))
     deps = Deps(settings, cast(StateStore, None), cast(Any, None), lambda: T0, Caches(lambda: T0), cast(Any, None))
-    scopes = Reconciler(deps, cast(Any, None), cast(Any, None)).scopes()
+    scopes = Reconciler(deps, cast(Any, None), cast(Any, None), cast(Any, None)).scopes()
     assert sorted(str(scope) for scope in scopes) == sorted([f"/subscriptions/{SUB}", f"/subscriptions/{OTHER_SUB}"])
 
 

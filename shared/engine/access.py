@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.engine.parts import Part
 from shared.grants import GRANT_SECONDS, Grant, Need, claim, idle, joined, left, need, over_budget
@@ -78,10 +79,29 @@ class Access(Part):
             self._revoke(snapshot_id, claimed)
             return
 
-    def sweep(self) -> int:
-        """Revoke and forget the grants nobody holds or that ran out; how many."""
+    def spend(self, snapshot_id: ResourceId, family_id: str, now: datetime) -> None:
+        """A grant whose SAS was refused runs out now: the next acquire asks ARM again."""
+        grant = self.store.load_grant(family_id, str(snapshot_id).lower())
+        if grant is None or not grant.sas or grant.expires <= now:
+            return
+        with contextlib.suppress(Conflict):  # changed meanwhile: renewed, or let go
+            self.store.save_grant(replace(grant, expires=now))
+
+    def sweep(self, alive: Callable[[str], bool] = lambda holder: True) -> int:
+        """Let go for the holders that are not `alive` (increments that ended without letting
+        go: a run died), then revoke and forget the grants nobody holds or that ran out; how
+        many were revoked."""
+        grants = self.store.all_grants()
+        for grant in grants:
+            dead = [name for name in grant.holders if not alive(name)]
+            if dead:
+                log.warning("sweep: %s held read access to %s after they ended", ", ".join(dead), grant.snapshot_key)
+                with contextlib.suppress(Conflict):  # changed meanwhile: the next sweep looks again
+                    self.store.save_grant(replace(grant, holders=tuple(h for h in grant.holders if h not in dead)))
+        if any(not alive(name) for grant in grants for name in grant.holders):
+            grants = self.store.all_grants()
         done = 0
-        for grant in idle(self.store.all_grants(), self.clock()):
+        for grant in idle(grants, self.clock()):
             try:
                 claimed = self.store.save_grant(claim(grant, grant.snapshot_key, grant.family_id, (), self.clock()))
             except Conflict:

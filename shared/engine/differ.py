@@ -11,7 +11,9 @@
    batch; the done rows dropped; the snapshot's read access let go.
 
 A run that dies between two steps leaves a state the timer finishes (shared/increment_steps.py
-says how; wiring it into the timer is the next step of issue 23).
+says how; engine/diff_lane.py asks it). A failed increment (its source deleted, a poison
+chunk) ends its job `failed` and clears the chain's diff base, so the next increment
+re-bases rather than apply a diff onto a blob it left half-written.
 
 It must not decide the chunks (shared/increments.py) nor who may hold read access
 (shared/grants.py).
@@ -19,45 +21,47 @@ It must not decide the chunks (shared/increments.py) nor who may hold read acces
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
-
-from azure.storage.blob import ContainerClient
+from dataclasses import replace
 
 from shared.arm import ArmError
 from shared.chunk_messages import ChunkMessage
-from shared.chunk_queue import ChunkQueue
 from shared.engine.access import Access
-from shared.engine.parts import Deps, Part
+from shared.engine.parts import Deps, DiffIo, Part
 from shared.ids import ResourceId
 from shared.increment_steps import IncrementState, all_done
 from shared.increments import outside, plan
-from shared.model import ChainHead, ChainKey, CopyState, Increment, Job
-from shared.pageblobs import SOURCE_KEY, SourceSnapshot, TargetBlob, copy_chunk
+from shared.model import ChainHead, ChainKey, CopyError, CopyState, Increment, Job
+from shared.pageblobs import SOURCE_KEY, SourceRefused, SourceSnapshot, TargetBlob, copy_chunk
 from shared.store import Conflict
 from shared.tables.increments import increment_delete, increment_write
 
 log = logging.getLogger("snapcopy")
 
+PLANNABLE = (IncrementState.PLANNING, IncrementState.WAITING)
+SOURCE_DELETED = "SourceDeleted"
+
 
 class NoReadAccess(Exception):
-    """A chunk found no live grant for its source (released, or being renewed)."""
+    """A chunk found no live grant for its source (released, being renewed, or refused)."""
 
 
-@dataclass(frozen=True)
-class DiffIo:
-    """What the diff method reads and writes through, beside ARM and the table."""
-
-    queue: ChunkQueue
-    containers: Callable[[str, str], ContainerClient]  # (blob endpoint, container) -> client
-    source_options: dict[str, Any] = field(default_factory=dict)  # blob client options for SAS reads
+class SourceGone(Exception):
+    """The source snapshot is gone (ARM's GET says so): its increment cannot finish."""
 
 
 def holder(chain: ChainKey, job_key: str) -> str:
     """An increment's name as a holder of read access."""
     return f"{chain.partition}|{job_key}"
+
+
+def held_by(name: str) -> tuple[ChainKey, str] | None:
+    """The increment a holder names (the inverse of `holder`); None for another name."""
+    parts = name.split("|")
+    if len(parts) != 5 or parts[0] != "chain":
+        return None
+    return ChainKey(parts[1], parts[2]), f"{parts[3]}|{parts[4]}"
 
 
 def blob_name(chain: ChainKey) -> str:
@@ -66,41 +70,60 @@ def blob_name(chain: ChainKey) -> str:
 
 
 class Differ(Part):
-    """Starts, plans, copies and finishes increments."""
+    """Starts, plans, copies, finishes and fails increments."""
 
-    def __init__(self, deps: Deps, access: Access, io: DiffIo) -> None:
+    def __init__(self, deps: Deps, access: Access) -> None:
         super().__init__(deps)
         self.access = access
-        self.io = io
 
-    def start(self, head: ChainHead, job: Job) -> Increment | None:
-        """Commit the job's start (raises `Conflict` when the head or job moved: read again),
-        then plan it. The planned increment back, or None while it waits for read access."""
+    @property
+    def io(self) -> DiffIo:
+        if self.deps.diff is None:
+            raise RuntimeError("the diff method has no queue or storage (DIFF_QUEUE_ENDPOINT): no diff target is set")
+        return self.deps.diff
+
+    def start(self, head: ChainHead, job: Job, passed: list[Job] | None = None) -> None:
+        """Step 1: commit the job's start and its increment `planning` (raises `Conflict`
+        when the head or job moved: read again). `passed`: queued jobs it overtakes."""
         now = self.clock()
         started = replace(job, state=CopyState.COPYING, started_at=now, source_ready=True, not_before=None, error=None)
         moved = replace(head, copying_key=job.key, last_started_key=max(head.last_started_key, job.key))
         increment = Increment(job.chain, job.key, IncrementState.PLANNING, 0, 0, now, blob=blob_name(job.chain))
-        self.store.save_chain(moved, [started], also=[increment_write(increment)])
-        return self.plan(job.chain, job.key)
+        self.store.save_chain(moved, [started], overtaken=passed or [], also=[increment_write(increment)])
 
-    def plan(self, chain: ChainKey, key: str) -> Increment | None:
-        """Step 2 (again, after a planner died): None while read access must wait, or when
-        another planner claimed the plan first."""
+    def plan(self, chain: ChainKey, key: str, *, again: bool = False) -> Increment | None:
+        """Step 2 (again, after a planner died, while read access waits, or `again` for a
+        copying increment whose chunks went quiet): the planned increment, or None while
+        read access must wait or another planner claimed it."""
         increment = self.store.load_increment(chain, key)
         head, job = self.store.load_head_and_job(chain, key)
-        if increment is None or head is None or job is None or increment.state is not IncrementState.PLANNING:
+        plannable = (*PLANNABLE, IncrementState.COPYING) if again else PLANNABLE
+        if increment is None or head is None or job is None or increment.state not in plannable:
             return increment
         now = self.clock()
         try:  # claim this plan: a new generation and a higher fence (of two planners, one goes on)
             fence = max(increment.fence + 1, int(now.timestamp() * 1000))
             increment = self.store.save_increment(
-                replace(increment, generation=increment.generation + 1, fence=fence, changed_at=now)
+                replace(
+                    increment,
+                    state=IncrementState.PLANNING,
+                    generation=increment.generation + 1,
+                    fence=fence,
+                    changed_at=now,
+                )
             )
         except Conflict:
             return None
         name = holder(chain, key)
-        grant = self.access.acquire(job.source_id, chain.family_id, name)
-        if grant is None:
+        try:
+            grant = self.access.acquire(job.source_id, chain.family_id, name)
+        except ArmError as error:
+            if error.status == 404:
+                raise SourceGone(f"{job.source_id} was deleted before its copy to {chain.region} began") from error
+            raise
+        if grant is None:  # the family holds its budget of read access: the timer asks again
+            with contextlib.suppress(Conflict):
+                self.store.save_increment(replace(increment, state=IncrementState.WAITING))
             return None
         base = ResourceId.parse(head.diff_base, kind="snapshots") if head.diff_base else None
         base_grant = None
@@ -147,13 +170,38 @@ class Differ(Part):
             len(chunks),
             f"diff against {head.diff_base}" if planned.base_id else "a full copy",
         )
-        if not chunks:
-            self.finish(chain, key)
         return planned
 
-    def copy(self, message: ChunkMessage) -> bool:
-        """Step 3: one chunk (a queue message); False when the message is of no current
-        plan (dropped). Raises when the chunk could not be copied: the queue retries it."""
+    def regrant(self, chain: ChainKey, key: str) -> None:
+        """Renew the source's read access before it runs out (the timer's step); chunks
+        read with the grant row's SAS, so they pick the new one up."""
+        increment = self.store.load_increment(chain, key)
+        job = self.store.load_job(chain, key)
+        if increment is None or job is None or increment.state is not IncrementState.COPYING:
+            return
+        grant = self.access.acquire(job.source_id, chain.family_id, holder(chain, key))
+        if grant is not None and grant.expires != increment.grant_expires:
+            with contextlib.suppress(Conflict):  # moved on meanwhile: the next run looks again
+                self.store.save_increment(replace(increment, grant_expires=grant.expires, source_sas=grant.sas))
+
+    def spent(self, chain: ChainKey, key: str) -> None:
+        """A chunk's read access was refused while ARM still has the source: the grant is
+        spent (revoked or run out behind our back); the timer's next step renews it."""
+        increment = self.store.load_increment(chain, key)
+        job = self.store.load_job(chain, key)
+        if increment is None or job is None:
+            return
+        now = self.clock()
+        self.access.spend(job.source_id, chain.family_id, now)
+        if increment.grant_expires is None or increment.grant_expires > now:
+            with contextlib.suppress(Conflict):  # moved on meanwhile
+                self.store.save_increment(replace(increment, grant_expires=now))
+
+    def copy(self, message: ChunkMessage) -> Increment | None:
+        """Step 3: one chunk (a queue message). The increment when this chunk found every
+        chunk of its plan done (the caller finishes it), else None. Raises `NoReadAccess`
+        when the source cannot be read now (the chunk is tried again later) and
+        `SourceGone` when ARM says the source is deleted."""
         chain, key = message.chain, message.job_key
         increment = self.store.load_increment(chain, key)
         if (
@@ -161,43 +209,54 @@ class Differ(Part):
             or increment.generation != message.generation
             or increment.state is not IncrementState.COPYING
         ):
-            return False
+            return None  # a message of no current plan: dropped
         job = self.store.load_job(chain, key)
         if job is None:
-            return False
+            return None
         # the grant's current SAS: another holder may have renewed it since this plan
         grant = self.store.load_grant(chain.family_id, str(job.source_id).lower())
-        if grant is None or not grant.sas:
-            raise NoReadAccess(f"no read access to {job.source_id} now: the chunk is retried")
+        if grant is None or not grant.sas or grant.expires <= self.clock():
+            raise NoReadAccess(f"no read access to {job.source_id} now")
         source = SourceSnapshot(grant.sas, **self.io.source_options)
         container = self.io.containers(job.blob_endpoint, job.blob_container)
-        copy_chunk(source, TargetBlob(container, increment.blob, fence=increment.fence), message.chunk)
-        self.store.record_chunk(chain, key, increment.generation, message.chunk.index)
+        try:
+            with self.io.ranges:
+                copy_chunk(source, TargetBlob(container, increment.blob, fence=increment.fence), message.chunk)
+        except SourceRefused as refused:
+            if self.arm.get_snapshot(job.source_id) is None:
+                raise SourceGone(f"{job.source_id} was deleted while it was copied to {chain.region}") from refused
+            raise NoReadAccess(f"the read access to {job.source_id} was refused ({refused})") from refused
+        self.store.record_chunk(chain, key, increment.generation, message.chunk.index, self.clock())
         done = self.store.chunks_done(chain, key, increment.generation)
-        if all_done(increment.progress, done):
-            self.finish(chain, key, increment)
-        return True
+        if not all_done(increment.progress, done):
+            if self.store.load_increment(chain, key) is None:  # ended meanwhile: leave nothing behind
+                self.store.forget_chunk(chain, key, increment.generation, message.chunk.index)
+            return None
+        return increment
 
-    def finish(self, chain: ChainKey, key: str, counted: Increment | None = None) -> None:
+    def finish(self, chain: ChainKey, key: str, counted: Increment | None = None) -> Job | None:
         """Step 4 (idempotent: a finish that died is finished by the next). `counted`: the
-        increment as read by the run that just found every chunk done (not counted again)."""
+        increment as read by the run that just found every chunk done (not counted again).
+        The job as committed `succeeded`, or None when this run did not finish it."""
         increment = counted or self.store.load_increment(chain, key)
         if increment is None:
-            return
+            return None
         if increment.state is IncrementState.COPYING:
             if counted is None and not all_done(
                 increment.progress, self.store.chunks_done(chain, key, increment.generation)
             ):
-                return
+                return None
             try:
                 increment = self.store.save_increment(
                     replace(increment, state=IncrementState.FINISHING, changed_at=self.clock())
                 )
             except Conflict:
-                return  # another chunk's run finishes it
+                return None  # another chunk's run finishes it
+        if increment.state is not IncrementState.FINISHING:
+            return None
         head, job = self.store.load_head_and_job(chain, key)
         if head is None or job is None:
-            return
+            return None
         target = TargetBlob(self.io.containers(job.blob_endpoint, job.blob_container), increment.blob)
         if not increment.stamp:
             metadata = {SOURCE_KEY: str(job.source_id), "sourcetimecreated": job.source_time.isoformat()}
@@ -224,3 +283,26 @@ class Differ(Part):
         self.store.save_chain(moved, [done], also=[increment_delete(increment)])
         self.store.drop_chunks(chain, key)
         log.info("increment completed: %s → %s (%s)", job.source_id, chain.region, done.blob_snapshot)
+        return done
+
+    def fail(self, chain: ChainKey, key: str, error: CopyError, reason: str) -> Job | None:
+        """End an increment that cannot finish: its job `failed` with the reason, the chain's
+        diff base cleared (the blob is half-written: the next increment re-bases) and the
+        increment's row gone, one batch; its read access let go. The failed job, or None
+        when it had ended already."""
+        increment = self.store.load_increment(chain, key)
+        head, job = self.store.load_head_and_job(chain, key)
+        if head is None or job is None or job.state.is_final:
+            return None
+        name = holder(chain, key)
+        self.access.release(job.source_id, chain.family_id, name)
+        if head.diff_base:
+            self.access.release(ResourceId.parse(head.diff_base, kind="snapshots"), chain.family_id, name)
+        failed = replace(job, state=CopyState.FAILED, finished_at=self.clock(), error=error, reason=reason)
+        moved = replace(head, copying_key="" if head.copying_key == key else head.copying_key, diff_base="")
+        self.store.save_chain(moved, [failed], also=[increment_delete(increment)] if increment else [])
+        self.store.drop_chunks(chain, key)
+        log.error(
+            "increment failed: %s → %s: %s %s; %s", job.source_id, chain.region, error.code, error.message, reason
+        )
+        return failed

@@ -10,16 +10,21 @@ It must not hold a protocol: each part owns its own (intake, starting, finishing
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from shared.config import Settings
+from azure.storage.blob import ContainerClient
+
+from shared.chunk_queue import ChunkQueue
+from shared.config import DEFAULT_PARALLEL_RANGES, Settings
 from shared.engine.backoff import GuardedArm
 from shared.engine.caches import Caches
 from shared.engine.listings import Listings
 from shared.ids import ResourceGroupId
-from shared.model import MAX_TAGS, Job, RegionLoad, Snapshot
+from shared.model import MAX_TAGS, Job, RegionKey, RegionLoad, Snapshot
 from shared.placement import Placement, Selected, Selector, place, selector
 from shared.policies import Mode
 from shared.store import Conflict, StateStore
@@ -30,9 +35,24 @@ log = logging.getLogger("snapcopy")
 
 Clock = Callable[[], datetime]
 
+# The diff lane's bound: no Azure cap applies (the queue and DIFF_MAX_PARALLEL_RANGES bound
+# the work), but a slot counter needs one.
+DIFF_LANE_CAP = 10_000
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DiffIo:
+    """What the diff method reads and writes through, beside ARM and the table."""
+
+    queue: ChunkQueue
+    containers: Callable[[str, str], ContainerClient]  # (blob endpoint, container) -> client
+    source_options: dict[str, Any] = field(default_factory=dict)  # blob client options for SAS reads
+    # DIFF_MAX_PARALLEL_RANGES: range copies at once in this process, whatever the queue hands over
+    ranges: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(DEFAULT_PARALLEL_RANGES))
 
 
 @dataclass
@@ -47,6 +67,7 @@ class Deps:
     listings: Listings
     topic: Topic | None = None  # NOTIFY_TOPIC_ENDPOINT's publisher (None: no notices)
     metrics: Metrics = field(default_factory=Metrics)  # OpenTelemetry (no-op unless the runtime exports)
+    diff: DiffIo | None = None  # the diff method's queue and storage (None: no policy copies by diff)
 
 
 def log_dropped_tags(source: str, region: str, names: tuple[str, ...]) -> None:
@@ -117,13 +138,14 @@ class Part:
             log_dropped_tags(str(snapshot.id), placement.region, placement.dropped_tags)
         return placement
 
-    @property
-    def cap(self) -> int:
-        return self.settings.max_copies_per_region
+    def cap(self, region: RegionKey) -> int:
+        """Copies a region partition may hold in flight: Azure's CopyStart cap, or for the
+        diff lane (our compute copies) a bound only the counter needs."""
+        return DIFF_LANE_CAP if region.is_diff else self.settings.max_copies_per_region
 
     def note_load(self, load: RegionLoad) -> RegionLoad:
         """A region as just read; the caches remember whether it was at the cap."""
-        return self.caches.note_load(load, self.cap)
+        return self.caches.note_load(load, self.cap(load.key))
 
     def heal_counter(self, load: RegionLoad, who: str) -> bool:
         """Set a region's slot counter to the flight rows it counts, when they disagree (a

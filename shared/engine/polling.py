@@ -47,6 +47,7 @@ class Poller(Part):
         super().__init__(deps)
         self.starting = starting
         self.finishing = finishing
+        self.lane = starting.lane
 
     def tick(self) -> TickReport:
         """Poll every copy in flight, finish what finished, start what may start.
@@ -77,6 +78,9 @@ class Poller(Part):
 
     def _tick_region(self, region: RegionKey, run: Run, report: TickReport) -> None:
         load = self.note_load(self._healed(self.store.load_flights(region), report))
+        if region.is_diff:
+            self._tick_increments(load, run, report)
+            return
         self.metrics.in_flight(region.region, region.subscription, load.in_flight_count)
         before = (report.completed, report.failed, report.restarted)
         now = self.clock()
@@ -128,6 +132,32 @@ class Poller(Part):
                 )
         ended = (report.completed, report.failed, report.restarted) != before
         self._release(region, run, report, flights=None if ended else load, handoffs=frozenset(handoffs))
+
+    def _tick_increments(self, load: RegionLoad, run: Run, report: TickReport) -> None:
+        """The diff lane: each increment in flight takes its next step (no ARM copy to read)."""
+        report.in_flight += load.in_flight_count
+        ended = False
+        for flight in load.in_flight:
+            if run.out_of_time(self.clock()):
+                report.deferred += 1
+                break
+            report.polled += 1
+            try:
+                done = self.lane.step(flight)
+            except Conflict:
+                log.info("%s changed under the tick; the next tick looks again", flight.chain.partition)
+                continue
+            except Exception as error:  # this increment's trouble is its own
+                if backed_off(error):
+                    report.deferred += 1
+                    continue
+                report.errors.append(f"{flight.chain.partition}: {error}")
+                log.exception(
+                    "tick: increment %s → %s failed (the next tick retries)", flight.source_id, load.key.region
+                )
+                continue
+            ended = ended or done in ("finish", "released", "failed")
+        self._release(load.key, run, report, flights=None if ended else load)
 
     def _healed(self, load: RegionLoad, report: TickReport) -> RegionLoad:
         """A slot counter that disagrees with the flight rows it counts (a crash between
@@ -219,7 +249,7 @@ class Poller(Part):
         (families whose copy this tick saw end), then the largest next copy. `flights`:
         the region's flights as this tick read them, when no copy has ended since (so no
         slot came free)."""
-        if self.note_load(flights or self.store.load_flights(region)).in_flight_count >= self.cap:
+        if self.note_load(flights or self.store.load_flights(region)).in_flight_count >= self.cap(region):
             report.full += 1  # no slot to give: the waiting chains are not even read
             return
         load = self.note_load(self.store.load_region(region))
@@ -228,7 +258,7 @@ class Poller(Part):
         )
         report.waiting += len(candidates)
         for waiting in candidates:
-            if load.in_flight_count >= self.cap:
+            if load.in_flight_count >= self.cap(region):
                 break
             if run.out_of_time(self.clock()) or self.arm.paused_until(region.subscription) is not None:
                 report.deferred += 1  # the rest wait for the next tick, in the same order

@@ -6,7 +6,8 @@
 4. mark the flight `copying`
 
 A crash between any two steps leaves a `starting` flight row that the next tick confirms
-(the PUT landed) or re-drives after START_GRACE (PUT again).
+(the PUT landed) or re-drives after START_GRACE (PUT again). A diff chain's slot is in its
+region's diff lane, and engine/diff_lane.py does steps 2 to 4.
 
 It must not decide what starts (the scheduler does) nor finish a copy (the Finisher does).
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.arm import ArmError
+from shared.engine.diff_lane import DiffLane
 from shared.engine.finishing import Finisher
 from shared.engine.listings import Run
 from shared.engine.parts import Deps, Part, log_dropped_tags
@@ -57,9 +59,10 @@ class Known:
 class Starter(Part):
     """Starts copies; gives a refused start's slot back through the Finisher."""
 
-    def __init__(self, deps: Deps, finishing: Finisher) -> None:
+    def __init__(self, deps: Deps, finishing: Finisher, lane: DiffLane) -> None:
         super().__init__(deps)
         self.finishing = finishing
+        self.lane = lane  # the diff method's increments start there
 
     def advance(
         self,
@@ -81,7 +84,7 @@ class Starter(Part):
             return self.note_load(self.store.load_region(region) if whole else self.store.load_slot(region, chain))
 
         load = load or fresh()
-        if chain.family_id in load.busy_families or load.in_flight_count >= self.cap:
+        if chain.family_id in load.busy_families or load.in_flight_count >= self.cap(region):
             return False, load
         if waiting is None:
             waiting = next((item for item in load.waiting if item.chain == chain), None)
@@ -145,7 +148,7 @@ class Starter(Part):
             attempt=uuid.uuid4().hex,
         )
         try:
-            load = self.note_load(self.store.reserve_slot(load, flight, self.cap))
+            load = self.note_load(self.store.reserve_slot(load, flight, self.cap(region)))
         except CapacityExhausted:
             return False, self.note_load(load)
         except Conflict:
@@ -158,6 +161,8 @@ class Starter(Part):
             log.info("%s: %s changed before its start; not starting it", chain.partition, job.key)
             self.finishing.hand_back(flight)
             return False, fresh()
+        if region.is_diff:  # no CopyStart: an increment on our compute
+            return self.lane.begin(flight, current), load
         self.store.put_index(IndexEntry(job.target_id, "copy", reason=f"copy of {job.source_id}", recorded_at=now))
         self.caches.remember_copy(job.target_id, now)
         # what this run just read and wrote is what the commit needs, unless the plan
@@ -184,8 +189,7 @@ class Starter(Part):
         try:
             stored = self.store.save_job(seen)
         except Conflict:
-            log.info("job %s changed concurrently; the next run looks again", job.key)
-            return plan, pending
+            return plan, pending  # changed concurrently: the next run looks again
         if stored.state == CopyState.SKIPPED:
             log.warning("%s → %s skipped: %s", job.source_id, head.key.region, stored.reason)
         elif stored.source_ready and not job.source_ready:
@@ -230,10 +234,8 @@ class Starter(Part):
         return retrying(save)
 
     def _drive(self, job: Job, flight: InFlight, known: Known | None = None) -> bool:
-        """PUT the copy for a slot this run holds. True while the slot stays taken.
-
-        A definite refusal (4xx) gives the slot back; an ambiguous failure (5xx, a lost
-        connection) keeps it: the copy may exist, and the tick's listing will tell."""
+        """PUT the copy for a slot this run holds. True while the slot stays taken. A 4xx
+        gives the slot back; a 5xx or a lost connection keeps it (the copy may exist)."""
         try:
             made = self.arm.start_copy(job.order)
         except ArmError as error:

@@ -52,7 +52,7 @@ class Status(Part):
             status.queued += chain.queued
             status.waiting_for_source += chain.waiting_for_source
             load = loads.get(head.region.partition)
-            full = load is not None and load.in_flight_count >= self.cap
+            full = load is not None and load.in_flight_count >= self.cap(head.region)
             if full and not head.copying_key and chain.queued > chain.waiting_for_source:
                 status.waiting_for_cap += 1
             ended: defaultdict[CopyState, int] = defaultdict(int)

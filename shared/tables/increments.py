@@ -10,13 +10,14 @@ It must not decide what an increment does next (shared/increment_steps.py does).
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from azure.data.tables import UpdateMode
 
 from shared.increment_steps import IncrementState
 from shared.model import ChainKey, Increment
-from shared.tables.codec import Entity, conditional, etag_of, moment
+from shared.tables.codec import EPOCH, Entity, conditional, etag_of, moment
 from shared.tables.gateway import Conflict, TableGateway
 from shared.tables.keys import CHUNK_PREFIX, INCREMENT_PREFIX, chunk_key
 
@@ -93,24 +94,28 @@ class IncrementRows(TableGateway):
         etag = results[0].get("etag") if results else None
         return replace(increment, etag=str(etag) if etag else None)
 
-    def record_chunk(self, chain: ChainKey, job_key: str, generation: int, index: int) -> bool:
-        """Record a chunk as done; False when it was recorded already (copied twice)."""
-        entity = {"PartitionKey": chain.partition, "RowKey": chunk_key(job_key, generation, index)}
+    def record_chunk(self, chain: ChainKey, job_key: str, generation: int, index: int, at: datetime) -> bool:
+        """Record a chunk as done at `at`; False when it was recorded already (copied twice)."""
+        entity = {"PartitionKey": chain.partition, "RowKey": chunk_key(job_key, generation, index), "DoneAt": at}
         try:
             self._create(entity, f"chunk {index} of {job_key}")
         except Conflict:
             return False
         return True
 
-    def chunks_done(self, chain: ChainKey, job_key: str, generation: int) -> set[int]:
-        """The indexes of a generation's done chunks (one range query, keys only)."""
+    def forget_chunk(self, chain: ChainKey, job_key: str, generation: int, index: int) -> None:
+        """Drop a done-chunk row recorded after its increment ended (nothing reads it again)."""
+        self._delete_rows(chain.partition, [chunk_key(job_key, generation, index)], f"chunk {index} of {job_key}")
+
+    def chunks_done(self, chain: ChainKey, job_key: str, generation: int) -> dict[int, datetime]:
+        """A generation's done chunks: each index and when it was done (one range query)."""
         low = chunk_key(job_key, generation, 0)
         rows = self._query(
             "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
             {"pk": chain.partition, "low": low, "high": low[: -len("000000")] + "~"},
-            select=["RowKey"],
+            select=["RowKey", "DoneAt"],
         )
-        return {int(row["RowKey"].rsplit("|", 1)[-1]) for row in rows}
+        return {int(row["RowKey"].rsplit("|", 1)[-1]): moment(row.get("DoneAt")) or EPOCH for row in rows}
 
     def drop_chunks(self, chain: ChainKey, job_key: str) -> int:
         """Delete every done-chunk row of a job, of every generation; how many."""

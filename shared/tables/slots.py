@@ -42,16 +42,20 @@ class SlotRows(OutboxRows):
         self._table.upsert_entity(
             {
                 "PartitionKey": DIRECTORY,
-                "RowKey": f"{region.subscription.lower()}|{region.region}",
+                "RowKey": region.partition.removeprefix("region|"),
                 "Subscription": region.subscription,
                 "Region": region.region,
+                "Lane": region.lane,
             },
             mode=UpdateMode.MERGE,
         )
 
     def list_regions(self) -> list[RegionKey]:
         rows = self._query("PartitionKey eq @pk", {"pk": DIRECTORY})
-        return sorted((RegionKey(row["Subscription"], row["Region"]) for row in rows), key=lambda key: key.partition)
+        return sorted(
+            (RegionKey(row["Subscription"], row["Region"], row.get("Lane", "")) for row in rows),
+            key=lambda key: key.partition,
+        )
 
     def load_region(self, region: RegionKey) -> RegionLoad:
         """One partition query: the counter, the flights and the waiting chains."""
