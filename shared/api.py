@@ -73,7 +73,7 @@ def job_view(job: Job) -> dict[str, Any]:
     return {
         "copyId": copy_id(job.chain, job.key),
         "sourceSnapshotId": str(job.source_id),
-        "targetSnapshotId": str(job.target_id),
+        "targetSnapshotId": job.target,
         "targetRegion": job.chain.region,
         "state": job.state.value,
         "percent": job.percent,

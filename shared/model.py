@@ -148,6 +148,11 @@ class ChainKey:
         return f"chain|{self.family_id.lower()}|{self.region}"
 
 
+def blob_name(chain: ChainKey) -> str:
+    """The diff method's target page blob of a chain: one per source family and region."""
+    return f"{chain.family_id.lower()}-{chain.region}.vhd"
+
+
 @dataclass(frozen=True)
 class RegionKey:
     """Azure's cap applies per target subscription per target region. The diff method's
@@ -214,6 +219,14 @@ class Job:
         """The slot partition the copy counts against: its target's subscription and region
         (and the diff lane for the diff method)."""
         return RegionKey(self.target_id.subscription, self.chain.region, lane_of(self.method))
+
+    @property
+    def target(self) -> str:
+        """What stands for the source in its region: the copy's snapshot id, or for the diff
+        method the blob snapshot's URL (the page blob's own before the increment is done)."""
+        if self.method != DIFF:
+            return str(self.target_id)
+        return self.blob_snapshot or f"{self.blob_endpoint.rstrip('/')}/{self.blob_container}/{blob_name(self.chain)}"
 
     @property
     def order(self) -> CopyOrder:

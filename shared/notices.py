@@ -126,7 +126,7 @@ def copy_notice(job: Job, kind: NoticeType, sequence: int) -> Notice:
     data: dict[str, Any] = {
         "sourceSnapshotId": str(job.source_id),
         "targetRegion": job.chain.region,
-        "targetSnapshotId": str(job.target_id),
+        "targetSnapshotId": job.target,
         "state": job.state.value,
         "copyId": ident,
         "completionPercent": 100.0 if job.state == CopyState.SUCCEEDED else float(job.percent),

@@ -19,7 +19,7 @@ from shared.engine.access import Access
 from shared.ids import ResourceId
 from shared.increment_steps import CHUNK_GRACE, IncrementState
 from shared.increments import PAGE, joined
-from shared.model import CopyState, Job
+from shared.model import CopyState, Job, blob_name
 from shared.pageblobs import allocated
 from tests.conftest import Deployment
 from tests.test_functions import RG
@@ -90,8 +90,9 @@ def stored_jobs(deployment: Deployment) -> list[Job]:
 
 
 def assert_equal_to_source(deployment: Deployment, blobs: ContainerClient, job: Job) -> None:
-    blob, stamp = job.blob_snapshot.split("?snapshot=")
-    copy = blobs.get_blob_client(blob, snapshot=stamp)
+    url, stamp = job.blob_snapshot.split("?snapshot=")
+    assert url == f"{blobs.url}/{blob_name(job.chain)}"  # the URL a disk is restored from
+    copy = blobs.get_blob_client(blob_name(job.chain), snapshot=stamp)
     image = deployment.world.snapshot_image(str(job.source_id))
     held = joined(allocated(copy))
     assert held == image.allocated(), job.source_id

@@ -32,7 +32,7 @@ from shared.engine.parts import Deps, DiffIo, Part
 from shared.ids import ResourceId
 from shared.increment_steps import IncrementState, all_done
 from shared.increments import outside, plan
-from shared.model import ChainHead, ChainKey, CopyError, CopyState, Increment, Job
+from shared.model import ChainHead, ChainKey, CopyError, CopyState, Increment, Job, blob_name
 from shared.pageblobs import SOURCE_KEY, SourceRefused, SourceSnapshot, TargetBlob, copy_chunk
 from shared.store import Conflict
 from shared.tables.increments import increment_delete, increment_write
@@ -62,11 +62,6 @@ def held_by(name: str) -> tuple[ChainKey, str] | None:
     if len(parts) != 5 or parts[0] != "chain":
         return None
     return ChainKey(parts[1], parts[2]), f"{parts[3]}|{parts[4]}"
-
-
-def blob_name(chain: ChainKey) -> str:
-    """The target page blob of a chain: one per source family and region."""
-    return f"{chain.family_id.lower()}-{chain.region}.vhd"
 
 
 class Differ(Part):
@@ -270,7 +265,7 @@ class Differ(Part):
             state=CopyState.SUCCEEDED,
             finished_at=now,
             percent=100.0,
-            blob_snapshot=f"{increment.blob}?snapshot={increment.stamp}",
+            blob_snapshot=f"{job.target}?snapshot={increment.stamp}",  # the URL a disk is restored from
         )
         moved = replace(
             head,
