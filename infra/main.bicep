@@ -65,6 +65,14 @@ param stateTableName string = 'snapcopy'
 @maxValue(100)
 param maxCopiesPerRegion int = 100
 
+@description('DIFF_STORAGE_ACCOUNT_IDS: comma-separated resource ids of the storage accounts the diff method\'s targets write to (targets[].storage.blobEndpoint); the app gets Storage Blob Data Contributor on each.')
+param diffStorageAccountIds string = ''
+
+@description('DIFF_MAX_PARALLEL_RANGES: range copies at once per instance (the diff method).')
+@minValue(1)
+@maxValue(64)
+param diffMaxParallelRanges int = 8
+
 @description('COPY_MAX_START_ATTEMPTS: tries of a refused CopyStart before the job fails.')
 @minValue(1)
 @maxValue(50)
@@ -145,6 +153,8 @@ var diffSourceScopes = union(diffScopesLower, [])
 var diffSubscriptionScopes = filter(diffSourceScopes, scope => length(split(scope, '/')) == 3)
 var diffGroupScopes = filter(diffSourceScopes, scope => length(split(scope, '/')) == 5)
 var diffSubscriptionEntries = [for scope in diffSourceScopes: '/subscriptions/${split(scope, '/')[2]}']
+// "/subscriptions/<s>/resourceGroups/<g>/providers/Microsoft.Storage/storageAccounts/<a>" splits into 9 parts
+var diffStorageAccountList = filter(split(replace(diffStorageAccountIds, ' ', ''), ','), id => !empty(id))
 var sourceSubscriptionEntries = [for scope in sourceScopeList: '/subscriptions/${split(scope, '/')[2]}']
 var targetSubscriptionEntries = [for scope in targetScopeList: '/subscriptions/${split(scope, '/')[2]}']
 var targetSubscriptionList = union(targetSubscriptionEntries, [])
@@ -279,6 +289,14 @@ module functionApp 'app/function.bicep' = {
       {
         name: 'NOTIFY_TOPIC_ENDPOINT'
         value: notifications ? notifyTopic.outputs.endpoint : ''
+      }
+      {
+        name: 'DIFF_QUEUE_ENDPOINT'
+        value: storage.outputs.queueEndpoint
+      }
+      {
+        name: 'DIFF_MAX_PARALLEL_RANGES'
+        value: string(diffMaxParallelRanges)
       }
     ]
   }
@@ -443,6 +461,17 @@ module snapshotAccessOnGroups 'app/rbac/resource-group-assignment.bicep' = [
 ]
 
 // --- Event Grid subscription: after the code exists (see the postdeploy hook) ---------
+module diffStorageWrite 'app/diff-storage-role.bicep' = [
+  for id in diffStorageAccountList: {
+    name: 'diff-storage-${uniqueString(id)}'
+    scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+    params: {
+      accountName: split(id, '/')[8]
+      principalId: identity.outputs.principalId
+    }
+  }
+]
+
 module eventSubscription 'app/event-subscription.bicep' = if (deployEventSubscription) {
   name: 'snapcopy-events-${resourceToken}'
   scope: resourceGroup(systemTopicResourceGroup)

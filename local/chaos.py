@@ -100,8 +100,8 @@ FAMILIES = (
     "everything",  # all of the above at once, at lower rates
 )
 
-Trigger = Literal["event", "tick", "sweep"]
-Layer = Literal["store", "arm"]
+Trigger = Literal["event", "tick", "sweep", "chunk"]  # chunk: the diff method's queue (local/chaos_diff.py)
+Layer = Literal["store", "arm", "queue"]  # queue: the chunk queue's sends (local/chaos_diff.py)
 TRIGGERS: tuple[Trigger, ...] = ("event", "tick", "sweep")
 
 # Where a crash point may sit, per trigger: around every write of the store and every ARM

@@ -27,6 +27,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from pycep import BicepParser
 
+from shared.chunk_messages import QUEUE_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 APP = INFRA / "app"
@@ -347,6 +349,31 @@ def test_every_setting_the_app_reads_is_deployed_and_storage_is_reached_by_ident
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     # Flex Consumption rejects these: the runtime comes from functionAppConfig.runtime.
     assert not {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE"} & set(settings)
+
+
+def test_the_diff_method_gets_its_queues_its_settings_and_blob_writes_on_its_target_accounts_only():
+    settings = _app_settings()
+    assert accessor(settings["DIFF_QUEUE_ENDPOINT"]) == "storage.outputs.queueEndpoint"
+    assert accessor(settings["DIFF_MAX_PARALLEL_RANGES"]) is None  # string(diffMaxParallelRanges)
+    storage = parsed(APP / "storage.bicep")
+    assert storage["parameters"]["chunkQueueNames"]["default"] == [QUEUE_NAME, f"{QUEUE_NAME}-poison"]
+    (queues,) = resources(APP / "storage.bicep", "Microsoft.Storage/storageAccounts/queueServices/queues").values()
+    assert queues["config"]["loop_type"]["detail"]["array_name"] == "chunkQueueNames"
+    # the host's queue trigger and the app's sends go through the app's identity (queue data role)
+    assert "storageQueueDataContributor" in variable(APP / "rbac.bicep", "storageDataRoles")
+
+    role = APP / "diff-storage-role.bicep"
+    (assignment,) = (body(element) for element in resources(role, "Microsoft.Authorization/roleAssignments").values())
+    assert assignment["scope"] == "account"  # the account itself, never its group or subscription
+    granted = assignment["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+    assert BUILT_IN_ROLES[variable(role, granted)] == "Storage Blob Data Contributor"
+    assert parsed(role)["resources"]["account"]["existing"]
+    module = parsed(INFRA / "main.bicep")["modules"]["diffStorageWrite"]
+    assert module["config"]["loop_type"]["detail"]["array_name"] == "diffStorageAccountList"
+    (call,) = module_calls("app/diff-storage-role.bicep")
+    assert accessor(call["params"]["principalId"]) == "identity.outputs.principalId"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["diffStorageAccountIds"]["value"] == "${DIFF_STORAGE_ACCOUNT_IDS}"
 
 
 def test_every_taggable_resource_carries_the_azd_environment_tag():

@@ -1,6 +1,6 @@
 // The app's storage account: the Functions host's own storage (AzureWebJobsStorage: timer
-// leases and schedule monitor), the deployment package container, snapcopy's state table
-// and the Event Grid dead-letter container.
+// leases and schedule monitor), the deployment package container, snapcopy's state table,
+// the Event Grid dead-letter container and the diff method's chunk queues.
 //
 // Shared-key access is disabled: every client (the host, the app, azd's deployment, Event
 // Grid's dead-lettering, a developer) signs in with Entra ID and is authorised by RBAC.
@@ -24,6 +24,12 @@ param deadLetterContainerName string
 
 @description('Table that holds all of snapcopy\'s state (STATE_TABLE_NAME).')
 param stateTableName string
+
+@description('Queues of the diff method: its chunks and their poison queue (shared/chunk_messages.py QUEUE_NAME).')
+param chunkQueueNames array = [
+  'snapcopy-chunks'
+  'snapcopy-chunks-poison'
+]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -114,6 +120,20 @@ resource stateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023
   parent: tableService
   name: stateTableName
 }
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// The diff method's chunks (the copy_chunk queue trigger) and the host's poison queue for
+// them (chunk_poisoned): identity access only, like the rest of the account.
+resource chunkQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
+  for queue in chunkQueueNames: {
+    parent: queueService
+    name: queue
+  }
+]
 
 output id string = storage.id
 output name string = storage.name

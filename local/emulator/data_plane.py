@@ -93,6 +93,17 @@ class DataPlane:
             snapshot.sas_until = None
             return self._state.operations.start(rid, snapshot.location, now, {})
 
+    def expire_access(self, snapshot_id: str | None = None) -> int:
+        """Every live SAS (or one snapshot's) runs out now, as if its duration had passed
+        (the chaos matrix's SAS expiry); how many."""
+        with self._lock:
+            now = self.clock.now()
+            key = parse_resource_id(snapshot_id, "snapshot id").key if snapshot_id else None
+            live = [g for k, g in self._state.grants.current.items() if g.active(now) and key in (None, k)]
+            for grant in live:
+                grant.expires = now
+            return len(live)
+
     def access_counters(self) -> dict[str, int]:
         """Grants issued, refused for the family limit, and the most snapshots of one family
         that had access at once."""
