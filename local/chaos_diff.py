@@ -166,7 +166,8 @@ class DiffChaos:
         tag = f"{scenario.seed}x{uuid.uuid4().hex[:8]}"
         self.table = f"diffchaos{tag}"
         self.container = f"diffchaos{tag}"
-        self.group = f"rg-diff-{tag}"  # the emulator's world is shared by the scenarios of a run
+        # the emulator's world is shared by the scenarios of a run: a group of their own
+        self._group_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-diff-{tag}"
         blob_endpoint = _blob_endpoint(backend.connection_string)
         storage = {"blobEndpoint": blob_endpoint, "container": self.container}
         targets = [{"region": region, "method": "diff", "storage": storage} for region in REGIONS]
@@ -195,6 +196,7 @@ class DiffChaos:
         ).get_container_client(self.container)
         self.checker = TableRows.from_connection_string(backend.connection_string, self.table)
         self.disks: list[str] = []
+        self.written: dict[str, list[tuple[int, int]]] = {}  # disk -> (start, length) of its writes
         self.sources: dict[str, Any] = {}  # snapshot id -> its image (what the copy must equal)
         self.events: list[dict[str, Any]] = []
         self.faulty = True
@@ -212,9 +214,7 @@ class DiffChaos:
 
     def _create_disks(self) -> None:
         for index in range(self.scenario.disks):
-            disk_id = (
-                f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{self.group}/providers/Microsoft.Compute/disks/vm{index}-data0"
-            )
+            disk_id = f"{self._group_id}/providers/Microsoft.Compute/disks/vm{index}-data0"
             body = {"location": "eastus2", "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 1}}
             self.world.put_disk(parse_resource_id(disk_id, "id"), body, RequestInfo("PUT"))
             self.disks.append(disk_id)
@@ -225,8 +225,10 @@ class DiffChaos:
                 start = self.rng.randrange(0, 900 * MIB // PAGE) * PAGE
                 length = self.rng.choice((PAGE, 64 * 1024, MIB, 5 * MIB + 3 * PAGE))
                 self.world.write_disk(disk_id, start, length, self.rng.randrange(1, 1 << 30))
-            if self.rng.random() < 0.3:
-                self.world.clear_disk(disk_id, self.rng.randrange(0, 900 * MIB // PAGE) * PAGE, 2 * MIB)
+                self.written.setdefault(disk_id, []).append((start, length))
+            if self.written.get(disk_id) and self.rng.random() < 0.4:  # trim part of an earlier write
+                start, length = self.rng.choice(self.written[disk_id])
+                self.world.clear_disk(disk_id, start, max(PAGE, length // 2 // PAGE * PAGE))
             if round_ == 2 and index == 0:  # the disk grows
                 body = {
                     "location": "eastus2",
@@ -234,9 +236,7 @@ class DiffChaos:
                 }
                 self.world.put_disk(parse_resource_id(disk_id, "id"), body, RequestInfo("PUT"))
             name = f"vm{index}-data0-s{round_}"
-            snapshot_id = (
-                f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{self.group}/providers/Microsoft.Compute/snapshots/{name}"
-            )
+            snapshot_id = f"{self._group_id}/providers/Microsoft.Compute/snapshots/{name}"
             body = {
                 "location": "eastus2",
                 "properties": {

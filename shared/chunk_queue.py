@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any, Self
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.chunk_messages import QUEUE_NAME, ChunkMessage
@@ -52,6 +52,13 @@ class ChunkQueue:
     @property
     def client(self) -> QueueClient:
         return self._queue
+
+    def pending(self) -> int:
+        """About how many messages the queue holds (those being run included)."""
+        try:
+            return int(self._queue.get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:
+            return 0
 
     def send(self, messages: Sequence[ChunkMessage]) -> None:
         if not self._ready:

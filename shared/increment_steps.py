@@ -13,10 +13,12 @@ it says, so nothing is left half-done:
 - copying with a grant that runs out within the margin: grant again (same generation);
 - copying with a grant that ran out or was refused (a chunk marked it spent and was
   dropped): plan again, with a new grant;
-- copying with no chunk done for longer than the grace (its messages were lost, or
-  poisoned while the increment could not be failed): plan again, as a new generation.
-  The plan is not stored, so the whole increment is copied again from the same base:
-  correct (writing a page twice is harmless), and rare;
+- copying with no chunk done for longer than the grace: recover, i.e. when the queue
+  holds no message (the shell asks it: a long queue of other increments' chunks is not
+  a loss), its messages were lost: plan again, as a new generation. The plan is not
+  stored, so the whole increment is copied again from the same base: correct (writing
+  a page twice is harmless), and rare;
+- planned MAX_PLANS times and still not done: fail, with the reason (nothing runs forever);
 - finishing for longer than the grace: finish again (taking the blob snapshot is made
   idempotent by the shell: one with this source's metadata is reused).
 
@@ -33,6 +35,7 @@ from enum import StrEnum
 PLAN_GRACE = timedelta(minutes=10)  # longer than any planning takes: a planner that took longer died
 CHUNK_GRACE = timedelta(minutes=15)  # no chunk done for this long: its messages were lost or poisoned
 GRANT_MARGIN = timedelta(minutes=30)  # a SAS is renewed this long before it runs out
+MAX_PLANS = 12  # plans of one increment that reached the queue: past this it fails with the reason
 
 
 class IncrementState(StrEnum):
@@ -51,13 +54,16 @@ class Progress:
     chunks: int  # how many its plan has (0 until planned; an empty diff has none)
     changed_at: datetime  # when it last moved: planned, a chunk done, finishing claimed
     grant_expires: datetime | None = None
+    plans: int = 0  # how many of its plans reached the queue
 
 
 class Action(StrEnum):
     WAIT = "wait"
     PLAN = "plan"  # again, as a new generation
     REGRANT = "regrant"
+    RECOVER = "recover"  # its chunks went quiet: if the queue holds none, they were lost: plan again
     FINISH = "finish"
+    FAIL = "fail"  # planned MAX_PLANS times without finishing: it would never end
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,13 @@ def all_done(progress: Progress, done: Collection[int]) -> bool:
     return progress.state in (IncrementState.COPYING, IncrementState.FINISHING) and all(
         i in done for i in range(progress.chunks)
     )
+
+
+def again(progress: Progress, why: str) -> Step:
+    """Plan a copying increment again, unless it was planned too often already."""
+    if progress.plans >= MAX_PLANS:
+        return Step(Action.FAIL, why=f"{why}, after {progress.plans} plans")
+    return Step(Action.PLAN, why=why)
 
 
 def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -> Step:
@@ -91,10 +104,13 @@ def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -
         return Step(Action.FINISH, why="every chunk is done")
     if progress.grant_expires is not None and now >= progress.grant_expires:
         # ran out, or was refused (spent): chunks were dropped, so the plan is made again
-        return Step(Action.PLAN, why="its read access ran out or was refused")
+        return again(progress, "its read access ran out or was refused")
     if progress.grant_expires is not None and now >= progress.grant_expires - GRANT_MARGIN:
         return Step(Action.REGRANT, why="the read access runs out")
     if quiet > CHUNK_GRACE:
         missing = sum(1 for i in range(progress.chunks) if i not in done)
-        return Step(Action.PLAN, why=f"no chunk done for {int(quiet.total_seconds() // 60)} min ({missing} not done)")
+        why = f"no chunk done for {int(quiet.total_seconds() // 60)} min ({missing} not done)"
+        if progress.plans >= MAX_PLANS:
+            return Step(Action.FAIL, why=f"{why}, after {progress.plans} plans")
+        return Step(Action.RECOVER, why=why)
     return Step(Action.WAIT)

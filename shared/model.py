@@ -337,11 +337,12 @@ class Increment:
     size: int = 0
     stamp: str = ""
     fence: int = 0  # the blob's sequence number while this increment writes it
+    plans: int = 0  # how many plans reached the queue (a cap ends an increment that never finishes)
     etag: str | None = None
 
     @property
     def progress(self) -> Progress:
-        return Progress(self.state, self.generation, self.chunks, self.changed_at, self.grant_expires)
+        return Progress(self.state, self.generation, self.chunks, self.changed_at, self.grant_expires, self.plans)
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,13 @@ class TargetBlob:
     def name(self) -> str:
         return str(self._blob.blob_name)
 
+    @property
+    def fence(self) -> int:
+        """The sequence number this blob's writes are conditional on (set by `prepare`)."""
+        if self._fence is None:
+            raise ValueError(f"{self.name} was not prepared: it has no fence to write with")
+        return self._fence
+
     def prepare(self, size: int, fence: int) -> bool:
         """The blob exists, is at least `size` bytes (a disk may grow, never shrink) and
         carries `fence` as its sequence number; True when it had to be created (then it
@@ -132,8 +139,10 @@ class TargetBlob:
             current = int(self._blob.get_blob_properties().size)
         if current < size:
             self._blob.resize_blob(size)
-        self._blob.set_sequence_number(SequenceNumberAction.MAX, str(fence))
-        self._fence = fence
+        # above any number the blob carries: a planner whose clock ran ahead may have set one
+        carried = int(self._blob.get_blob_properties().page_blob_sequence_number or 0)
+        self._fence = max(fence, carried + 1)
+        self._blob.set_sequence_number(SequenceNumberAction.MAX, str(self._fence))
         return created
 
     def allocated(self) -> list[Span]:

@@ -15,7 +15,10 @@ import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared import policies
+from shared.chunk_messages import ChunkMessage
+from shared.engine import differ as differ_module
 from shared.engine.access import Access
+from shared.grants import GRANT_SECONDS
 from shared.ids import ResourceId
 from shared.increment_steps import CHUNK_GRACE, IncrementState
 from shared.increments import PAGE, joined
@@ -171,11 +174,14 @@ def test_lost_chunks_are_planned_again_by_the_timer_and_the_blob_is_still_exact(
     diff.queue.client.clear_messages()  # every chunk lost
     (job,) = stored_jobs(deployment)
     assert job.state is CopyState.COPYING
+    first = deployment.store.load_increment(job.chain, job.key)
+    assert first is not None and first.plans == 1
     deployment.tick(60)
-    assert deployment.store.load_increment(job.chain, job.key).generation == 1  # type: ignore[union-attr]
-    deployment.tick(CHUNK_GRACE.total_seconds())  # quiet for longer than the grace: planned again
+    assert deployment.store.load_increment(job.chain, job.key) == first  # not yet: within the grace
+    deployment.tick(CHUNK_GRACE.total_seconds())  # quiet for longer than the grace, the queue empty
     again = deployment.store.load_increment(job.chain, job.key)
-    assert again is not None and again.generation == 2 and again.state is IncrementState.COPYING
+    assert again is not None and again.plans == 2 and again.state is IncrementState.COPYING
+    assert again.generation > first.generation  # the lost plan's late messages never count
     run_until_settled(deployment)
     (job,) = stored_jobs(deployment)
     assert job.state is CopyState.SUCCEEDED
@@ -213,3 +219,80 @@ def test_an_increment_waits_while_its_family_holds_its_read_access_budget(
     for job in done:
         assert_equal_to_source(deployment, blobs, job)
     assert world.access_counters()["refused"] == 0 and world.access_counters()["most_at_once"] <= 5
+
+
+def receive_all(deployment: Deployment) -> list[str]:
+    """Take every visible chunk message off the queue (as if the host held them)."""
+    diff = deployment.replicator.deps.diff
+    assert diff is not None
+    taken = []
+    for message in diff.queue.client.receive_messages(max_messages=32, visibility_timeout=1):
+        taken.append(message.content)
+        diff.queue.client.delete_message(message)
+    return taken
+
+
+def test_a_renewal_while_a_chunk_reads_is_not_a_lost_grant(deployment: Deployment, blobs: ContainerClient):
+    """The timer renews the SAS while a chunk reads with the old one: the chunk's refusal is
+    the renewal's, so it is tried again with the new SAS; the increment is not planned again."""
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 64 * MIB, 1)])  # two chunks
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    (job,) = stored_jobs(deployment)
+    before = deployment.store.load_increment(job.chain, job.key)
+    assert before is not None and before.state is IncrementState.COPYING
+    deployment.advance(GRANT_SECONDS - 20 * 60)  # within the margin: the timer's step renews
+    original, calls = differ_module.copy_chunk, []
+
+    def racing(source: Any, target: Any, chunk: Any) -> int:
+        if not calls:
+            deployment.tick(0)  # the timer renews while this chunk holds the SAS it read
+        calls.append(chunk.index)
+        return original(source, target, chunk)
+
+    differ_module.copy_chunk = racing
+    try:
+        deployment.drain_chunks()
+    finally:
+        differ_module.copy_chunk = original
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.SUCCEEDED  # finished with the renewed SAS, plan unchanged
+    assert_equal_to_source(deployment, blobs, job)
+    assert deployment.world.open_grants() == []
+
+
+def test_a_late_chunk_of_a_failed_attempt_never_counts_for_its_retry(deployment: Deployment, blobs: ContainerClient):
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 4 * MIB, 1)])
+    run_until_settled(deployment)
+    take(deployment, disk, "s1", [(8 * MIB, 64 * MIB, 2)])  # a diff of two chunks
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    old = {ChunkMessage.decode(text).chunk.index: text for text in receive_all(deployment)}
+    assert sorted(old) == [0, 1]
+    deployment.replicator.chunk_poisoned(old[0])  # the first attempt fails
+    _, failed = stored_jobs(deployment)
+    assert failed.state is CopyState.FAILED and failed.error is not None and failed.error.code == "ChunkFailed"
+    deployment.replicator.operator.retry(failed.chain, failed.key)  # a re-base, cut otherwise
+    new = {ChunkMessage.decode(text).chunk.index: text for text in receive_all(deployment)}
+    assert len(new) == 3
+    for text in (new[0], old[1], new[2]):  # the old attempt's chunk 1 arrives among the new ones
+        deployment.replicator.copy_chunk(text)
+    deployment.replicator.chunk_poisoned(old[1])  # and its poison copy too: no harm done
+    _, waiting = stored_jobs(deployment)
+    assert waiting.state is CopyState.COPYING  # the old chunk did not count
+    deployment.replicator.copy_chunk(new[1])
+    _, done = stored_jobs(deployment)
+    assert done.state is CopyState.SUCCEEDED
+    assert_equal_to_source(deployment, blobs, done)
+
+
+def test_a_disk_a_page_blob_cannot_hold_fails_with_the_reason_and_lets_go_of_its_access(
+    deployment: Deployment, blobs: ContainerClient
+):
+    disk = deployment.fleet.create_disk(RG, "vm0-big", "eastus2", size_gb=9 * 1024)  # a page blob holds 8 TiB
+    take(deployment, disk, "s0", [(0, MIB, 1)])
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.FAILED and job.error is not None and job.error.code == "CannotCopy"
+    assert "8 TiB" in job.error.message
+    assert deployment.world.open_grants() == []

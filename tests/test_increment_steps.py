@@ -3,6 +3,7 @@ find leads to the step that finishes it, and a healthy one is left alone."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from shared.increment_steps import (
     CHUNK_GRACE,
     GRANT_MARGIN,
+    MAX_PLANS,
     PLAN_GRACE,
     Action,
     IncrementState,
@@ -49,15 +51,19 @@ def test_an_increment_whose_chunks_are_all_done_is_finished_whoever_died():
     assert next_step(stuck, at(0, 1, 2, 3), T0 + PLAN_GRACE + timedelta(seconds=1)).action is Action.FINISH
 
 
-def test_an_increment_whose_chunks_went_quiet_is_planned_again():
+def test_an_increment_whose_chunks_went_quiet_is_recovered_and_one_planned_too_often_fails():
     step = next_step(copying(), at(0, 2), T0 + CHUNK_GRACE + timedelta(seconds=1))
-    assert step.action is Action.PLAN and "2 not done" in step.why
+    assert step.action is Action.RECOVER and "2 not done" in step.why  # the shell plans again if the queue is empty
+    worn = replace(copying(), plans=MAX_PLANS)
+    step = next_step(worn, at(0, 2), T0 + CHUNK_GRACE + timedelta(seconds=1))
+    assert step.action is Action.FAIL and f"after {MAX_PLANS} plans" in step.why
+    assert next_step(replace(worn, grant_expires=T0), {}, T0).action is Action.FAIL
 
 
 def test_progress_is_the_newest_done_chunk_so_a_long_increment_is_not_planned_again():
     later = T0 + CHUNK_GRACE
     assert next_step(copying(), at(0, when=later), later + CHUNK_GRACE).action is Action.WAIT
-    assert next_step(copying(), at(0, when=later), later + CHUNK_GRACE + timedelta(seconds=1)).action is Action.PLAN
+    assert next_step(copying(), at(0, when=later), later + CHUNK_GRACE + timedelta(seconds=1)).action is Action.RECOVER
 
 
 def test_an_increment_waiting_for_read_access_asks_again_at_every_run():

@@ -27,6 +27,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from pycep import BicepParser
 
+from local.chaos_diff import MAX_DEQUEUE
 from shared.chunk_messages import QUEUE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -374,6 +375,11 @@ def test_the_diff_method_gets_its_queues_its_settings_and_blob_writes_on_its_tar
     assert accessor(call["params"]["principalId"]) == "identity.outputs.principalId"
     parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
     assert parameters["diffStorageAccountIds"]["value"] == "${DIFF_STORAGE_ACCOUNT_IDS}"
+    # the chunk queue's retries: five deliveries (as the local host and the chaos matrix drive
+    # them), 30 s apart, so a passing storage error does not poison an increment at once
+    queues = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == 5 == MAX_DEQUEUE
+    assert queues["visibilityTimeout"] == "00:00:30"
 
 
 def test_every_taggable_resource_carries_the_azd_environment_tag():

@@ -79,13 +79,23 @@ class Access(Part):
             self._revoke(snapshot_id, claimed)
             return
 
-    def spend(self, snapshot_id: ResourceId, family_id: str, now: datetime) -> None:
-        """A grant whose SAS was refused runs out now: the next acquire asks ARM again."""
+    def spend(self, snapshot_id: ResourceId, family_id: str, sas: str, now: datetime) -> bool:
+        """A grant whose SAS `sas` was refused runs out now, so the next acquire asks ARM
+        again; False when the grant holds another SAS or is being renewed (a renewal
+        revokes the old SAS: the refusal was that, and the new one reads)."""
         grant = self.store.load_grant(family_id, str(snapshot_id).lower())
-        if grant is None or not grant.sas or grant.expires <= now:
-            return
-        with contextlib.suppress(Conflict):  # changed meanwhile: renewed, or let go
-            self.store.save_grant(replace(grant, expires=now))
+        if grant is None:
+            return True
+        if grant.sas and grant.sas != sas:
+            return False  # renewed: the chunk reads with the new SAS
+        if not grant.sas:
+            return not grant.claimed(now)  # being renewed: try again; a claim that died: ask again
+        if grant.expires > now:
+            try:
+                self.store.save_grant(replace(grant, expires=now))
+            except Conflict:
+                return False  # changed meanwhile: renewed, or let go: try again
+        return True
 
     def sweep(self, alive: Callable[[str], bool] = lambda holder: True) -> int:
         """Let go for the holders that are not `alive` (increments that ended without letting

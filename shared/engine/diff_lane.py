@@ -59,6 +59,7 @@ class DiffLane(Part):
             self.differ.start(head, current, passed)
             return True
 
+        self.store.drop_chunks(flight.chain, job.key)  # an earlier attempt's, should a crash have left them
         if not retrying(commit):
             self.finishing.hand_back(flight)
             return False
@@ -80,6 +81,11 @@ class DiffLane(Part):
         except (ArmError, AzureError) as error:
             log.warning("planning %s → %s failed (%s); the timer plans it again", key, chain.region, error)
             return
+        except ValueError as error:  # InvalidRanges, a disk over 8 TiB: will not pass: say so rather than plan forever
+            self.fail(
+                chain, key, CopyError("CannotCopy", str(error)), f"it cannot be copied by the diff method; {_REBASES}"
+            )
+            return
         if planned is not None and planned.state is IncrementState.COPYING and planned.chunks == 0:
             self.finish(chain, key)  # nothing changed: the snapshot is the base again
 
@@ -92,12 +98,11 @@ class DiffLane(Part):
             self.fail(chain, key, CopyError(SOURCE_DELETED, str(gone)), f"its source is gone; {_REBASES}")
             return
         except NoReadAccess as why:
-            # not the chunk's fault: the access is marked spent, and the timer's next step
-            # asks for it again and plans the increment again (this message is dropped)
-            log.warning(
-                "chunk %d of %s → %s: %s; the timer plans it again", message.chunk.index, key, chain.region, why
-            )
-            self.differ.spent(chain, key)
+            if not self.differ.spent(message, why.sas):
+                raise  # the grant was renewed (or is being renewed) meanwhile: the queue tries again
+            # the access is spent: the timer's next step asks again and plans the increment
+            # again (this message is dropped)
+            log.warning("chunk %d of %s → %s: %s; planned again", message.chunk.index, key, chain.region, why)
             return
         if counted is not None:
             self.finish(chain, key, counted)
@@ -155,9 +160,15 @@ class DiffLane(Part):
         copying = increment.state in (IncrementState.COPYING, IncrementState.FINISHING)
         done = self.store.chunks_done(chain, key, increment.generation) if copying else {}
         step = next_step(increment.progress, done, now)
-        if step.action is Action.PLAN:
+        if step.action is Action.RECOVER and self.differ.io.queue.pending():
+            return "queued"  # its chunks wait behind others' on the queue: not lost
+        if step.action in (Action.PLAN, Action.RECOVER):
             log.warning("increment %s → %s planned again: %s", job.source_id, chain.region, step.why)
             self.plan(chain, key, again=True)
+        elif step.action is Action.FAIL:
+            error = CopyError("IncrementStuck", f"it never finished: {step.why}")
+            self.fail(chain, key, error, f"it was planned again and again without finishing; {_REBASES}")
+            return "failed"
         elif step.action is Action.FINISH:
             self.finish(chain, key)
         elif step.action is Action.REGRANT:

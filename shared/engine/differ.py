@@ -25,6 +25,8 @@ import contextlib
 import logging
 from dataclasses import replace
 
+from azure.core.exceptions import HttpResponseError
+
 from shared.arm import ArmError
 from shared.chunk_messages import ChunkMessage
 from shared.engine.access import Access
@@ -44,7 +46,12 @@ SOURCE_DELETED = "SourceDeleted"
 
 
 class NoReadAccess(Exception):
-    """A chunk found no live grant for its source (released, being renewed, or refused)."""
+    """A chunk found no live grant for its source (released, being renewed, or refused);
+    `sas`: the one refused ("" when there was none to read with)."""
+
+    def __init__(self, message: str, sas: str) -> None:
+        super().__init__(message)
+        self.sas = sas
 
 
 class SourceGone(Exception):
@@ -96,16 +103,11 @@ class Differ(Part):
         if increment is None or head is None or job is None or increment.state not in plannable:
             return increment
         now = self.clock()
-        try:  # claim this plan: a new generation and a higher fence (of two planners, one goes on)
-            fence = max(increment.fence + 1, int(now.timestamp() * 1000))
+        # claim this plan (of two planners, one goes on): a higher fence and generation
+        fence = max(increment.fence + 1, int(now.timestamp() * 1000))
+        try:
             increment = self.store.save_increment(
-                replace(
-                    increment,
-                    state=IncrementState.PLANNING,
-                    generation=increment.generation + 1,
-                    fence=fence,
-                    changed_at=now,
-                )
+                replace(increment, state=IncrementState.PLANNING, generation=fence, fence=fence, changed_at=now)
             )
         except Conflict:
             return None
@@ -129,10 +131,19 @@ class Differ(Part):
                 if error.status != 404:
                     raise
                 base = None  # the base snapshot is gone: re-base
+            if base is not None and base_grant is None:  # wait for it (a full copy would cost more)
+                self.access.release(job.source_id, chain.family_id, name)
+                with contextlib.suppress(Conflict):
+                    self.store.save_increment(replace(increment, state=IncrementState.WAITING))
+                return None
         source = SourceSnapshot(grant.sas, **self.io.source_options)
         size = source.size()
         target = TargetBlob(self.io.containers(job.blob_endpoint, job.blob_container), increment.blob)
         target.prepare(size, increment.fence)
+        # above any number the blob carried: no earlier plan of this chain, this job's failed
+        # attempts included (a retry starts a new increment), had it, so it is the plan's
+        # generation too: their late chunks, done rows and poison messages never count
+        fence = target.fence
         # a diff only onto the blob that holds its base exactly (a new or other blob re-bases)
         diffable = base_grant is not None and target.holds() == head.diff_base
         if diffable and base_grant is not None:
@@ -152,6 +163,9 @@ class Differ(Part):
             base_id=head.diff_base if diffable else "",
             grant_expires=grant.expires,
             size=size,
+            fence=fence,
+            generation=fence,
+            plans=increment.plans + 1,
         )
         try:
             planned = self.store.save_increment(planned)
@@ -179,18 +193,23 @@ class Differ(Part):
             with contextlib.suppress(Conflict):  # moved on meanwhile: the next run looks again
                 self.store.save_increment(replace(increment, grant_expires=grant.expires, source_sas=grant.sas))
 
-    def spent(self, chain: ChainKey, key: str) -> None:
-        """A chunk's read access was refused while ARM still has the source: the grant is
-        spent (revoked or run out behind our back); the timer's next step renews it."""
+    def spent(self, message: ChunkMessage, sas: str) -> bool:
+        """A chunk's read access `sas` was refused while ARM still has the source. When it
+        is still the grant's SAS, the grant is spent (revoked or run out behind our back):
+        marked so, and the timer's next step asks again and plans again (True). False when
+        the grant was renewed meanwhile or is being renewed: the chunk is tried again."""
+        chain, key = message.chain, message.job_key
         increment = self.store.load_increment(chain, key)
         job = self.store.load_job(chain, key)
-        if increment is None or job is None:
-            return
+        if increment is None or job is None or increment.generation != message.generation:
+            return True  # of no current plan: nothing to try again
         now = self.clock()
-        self.access.spend(job.source_id, chain.family_id, now)
+        if not self.access.spend(job.source_id, chain.family_id, sas, now):
+            return False
         if increment.grant_expires is None or increment.grant_expires > now:
             with contextlib.suppress(Conflict):  # moved on meanwhile
                 self.store.save_increment(replace(increment, grant_expires=now))
+        return True
 
     def copy(self, message: ChunkMessage) -> Increment | None:
         """Step 3: one chunk (a queue message). The increment when this chunk found every
@@ -211,7 +230,7 @@ class Differ(Part):
         # the grant's current SAS: another holder may have renewed it since this plan
         grant = self.store.load_grant(chain.family_id, str(job.source_id).lower())
         if grant is None or not grant.sas or grant.expires <= self.clock():
-            raise NoReadAccess(f"no read access to {job.source_id} now")
+            raise NoReadAccess(f"no read access to {job.source_id} now", "")
         source = SourceSnapshot(grant.sas, **self.io.source_options)
         container = self.io.containers(job.blob_endpoint, job.blob_container)
         try:
@@ -220,7 +239,12 @@ class Differ(Part):
         except SourceRefused as refused:
             if self.arm.get_snapshot(job.source_id) is None:
                 raise SourceGone(f"{job.source_id} was deleted while it was copied to {chain.region}") from refused
-            raise NoReadAccess(f"the read access to {job.source_id} was refused ({refused})") from refused
+            raise NoReadAccess(f"the read access to {job.source_id} was refused ({refused})", grant.sas) from refused
+        except HttpResponseError as error:
+            if error.status_code == 412:  # the blob is fenced by a newer plan: this one is over
+                log.info("chunk %d of %s → %s: a newer plan owns the blob", message.chunk.index, key, chain.region)
+                return None
+            raise
         self.store.record_chunk(chain, key, increment.generation, message.chunk.index, self.clock())
         done = self.store.chunks_done(chain, key, increment.generation)
         if not all_done(increment.progress, done):

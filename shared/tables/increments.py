@@ -27,7 +27,7 @@ def increment_entity(increment: Increment) -> Entity:
         "PartitionKey": increment.chain.partition,
         "RowKey": INCREMENT_PREFIX + increment.job_key,
         "State": increment.state.value,
-        "Generation": increment.generation,
+        "Generation": float(increment.generation),  # a clock reading in ms: past Int32
         "Chunks": increment.chunks,
         "ChangedAt": increment.changed_at,
         "SourceSas": increment.source_sas,
@@ -39,6 +39,7 @@ def increment_entity(increment: Increment) -> Entity:
         "Size": float(increment.size),
         "Stamp": increment.stamp,
         "Fence": float(increment.fence),
+        "Plans": increment.plans,
     }
 
 
@@ -61,6 +62,7 @@ def increment_from(chain: ChainKey, entity: Any) -> Increment:
         size=int(entity.get("Size", 0) or 0),
         stamp=entity.get("Stamp", "") or "",
         fence=int(entity.get("Fence", 0) or 0),
+        plans=int(entity.get("Plans", 0) or 0),
         etag=etag_of(entity),
     )
 
