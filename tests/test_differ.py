@@ -23,7 +23,7 @@ from shared.ids import ResourceId
 from shared.increment_steps import CHUNK_GRACE, IncrementState
 from shared.increments import PAGE, joined
 from shared.model import CopyState, Job, blob_name
-from shared.pageblobs import allocated
+from shared.pageblobs import allocated, copy_chunk
 from tests.conftest import Deployment
 from tests.test_functions import RG
 
@@ -232,7 +232,9 @@ def receive_all(deployment: Deployment) -> list[str]:
     return taken
 
 
-def test_a_renewal_while_a_chunk_reads_is_not_a_lost_grant(deployment: Deployment, blobs: ContainerClient):
+def test_a_renewal_while_a_chunk_reads_is_not_a_lost_grant(
+    deployment: Deployment, blobs: ContainerClient, monkeypatch: pytest.MonkeyPatch
+):
     """The timer renews the SAS while a chunk reads with the old one: the chunk's refusal is
     the renewal's, so it is tried again with the new SAS; the increment is not planned again."""
     disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
@@ -242,19 +244,16 @@ def test_a_renewal_while_a_chunk_reads_is_not_a_lost_grant(deployment: Deploymen
     before = deployment.store.load_increment(job.chain, job.key)
     assert before is not None and before.state is IncrementState.COPYING
     deployment.advance(GRANT_SECONDS - 20 * 60)  # within the margin: the timer's step renews
-    original, calls = differ_module.copy_chunk, []
+    calls: list[int] = []
 
     def racing(source: Any, target: Any, chunk: Any) -> int:
         if not calls:
             deployment.tick(0)  # the timer renews while this chunk holds the SAS it read
         calls.append(chunk.index)
-        return original(source, target, chunk)
+        return copy_chunk(source, target, chunk)
 
-    differ_module.copy_chunk = racing
-    try:
-        deployment.drain_chunks()
-    finally:
-        differ_module.copy_chunk = original
+    monkeypatch.setattr(differ_module, "copy_chunk", racing)
+    deployment.drain_chunks()
     (job,) = stored_jobs(deployment)
     assert job.state is CopyState.SUCCEEDED  # finished with the renewed SAS, plan unchanged
     assert_equal_to_source(deployment, blobs, job)
