@@ -47,7 +47,7 @@ reliability: setup  ## the full fault-injection matrix (200 seeds, < 10 min): pr
 bench: setup  ## schedule quality and cost in simulated time vs a naive baseline (7 to 9 min on 2 CPUs; --quick under 1 min): bench/results, docs/benchmarks.md
 	$(PY) -m local.bench
 
-demo: setup  ## 3 disks x 4 snapshots replicated eastus2 -> westus3 against Azurite + the emulator
+demo: setup  ## 3 disks x 4 snapshots eastus2 -> westus3, policies, one disk both ways (CopyStart + diff), against Azurite + the emulator
 	$(PY) -m local.demo
 
 serve: setup  ## the offline world behind a local HTTP front door: prints SNAPCOPY_URL/KEY for curl and the CLI

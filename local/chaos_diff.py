@@ -33,7 +33,7 @@ import logging
 import random
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ from local.emulator.credential import EmulatorCredential
 from local.emulator.events import RequestInfo
 from local.emulator.ids import parse_resource_id
 from local.tables import TableRows
-from shared import policies, runtime
+from shared import runtime
 from shared.arm import RETRY_SETTINGS
 from shared.config import load_settings
 from shared.increments import PAGE
@@ -480,19 +480,8 @@ def _text_queue(url: str, credential: Any) -> QueueClient:
     )
 
 
-@contextlib.contextmanager
-def _diff_allowed() -> Iterator[None]:
-    before = policies.DIFF_ENABLED
-    policies.DIFF_ENABLED = True
-    try:
-        yield
-    finally:
-        policies.DIFF_ENABLED = before
-
-
 def run_diff_scenario(scenario: DiffScenario, backend: Backend) -> DiffResult:
-    with _diff_allowed():
-        return DiffChaos(scenario, backend).run()
+    return DiffChaos(scenario, backend).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

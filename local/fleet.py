@@ -23,6 +23,7 @@ class Fleet:
 
     def __init__(self, url: str, ca_path: str, subscription: str) -> None:
         self.subscription = subscription
+        self.ca_path = ca_path
         self.client = ComputeManagementClient(
             EmulatorCredential("fleet-local"),  # type: ignore[arg-type]
             subscription,

@@ -245,13 +245,6 @@ def _target(item: Any, policy: str, field: str) -> Target:
     if speed not in {s.value for s in CopySpeed}:
         raise PolicyError(policy, f"{field}.copySpeed", speed, "'Standard' or 'Enhanced'")
     retain = _retention(body.get("retain"), policy, f"{field}.retain")
-    if method == Method.DIFF and not DIFF_ENABLED:
-        raise PolicyError(
-            policy,
-            f"{field}.method",
-            method,
-            "'copyStart': the diff method copies correctly but does not yet recover from crashes (issue 23)",
-        )
     return Target(region, group, des, CopySpeed(speed), retain, Method(method), storage)
 
 
@@ -266,9 +259,6 @@ def _target_group(value: Any, policy: str, field: str) -> TargetResourceGroup:
         ) from None
 
 
-# The diff method is refused at start-up until its engine recovers from every crash window
-# (issue 23); the parsing and checks above already hold its contract.
-DIFF_ENABLED = False
 _CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _LOOPBACK = ("127.0.0.1", "localhost")
 _DIFF_ONLY_COPYSTART = ("diskEncryptionSetId", "copySpeed", "retain")

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from shared import policies
 from shared.chunk_messages import ChunkMessage
 from shared.engine import differ as differ_module
 from shared.engine.access import Access
@@ -31,11 +30,6 @@ pytestmark = [pytest.mark.azurite, pytest.mark.emulator]
 
 MIB = 1024 * 1024
 AZURITE_BLOBS = "http://127.0.0.1:{port}/devstoreaccount1"
-
-
-@pytest.fixture(autouse=True)
-def diff_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(policies, "DIFF_ENABLED", True)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from shared import policies
 from shared.ids import ResourceGroupId, ResourceId, Scope, TargetResourceGroup
 from shared.placement import evaluate, expand_name
 from shared.policies import (
@@ -251,8 +250,7 @@ def test_a_cut_name_differs_by_region_even_without_a_region_token():
     assert west != central and len(west) <= 80 and len(central) <= 80
 
 
-def test_a_diff_target_reads_back_as_written_once_the_method_is_enabled(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(policies, "DIFF_ENABLED", True)
+def test_a_diff_target_reads_back_as_written():
     (policy,) = parse(diff())
     (target,) = policy.targets
     assert target.method is Method.DIFF

@@ -106,3 +106,29 @@ async def change_config(change: ConfigChange, world: WorldDep) -> dict[str, Any]
 async def reset(world: WorldDep) -> dict[str, Any]:
     world.reset()
     return {"reset": True}
+
+
+class DiskWrite(BaseModel):
+    """What a VM writes to a disk (the diff method's source data): `seed`'s pattern, or
+    zeros when trimmed (`seed` None), over whole 512-byte pages."""
+
+    disk_id: str
+    start: int = Field(ge=0)
+    length: int = Field(gt=0)
+    seed: int | None = Field(default=None, ge=0)
+
+
+@router.post("/disks/write")
+async def write_disk(write: DiskWrite, world: WorldDep) -> dict[str, Any]:
+    if write.seed is None:
+        world.clear_disk(write.disk_id, write.start, write.length)
+    else:
+        world.write_disk(write.disk_id, write.start, write.length, write.seed)
+    return {"written": write.length}
+
+
+@router.get("/access")
+async def get_access(world: WorldDep) -> dict[str, Any]:
+    """Read access: the counters (a refusal means the five-SAS limit was reached) and the
+    snapshots whose SAS is live now."""
+    return {**world.access_counters(), "open": world.open_grants()}
