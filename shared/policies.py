@@ -130,8 +130,27 @@ def parse_policies(text: str) -> tuple[Policy, ...]:
         policy = _policy(item, index)
         if any(known.name == policy.name for known in policies):
             raise PolicyError(policy.name, "name", policy.name, "a name no other policy has")
+        _one_way_per_region(policy, policies)
         policies.append(policy)
     return tuple(policies)
+
+
+def _one_way_per_region(policy: Policy, known: list[Policy]) -> None:
+    """A region's chains copy one way: a disk has one chain per region, whose method and
+    (for the diff method) page blob are fixed when it is made."""
+    for index, target in enumerate(policy.targets):
+        for other in known:
+            for theirs in other.targets:
+                if theirs.region != target.region:
+                    continue
+                if (theirs.method, theirs.storage) != (target.method, target.storage):
+                    raise PolicyError(
+                        policy.name,
+                        f"targets[{index}]",
+                        target.region,
+                        f"the method and storage policy {other.name!r} uses for {target.region} "
+                        f"({theirs.method.value}): a region's copies are made one way",
+                    )
 
 
 def _object(value: Any, policy: str, field: str, allowed: set[str]) -> dict[str, Any]:

@@ -382,6 +382,14 @@ def test_the_diff_method_gets_its_queues_its_settings_and_blob_writes_on_its_tar
     assert queues["visibilityTimeout"] == "00:00:30"
 
 
+def test_every_setting_the_app_reads_is_in_the_readme_settings_table():
+    read_by_app = set(re.findall(r"\(env, \"([A-Z][A-Z0-9_]+)\"", (ROOT / "shared" / "config.py").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Settings") : readme.index("### Replication policies")]
+    missing = sorted(name for name in read_by_app if f"| `{name}` |" not in table)
+    assert not missing, f"settings missing from README's table: {missing}"
+
+
 def test_every_taggable_resource_carries_the_azd_environment_tag():
     untaggable = {
         "Microsoft.Authorization/roleAssignments",

@@ -111,7 +111,6 @@ def test_defaults_of_a_minimal_policy():
         (diff(storage={**DIFF_STORAGE, "container": "A"}), "targets[0].storage.container", "3-63 lower-case"),
         (diff(copySpeed="Standard"), "targets[0].copySpeed", "CopyStart only"),
         (diff(retain={"count": 2}), "targets[0].retain", "CopyStart only"),
-        (diff(), "targets[0].method", "does not yet recover"),
         (with_({}, {"storage": DIFF_STORAGE}), "targets[0].storage", "only the diff method"),
         (with_({}, {"speed": "Enhanced"}), "targets[0].speed", "one of"),
         (with_({"sources": {"scopes": ["/subscriptions/nope"]}}), "sources.scopes[0]", "/subscriptions/<guid>"),
@@ -258,3 +257,22 @@ def test_a_diff_target_reads_back_as_written():
     local = {"blobEndpoint": "http://127.0.0.1:10000/devstoreaccount1", "container": "snapcopy"}
     assert parse(diff(storage=local))[0].targets[0].storage == DiffStorage(local["blobEndpoint"], "snapcopy")
     assert parse_policies(json.dumps([policy_document(policy)])) == (policy,)
+
+
+def test_a_region_is_copied_one_way_by_every_policy():
+    storage = {"blobEndpoint": "https://drstore.blob.core.windows.net", "container": "snapcopy"}
+    both = [
+        {"name": "a", "targets": [{"region": "westus3"}]},
+        {"name": "b", "targets": [{"region": "westus3", "method": "diff", "storage": storage}]},
+    ]
+    with pytest.raises(PolicyError, match="a region's copies are made one way"):
+        parse_policies(json.dumps(both))
+    other_container = {**storage, "container": "other"}
+    two_blobs = [
+        {"name": "a", "targets": [{"region": "westus3", "method": "diff", "storage": storage}]},
+        {"name": "b", "targets": [{"region": "westus3", "method": "diff", "storage": other_container}]},
+    ]
+    with pytest.raises(PolicyError, match="policy 'a' uses for westus3"):
+        parse_policies(json.dumps(two_blobs))
+    same = [two_blobs[0], {"name": "b", "targets": [{"region": "westus3", "method": "diff", "storage": storage}]}]
+    assert len(parse_policies(json.dumps(same))) == 2

@@ -80,21 +80,23 @@ class Access(Part):
             return
 
     def spend(self, snapshot_id: ResourceId, family_id: str, sas: str, now: datetime) -> bool:
-        """A grant whose SAS `sas` was refused runs out now, so the next acquire asks ARM
-        again; False when the grant holds another SAS or is being renewed (a renewal
-        revokes the old SAS: the refusal was that, and the new one reads)."""
+        """A chunk could not read with `sas` ("": it found no live SAS to read with). True
+        when the snapshot's access is spent (gone, run out, or `sas` refused while it is
+        still the grant's: then it is marked run out, so the next acquire asks ARM again);
+        False when it is being renewed or was renewed since (the chunk is tried again)."""
         grant = self.store.load_grant(family_id, str(snapshot_id).lower())
         if grant is None:
             return True
-        if grant.sas and grant.sas != sas:
-            return False  # renewed: the chunk reads with the new SAS
         if not grant.sas:
-            return not grant.claimed(now)  # being renewed: try again; a claim that died: ask again
-        if grant.expires > now:
-            try:
-                self.store.save_grant(replace(grant, expires=now))
-            except Conflict:
-                return False  # changed meanwhile: renewed, or let go: try again
+            return not grant.claimed(now)  # being renewed: try again; a claim that died: spent
+        if grant.expires <= now:
+            return True
+        if sas != grant.sas:
+            return False  # renewed since: the chunk reads with the new SAS
+        try:
+            self.store.save_grant(replace(grant, expires=now))
+        except Conflict:
+            return False  # changed meanwhile (renewed, or let go): try again
         return True
 
     def sweep(self, alive: Callable[[str], bool] = lambda holder: True) -> int:
