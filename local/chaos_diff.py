@@ -19,7 +19,8 @@ every blob snapshot equals its source byte for byte (0 wrong blobs), every snaps
 still exists is copied and every job ended (0 lost increments), copies in creation order,
 no increment, chunk, grant or flight row left, no SAS left open, none refused (the
 five-SAS limit never exceeded). `python -m local.chaos_diff --seeds 40` runs the matrix
-(`make reliability` runs it after the CopyStart matrix).
+(`make reliability` runs it after the CopyStart matrix and writes
+docs/reliability-diff-latest.json).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ import json
 import logging
 import random
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -73,6 +76,18 @@ REGIONS = ("westus3", "centralus")
 MIB = 1024 * 1024
 MAX_DEQUEUE = 5  # the host's maxDequeueCount: then the poison queue
 RECOVERY_ROUNDS = 120
+LATEST_JSON = Path(__file__).resolve().parent.parent / "docs" / "reliability-diff-latest.json"
+TOTALS = (
+    "snapshots",
+    "copied",
+    "failed",
+    "chunks_lost",
+    "chunks_duplicated",
+    "crashes",
+    "expired",
+    "deleted",
+    "poisoned",
+)
 CRASH_SITES: tuple[tuple[Trigger, Layer, str], ...] = (  # (trigger, layer, method)
     ("event", "store", "save_chain"),
     ("event", "store", "save_increment"),
@@ -488,19 +503,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     from local.chaos import local_backend
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seeds", type=int, default=40)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="2 disks x 3 snapshots per scenario")
+    parser.add_argument("--json", default=str(LATEST_JSON), help="where to write the results ('' for nowhere)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)
     results: list[DiffResult] = []
+    began = time.monotonic()
     with local_backend() as backend:
         for seed in range(args.seeds):
             result = run_diff_scenario(DiffScenario.generate(seed, quick=args.quick), backend)
             results.append(result)
-            mark = "ok" if not result.violations else "VIOLATED"
-            print(f"seed {seed:3d} {result.fault:18s} {mark}  {json.dumps(asdict(result))}", flush=True)
+            mark = "ok" if not result.violations else "VIOLATED: " + "; ".join(result.violations[:3])
+            print(
+                f"seed {seed:3d} {result.fault:18s} injected {result.injected:3d}, "
+                f"{result.copied:3d} blob snapshots exact, {result.failed} failed (source deleted): {mark}",
+                flush=True,
+            )
     broken = [result for result in results if result.violations]
-    print(f"{len(results)} diff scenarios, {len(broken)} with violations", flush=True)
+    totals = {name: sum(getattr(r, name) for r in results) for name in TOTALS}
+    print(f"{len(results)} diff scenarios in {time.monotonic() - began:.0f} s, {len(broken)} with violations; {totals}")
+    if args.json:
+        document = {
+            "seeds": args.seeds,
+            "violations": sum(len(r.violations) for r in results),
+            "totals": totals,
+            "scenarios": [asdict(r) for r in results],
+        }
+        Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
     return 1 if broken else 0
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from local.chaos import FAMILIES, Backend, Scenario, ScenarioResult, run_scenario
+from local.chaos_diff import FAULTS as DIFF_FAULTS
+from local.chaos_diff import DiffScenario, run_diff_scenario
 from local.emulator.server import EmulatorServer
 from local.topic import TopicServer
 from tests.builders import SUB
@@ -71,6 +73,17 @@ def test_no_invariant_breaks_under_faults(backend: Backend, seed: int, family: s
     assert result.violations == [], scenario.describe()
     assert injected(result) > 0, f"{scenario.describe()}: nothing of its family was injected"
     assert result.copies > 0 and result.events_delivered > 0
+
+
+@pytest.mark.parametrize("seed", range(len(DIFF_FAULTS)), ids=lambda seed: f"diff-{DIFF_FAULTS[seed]}")
+def test_no_diff_chain_breaks_under_faults(backend: Backend, seed: int):
+    """The diff method's matrix (local/chaos_diff.py), one quick scenario per fault: every
+    blob snapshot exact, every snapshot that exists copied, no row, SAS or refusal left."""
+    scenario = DiffScenario.generate(seed, quick=True)
+    result = run_diff_scenario(scenario, backend)
+    assert result.violations == [], scenario
+    assert result.injected > 0, f"{scenario}: nothing of its fault was injected"
+    assert result.copied > 0
 
 
 def test_every_family_is_in_the_slice():
