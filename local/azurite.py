@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from shared.runtime import connection_parts
+
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
 ACCOUNT = "devstoreaccount1"
@@ -114,6 +116,11 @@ def main() -> int:
         with contextlib.suppress(KeyboardInterrupt):
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
     return 0
+
+
+def blob_endpoint(connection_string: str) -> str:
+    """Azurite's blob service URL from its connection string (a diff target's blobEndpoint)."""
+    return connection_parts(connection_string)["BlobEndpoint"].rstrip("/")
 
 
 if __name__ == "__main__":

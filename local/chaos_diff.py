@@ -47,6 +47,7 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from local.azurite import blob_endpoint
 from local.chaos import (
     SUBSCRIPTION,
     Backend,
@@ -183,8 +184,8 @@ class DiffChaos:
         self.container = f"diffchaos{tag}"
         # the emulator's world is shared by the scenarios of a run: a group of their own
         self._group_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-diff-{tag}"
-        blob_endpoint = _blob_endpoint(backend.connection_string)
-        storage = {"blobEndpoint": blob_endpoint, "container": self.container}
+        endpoint = blob_endpoint(backend.connection_string)
+        storage = {"blobEndpoint": endpoint, "container": self.container}
         targets = [{"region": region, "method": "diff", "storage": storage} for region in REGIONS]
         self.settings = load_settings(
             {
@@ -479,11 +480,6 @@ def _joined(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     from shared.increments import joined
 
     return joined(list(spans))
-
-
-def _blob_endpoint(connection_string: str) -> str:
-    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-    return parts["BlobEndpoint"].rstrip("/")
 
 
 def _text_queue(url: str, credential: Any) -> QueueClient:

@@ -23,6 +23,7 @@ from azure.storage.queue import QueueClient
 from rich.console import Console
 from rich.table import Table
 
+from local.azurite import blob_endpoint
 from local.fleet import Fleet
 from local.host import FunctionHost
 from local.tables import TableRows
@@ -55,11 +56,10 @@ def policies(blob_endpoint: str) -> list[dict[str, Any]]:
 
 def configure(connection_string: str) -> None:
     """The third act's app settings: one policy with a CopyStart and a diff target."""
-    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
     os.environ.pop("COPY_TARGET_REGIONS", None)
     os.environ.update(
         {
-            "COPY_POLICIES": json.dumps(policies(parts["BlobEndpoint"].rstrip("/"))),
+            "COPY_POLICIES": json.dumps(policies(blob_endpoint(connection_string))),
             "STATE_TABLE_NAME": TABLE_NAME,
             "STATE_CONNECTION_STRING": connection_string,
         }

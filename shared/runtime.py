@@ -119,9 +119,14 @@ def diff_io(settings: Settings, credential: Any, options: dict[str, Any] | None 
     )
 
 
+def connection_parts(connection_string: str) -> dict[str, str]:
+    """A storage connection string's `Name=value` parts (AccountName, BlobEndpoint, …)."""
+    return dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+
+
 def account_key(connection_string: str) -> AzureNamedKeyCredential:
     """The account name and key of a storage connection string (the local emulator's)."""
-    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    parts = connection_parts(connection_string)
     if "AccountName" not in parts or "AccountKey" not in parts:
         raise ConfigError("STATE_CONNECTION_STRING", "(hidden)", "a connection string with AccountName and AccountKey")
     return AzureNamedKeyCredential(parts["AccountName"], parts["AccountKey"])

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from local.azurite import blob_endpoint
 from shared.chunk_messages import ChunkMessage
 from shared.engine import differ as differ_module
 from shared.engine.access import Access
@@ -40,19 +41,14 @@ def container_name(table_name: str) -> str:
 @pytest.fixture
 def app_settings(app_settings: dict[str, str], container_name: str) -> dict[str, str]:
     """One policy: everything to westus3 by the diff method, onto Azurite's blob service."""
-    blob_endpoint = blob_endpoint_of(app_settings["STATE_CONNECTION_STRING"])
+    endpoint = blob_endpoint(app_settings["STATE_CONNECTION_STRING"])
     target = {
         "region": "westus3",
         "method": "diff",
-        "storage": {"blobEndpoint": blob_endpoint, "container": container_name},
+        "storage": {"blobEndpoint": endpoint, "container": container_name},
     }
     settings = {name: value for name, value in app_settings.items() if name != "COPY_TARGET_REGIONS"}
     return {**settings, "COPY_POLICIES": json.dumps([{"name": "dr", "targets": [target]}])}
-
-
-def blob_endpoint_of(connection_string: str) -> str:
-    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-    return parts["BlobEndpoint"].rstrip("/")
 
 
 @pytest.fixture
