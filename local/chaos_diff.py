@@ -136,12 +136,18 @@ class DiffScenario:
         fault = FAULTS[seed % len(FAULTS)]
         points: tuple[CrashPoint, ...] = ()
         if fault == "crashes":
-            chosen = [CRASH_SITES[(seed // len(FAULTS) + i * 5) % len(CRASH_SITES)] for i in range(3)]
+            # every other site, alternating: two crash scenarios in a row cover every site
+            half = CRASH_SITES[(seed // len(FAULTS)) % 2 :: 2]
             points = tuple(
                 CrashPoint(
-                    trigger, layer, method, rng.randint(1, 4), rng.choice(("before", "after")), rng.random() < 0.5
-                )  # type: ignore[arg-type]
-                for trigger, layer, method in chosen
+                    trigger,
+                    layer,
+                    method,
+                    rng.randint(1, 4),
+                    "before" if rng.random() < 0.5 else "after",
+                    rng.random() < 0.5,
+                )
+                for trigger, layer, method in half
             )
         return cls(seed, fault, 2 if quick else rng.randint(2, 3), 3 if quick else rng.randint(4, 5), points)
 
