@@ -196,7 +196,7 @@ class DiffChaos:
         self.settings = load_settings(
             {
                 "COPY_POLICIES": json.dumps([{"name": "dr", "targets": targets}]),
-                "COPY_SOURCE_SCOPES": f"/subscriptions/{SUBSCRIPTION}",
+                "COPY_SOURCE_SCOPES": self._group_id,  # its own snapshots: the world keeps earlier scenarios'
                 "STATE_CONNECTION_STRING": backend.connection_string,
                 "STATE_TABLE_NAME": self.table,
                 "ARM_ENDPOINT": backend.arm_url,
@@ -219,7 +219,8 @@ class DiffChaos:
         self.checker = TableRows.from_connection_string(backend.connection_string, self.table)
         self.disks: list[str] = []
         self.written: dict[str, list[tuple[int, int]]] = {}  # disk -> (start, length) of its writes
-        self.sources: dict[str, Any] = {}  # snapshot id -> its image (what the copy must equal)
+        self.sources: dict[str, Any] = {}  # snapshot id -> its image (what the copy must equal), while it exists
+        self.images: dict[str, Any] = {}  # every snapshot's image, deleted ones too
         self.events: list[dict[str, Any]] = []
         self.faulty = True
         self.refused_before = self.world.access_counters()["refused"]
@@ -267,7 +268,9 @@ class DiffChaos:
                 },
             }
             self.world.put_snapshot(parse_resource_id(snapshot_id, "id"), body, RequestInfo("PUT"))
-            self.sources[snapshot_id.lower()] = self.world.snapshot_image(snapshot_id)
+            self.sources[snapshot_id.lower()] = self.images[snapshot_id.lower()] = self.world.snapshot_image(
+                snapshot_id
+            )
             self.result.snapshots += 1
             self.clock.advance(self.rng.uniform(1.0, 5.0))
 
@@ -344,16 +347,18 @@ class DiffChaos:
             self.poison.delete_message(message)
 
     def _delete_a_source(self) -> None:
-        increments = [row for row in self.checker.rows("chain|") if row["RowKey"].startswith("inc|")]
-        if not increments:
+        """A source deleted while its increment copies; else (none copying) one not copied yet."""
+        rows = self.checker.rows("chain|")
+        copying = [
+            job["SourceId"]
+            for job in rows
+            if job["RowKey"].startswith("job|")
+            and job["State"] in ("copying", "queued")
+            and job["SourceId"].lower() in self.sources
+        ]
+        if not copying:
             return
-        row = self.rng.choice(increments)
-        job = next(
-            (r for r in self.checker.rows(row["PartitionKey"]) if r["RowKey"] == "job|" + row["RowKey"][4:]), None
-        )
-        if job is None:
-            return
-        source = job["SourceId"]
+        source = self.rng.choice(copying)
         with contextlib.suppress(Exception):
             self.world.delete(parse_resource_id(source, "id"), RequestInfo("DELETE"))
             self.sources.pop(source.lower(), None)
@@ -374,7 +379,7 @@ class DiffChaos:
         """While increments copy (their chunks on the queue): a source deleted, SAS expired."""
         if not self.faulty:
             return
-        if self.scenario.fault == "source_deletes" and self.rng.random() < 0.5:
+        if self.scenario.fault == "source_deletes" and self.rng.random() < 0.6:
             self._delete_a_source()
         if self.scenario.fault == "sas_expiry" and self.rng.random() < 0.5:
             self.result.expired += self.world.expire_access()
@@ -438,6 +443,9 @@ class DiffChaos:
                 ]
                 if states != ["succeeded"]:
                     problems.append(f"lost: {source.rsplit('/', 1)[-1]} → {region}: {states or 'no job'}")
+        unfinished = [row["RowKey"] for row in jobs if row["State"] not in ("succeeded", "failed", "skipped")]
+        if unfinished:
+            problems.append(f"jobs that never ended: {unfinished[:5]}")
         for partition, chain in by_chain.items():
             chain.sort(key=lambda row: row["RowKey"])
             for row in chain:
@@ -465,9 +473,7 @@ class DiffChaos:
         return problems
 
     def _wrong_blob(self, job: dict[str, Any]) -> list[str]:
-        image = self.sources.get(job["SourceId"].lower())
-        if image is None:
-            return []  # deleted after its copy: nothing to compare with
+        image = self.images[job["SourceId"].lower()]  # a source deleted after its copy too
         self.result.copied += 1
         url, stamp = str(job.get("BlobSnapshot", "")).split("?snapshot=")
         name = url.rsplit("/", 1)[-1]

@@ -62,19 +62,24 @@ def need(existing: Grant | None, family: Sequence[Grant], now: datetime) -> Need
             return Need.JOIN
         if existing.claimed(now):
             return Need.WAIT  # another run is asking ARM (or revoking): its answer is shared
-        return Need.GRANT  # runs out soon, or a claim died: ask again
-    return Need.WAIT if held(family, now) >= FAMILY_BUDGET else Need.GRANT
+        # runs out soon, ran out, or a claim died: ask again, within the budget (the
+        # others may have filled it while this one had no live SAS)
+        others = [grant for grant in family if grant.snapshot_key != existing.snapshot_key]
+        return Need.WAIT if held(others) >= FAMILY_BUDGET else Need.GRANT
+    return Need.WAIT if held(family) >= FAMILY_BUDGET else Need.GRANT
 
 
-def held(family: Sequence[Grant], now: datetime) -> int:
-    """How many grants a family holds now (live, renewing, or claimed)."""
-    return sum(1 for grant in family if now < grant.expires)
+def held(family: Sequence[Grant]) -> int:
+    """How many snapshots of a family may have a SAS at ARM: every grant row, whether live,
+    run out, claimed or spent, until it is revoked and deleted (a claim that died after
+    ARM granted, or a SAS marked spent, may still be live at ARM)."""
+    return len(family)
 
 
-def over_budget(family: Sequence[Grant], now: datetime) -> bool:
+def over_budget(family: Sequence[Grant]) -> bool:
     """Whether a family holds more grants than its budget (two runs claimed at once: the
     budget is counted before a claim and checked after it, and a new claim backs off)."""
-    return held(family, now) > FAMILY_BUDGET
+    return held(family) > FAMILY_BUDGET
 
 
 def claim(existing: Grant | None, snapshot_key: str, family_id: str, holders: tuple[str, ...], now: datetime) -> Grant:

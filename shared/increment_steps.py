@@ -15,12 +15,15 @@ it says, so nothing is left half-done:
   dropped): plan again, with a new grant;
 - copying with no chunk done for longer than the grace: recover, i.e. when the queue
   holds no message (the shell asks it: a long queue of other increments' chunks is not
-  a loss), its messages were lost: plan again, as a new generation. The plan is not
+  a loss), its messages were lost: plan again, as a new generation; after RECOVER_LIMIT,
+  plan again whatever the queue holds (a busy queue must not hide a loss for ever). The plan is not
   stored, so the whole increment is copied again from the same base: correct (writing
   a page twice is harmless), and rare;
-- planned MAX_PLANS times and still not done: fail, with the reason (nothing runs forever);
+- begun MAX_PLANS times (a planner that keeps failing, chunks that keep going quiet) and
+  still not done: fail, with the reason (nothing runs, or holds read access, for ever);
 - finishing for longer than the grace: finish again (taking the blob snapshot is made
-  idempotent by the shell: one with this source's metadata is reused).
+  idempotent by the shell: one with this source's metadata is reused); for longer than
+  RECOVER_LIMIT: fail, with the reason;
 
 Pure: it must not read the table, a queue or a clock.
 """
@@ -35,7 +38,8 @@ from enum import StrEnum
 PLAN_GRACE = timedelta(minutes=10)  # longer than any planning takes: a planner that took longer died
 CHUNK_GRACE = timedelta(minutes=15)  # no chunk done for this long: its messages were lost or poisoned
 GRANT_MARGIN = timedelta(minutes=30)  # a SAS is renewed this long before it runs out
-MAX_PLANS = 12  # plans of one increment that reached the queue: past this it fails with the reason
+MAX_PLANS = 12  # plans of one increment begun (waiting for read access aside): past this it fails
+RECOVER_LIMIT = timedelta(hours=2)  # quiet chunks are planned again after this even while the queue is busy
 
 
 class IncrementState(StrEnum):
@@ -54,7 +58,7 @@ class Progress:
     chunks: int  # how many its plan has (0 until planned; an empty diff has none)
     changed_at: datetime  # when it last moved: planned, a chunk done, finishing claimed
     grant_expires: datetime | None = None
-    plans: int = 0  # how many of its plans reached the queue
+    plans: int = 0  # how many plans it began (not counting those that waited for read access)
 
 
 class Action(StrEnum):
@@ -62,6 +66,7 @@ class Action(StrEnum):
     PLAN = "plan"  # again, as a new generation
     REGRANT = "regrant"
     RECOVER = "recover"  # its chunks went quiet: if the queue holds none, they were lost: plan again
+    REPLAN = "replan"  # quiet for RECOVER_LIMIT: plan again, whatever the queue holds
     FINISH = "finish"
     FAIL = "fail"  # planned MAX_PLANS times without finishing: it would never end
 
@@ -94,9 +99,11 @@ def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -
         return Step(Action.PLAN, why="waiting for read access")
     if progress.state is IncrementState.PLANNING:
         if quiet > PLAN_GRACE:
-            return Step(Action.PLAN, why=f"planning stopped {int(quiet.total_seconds() // 60)} min ago")
+            return again(progress, f"planning stopped {int(quiet.total_seconds() // 60)} min ago")
         return Step(Action.WAIT)
     if progress.state is IncrementState.FINISHING:
+        if quiet > RECOVER_LIMIT:  # its blob snapshot or commit keeps failing
+            return Step(Action.FAIL, why=f"its finish kept failing for {int(quiet.total_seconds() // 60)} min")
         if quiet > PLAN_GRACE:
             return Step(Action.FINISH, why="a finish stopped half-way")
         return Step(Action.WAIT)
@@ -104,7 +111,7 @@ def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -
         return Step(Action.FINISH, why="every chunk is done")
     if progress.grant_expires is not None and now >= progress.grant_expires:
         # ran out, or was refused (spent): chunks were dropped, so the plan is made again
-        return again(progress, "its read access ran out or was refused")
+        return again(progress, "its read access ran out or was refused, or a newer plan fenced it out")
     if progress.grant_expires is not None and now >= progress.grant_expires - GRANT_MARGIN:
         return Step(Action.REGRANT, why="the read access runs out")
     if quiet > CHUNK_GRACE:
@@ -112,5 +119,5 @@ def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -
         why = f"no chunk done for {int(quiet.total_seconds() // 60)} min ({missing} not done)"
         if progress.plans >= MAX_PLANS:
             return Step(Action.FAIL, why=f"{why}, after {progress.plans} plans")
-        return Step(Action.RECOVER, why=why)
+        return Step(Action.REPLAN if quiet > RECOVER_LIMIT else Action.RECOVER, why=why)
     return Step(Action.WAIT)

@@ -12,18 +12,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local.azurite import blob_endpoint
+from shared.arm import ArmError
 from shared.chunk_messages import ChunkMessage
 from shared.engine import differ as differ_module
 from shared.engine.access import Access
 from shared.grants import GRANT_SECONDS
 from shared.ids import ResourceId
-from shared.increment_steps import CHUNK_GRACE, IncrementState
+from shared.increment_steps import CHUNK_GRACE, MAX_PLANS, PLAN_GRACE, RECOVER_LIMIT, IncrementState
 from shared.increments import PAGE, joined
 from shared.model import CopyState, Job, blob_name
-from shared.pageblobs import allocated, copy_chunk
+from shared.pageblobs import TargetBlob, allocated, copy_chunk
 from tests.conftest import Deployment
 from tests.test_functions import RG
 
@@ -285,3 +287,78 @@ def test_a_disk_a_page_blob_cannot_hold_fails_with_the_reason_and_lets_go_of_its
     assert job.state is CopyState.FAILED and job.error is not None and job.error.code == "CannotCopy"
     assert "8 TiB" in job.error.message
     assert deployment.world.open_grants() == []
+
+
+def test_a_target_that_refuses_for_good_fails_the_increment_and_holds_no_read_access(
+    deployment: Deployment, blobs: ContainerClient, monkeypatch: pytest.MonkeyPatch
+):
+    """A missing Storage Blob Data Contributor role (or a firewall) on the target account:
+    each plan fails, lets go of its read access, and after MAX_PLANS the job fails."""
+
+    def refused(self: TargetBlob, size: int, fence: int) -> bool:
+        raise HttpResponseError(message="AuthorizationPermissionMismatch")
+
+    monkeypatch.setattr(TargetBlob, "prepare", refused)
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, MIB, 1)])
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    assert deployment.world.open_grants() == []  # let go at once, not held until the next plan
+    for _ in range(MAX_PLANS + 1):
+        deployment.tick(PLAN_GRACE.total_seconds() + 60)
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.FAILED and job.error is not None and job.error.code == "IncrementStuck"
+    assert f"after {MAX_PLANS} plans" in job.error.message
+    assert deployment.world.open_grants() == []
+
+
+def test_lost_chunks_are_planned_again_within_the_limit_even_while_the_queue_is_busy(
+    deployment: Deployment, blobs: ContainerClient
+):
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 20 * MIB, 1)])
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    diff = deployment.replicator.deps.diff
+    assert diff is not None
+    diff.queue.client.clear_messages()  # every chunk of this increment lost
+    diff.queue.client.send_message("another increment's chunk, not run yet", visibility_timeout=3600)
+    (job,) = stored_jobs(deployment)
+    deployment.tick(CHUNK_GRACE.total_seconds() + 60)
+    assert deployment.store.load_increment(job.chain, job.key).plans == 1  # type: ignore[union-attr]  # the queue is busy
+    deployment.tick(RECOVER_LIMIT.total_seconds())
+    again = deployment.store.load_increment(job.chain, job.key)
+    assert again is not None and again.plans == 2  # a busy queue does not hide a loss for ever
+    deployment.drain_chunks()  # nothing of the new plan is lost
+    deployment.tick(60)
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.SUCCEEDED
+    assert_equal_to_source(deployment, blobs, job)
+    diff.queue.client.clear_messages()
+
+
+def test_a_renewal_that_arm_refuses_once_does_not_stop_the_chunks(
+    deployment: Deployment, blobs: ContainerClient, monkeypatch: pytest.MonkeyPatch
+):
+    """The renewal's claim stands (no SAS in the row) after ARM failed once: chunks read with
+    the SAS their plan read with, which is good until a new one replaces it."""
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 64 * MIB, 1)])
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    arm, calls = deployment.replicator.arm, list[int]()
+    real = arm.grant_read
+
+    def once(*args: Any, **kwargs: Any) -> str:
+        if not calls:
+            calls.append(1)
+            raise ArmError("ServiceUnavailable", "try later", 503)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(arm, "grant_read", once)
+    deployment.advance(GRANT_SECONDS - 20 * 60)
+    with pytest.raises(Exception, match="try later"):
+        deployment.tick(0)  # the renewal: the claim written, ARM fails (the run ends failed)
+    run = deployment.drain_chunks()
+    assert not run.poisoned
+    deployment.tick(60)
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.SUCCEEDED
+    assert_equal_to_source(deployment, blobs, job)

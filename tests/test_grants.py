@@ -38,7 +38,14 @@ def test_a_family_at_its_budget_makes_a_newcomer_wait():
     family = [grant(f"s{index}") for index in range(FAMILY_BUDGET)]
     assert need(None, family, T0) is Need.WAIT
     assert need(None, family[1:], T0) is Need.GRANT
-    assert need(None, [grant("s0", expires=T0), *family[1:]], T0 + timedelta(seconds=1)) is Need.GRANT  # ran out
+    # a grant that ran out (or was marked spent, or a claim that died) still counts until it
+    # is revoked and its row deleted: ARM may still hold its SAS
+    ran_out = [grant("s0", expires=T0), *family[1:]]
+    assert need(None, ran_out, T0 + timedelta(seconds=1)) is Need.WAIT
+    # asking again for the one that ran out replaces its own SAS: within the budget
+    assert need(ran_out[0], ran_out, T0 + timedelta(seconds=1)) is Need.GRANT
+    # but not once the others fill the budget without it
+    assert need(ran_out[0], [ran_out[0], *family[1:], grant("s9")], T0 + timedelta(seconds=1)) is Need.WAIT
 
 
 def test_the_sweep_forgets_grants_nobody_holds_or_that_ran_out():

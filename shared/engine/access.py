@@ -47,7 +47,7 @@ class Access(Part):
                 claimed = self.store.save_grant(claim(existing, key, family_id, holders, now))
             except Conflict:
                 continue  # another run changed the row: read it again
-            if existing is None and over_budget(self.store.family_grants(family_id), now):
+            if existing is None and over_budget(self.store.family_grants(family_id)):
                 with contextlib.suppress(Conflict):  # another run claimed too: this new one backs off
                     self.store.delete_grant(claimed)
                 return None

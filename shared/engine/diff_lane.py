@@ -52,6 +52,9 @@ class DiffLane(Part):
 
         def commit() -> bool:
             head, current = self.store.load_head_and_job(flight.chain, job.key)
+            if head is not None and current is not None and current.state == CopyState.COPYING:
+                # begun already (a slow start and the timer's restart raced): it runs; keep the slot
+                return self.store.load_increment(flight.chain, job.key) is not None
             if head is None or current is None or current.state != CopyState.QUEUED:
                 return False
             pending = self.store.load_pending(head)
@@ -80,6 +83,7 @@ class DiffLane(Part):
             return
         except (ArmError, AzureError) as error:
             log.warning("planning %s → %s failed (%s); the timer plans it again", key, chain.region, error)
+            self.differ.let_go(chain, key)  # hold no read access until then
             return
         except ValueError as error:  # InvalidRanges, a disk over 8 TiB: will not pass: say so rather than plan forever
             self.fail(
@@ -110,8 +114,12 @@ class DiffLane(Part):
     def poisoned(self, message: ChunkMessage) -> None:
         """A chunk the queue gave up on (five failures): its increment fails with the reason."""
         increment = self.store.load_increment(message.chain, message.job_key)
-        if increment is None or increment.generation != message.generation:
-            return  # of an older plan, or ended: nothing to fail
+        if (
+            increment is None
+            or increment.generation != message.generation
+            or increment.state is not IncrementState.COPYING
+        ):
+            return  # of an older plan, ended, or finishing: nothing to fail
         error = CopyError("ChunkFailed", f"chunk {message.chunk.index} of plan {message.generation} failed 5 times")
         self.fail(message.chain, message.job_key, error, f"a chunk kept failing (see the poison queue); {_REBASES}")
 
@@ -161,8 +169,8 @@ class DiffLane(Part):
         done = self.store.chunks_done(chain, key, increment.generation) if copying else {}
         step = next_step(increment.progress, done, now)
         if step.action is Action.RECOVER and self.differ.io.queue.pending():
-            return "queued"  # its chunks wait behind others' on the queue: not lost
-        if step.action in (Action.PLAN, Action.RECOVER):
+            return "queued"  # its chunks wait behind others' on the queue: not lost (REPLAN bounds the wait)
+        if step.action in (Action.PLAN, Action.RECOVER, Action.REPLAN):
             log.warning("increment %s → %s planned again: %s", job.source_id, chain.region, step.why)
             self.plan(chain, key, again=True)
         elif step.action is Action.FAIL:

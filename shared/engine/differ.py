@@ -42,6 +42,7 @@ from shared.tables.increments import increment_delete, increment_write
 log = logging.getLogger("snapcopy")
 
 PLANNABLE = (IncrementState.PLANNING, IncrementState.WAITING)
+COUNTED_TAIL = 8  # chunks of a plan whose run counts the done rows (a queue runs roughly in order)
 SOURCE_DELETED = "SourceDeleted"
 
 
@@ -106,8 +107,16 @@ class Differ(Part):
         # claim this plan (of two planners, one goes on): a higher fence and generation
         fence = max(increment.fence + 1, int(now.timestamp() * 1000))
         try:
+            begun = increment.plans + (increment.state is not IncrementState.WAITING)
             increment = self.store.save_increment(
-                replace(increment, state=IncrementState.PLANNING, generation=fence, fence=fence, changed_at=now)
+                replace(
+                    increment,
+                    state=IncrementState.PLANNING,
+                    generation=fence,
+                    fence=fence,
+                    changed_at=now,
+                    plans=begun,
+                )
             )
         except Conflict:
             return None
@@ -165,7 +174,6 @@ class Differ(Part):
             size=size,
             fence=fence,
             generation=fence,
-            plans=increment.plans + 1,
         )
         try:
             planned = self.store.save_increment(planned)
@@ -207,8 +215,10 @@ class Differ(Part):
         if not self.access.spend(job.source_id, chain.family_id, sas, now):
             return False
         if increment.grant_expires is None or increment.grant_expires > now:
-            with contextlib.suppress(Conflict):  # moved on meanwhile
+            try:
                 self.store.save_increment(replace(increment, grant_expires=now))
+            except Conflict:
+                return False  # moved on meanwhile: the chunk is tried again and sees how
         return True
 
     def copy(self, message: ChunkMessage) -> Increment | None:
@@ -229,9 +239,19 @@ class Differ(Part):
             return None
         # the grant's current SAS: another holder may have renewed it since this plan
         grant = self.store.load_grant(chain.family_id, str(job.source_id).lower())
-        if grant is None or not grant.sas or grant.expires <= self.clock():
+        now = self.clock()
+        sas = grant.sas if grant is not None and grant.sas and grant.expires > now else ""
+        if (
+            not sas
+            and grant is not None
+            and grant.claimed(now)
+            and increment.grant_expires
+            and increment.grant_expires > now
+        ):
+            sas = increment.source_sas  # being renewed: the SAS this plan read with is good until the new one is
+        if not sas:
             raise NoReadAccess(f"no read access to {job.source_id} now", "")
-        source = SourceSnapshot(grant.sas, **self.io.source_options)
+        source = SourceSnapshot(sas, **self.io.source_options)
         container = self.io.containers(job.blob_endpoint, job.blob_container)
         try:
             with self.io.ranges:
@@ -239,19 +259,30 @@ class Differ(Part):
         except SourceRefused as refused:
             if self.arm.get_snapshot(job.source_id) is None:
                 raise SourceGone(f"{job.source_id} was deleted while it was copied to {chain.region}") from refused
-            raise NoReadAccess(f"the read access to {job.source_id} was refused ({refused})", grant.sas) from refused
+            raise NoReadAccess(f"the read access to {job.source_id} was refused ({refused})", sas) from refused
         except HttpResponseError as error:
             if error.status_code == 412:  # the blob is fenced by a newer plan: this one is over
                 log.info("chunk %d of %s → %s: a newer plan owns the blob", message.chunk.index, key, chain.region)
+                self._fenced_out(increment)
                 return None
             raise
         self.store.record_chunk(chain, key, increment.generation, message.chunk.index, self.clock())
-        done = self.store.chunks_done(chain, key, increment.generation)
-        if not all_done(increment.progress, done):
-            if self.store.load_increment(chain, key) is None:  # ended meanwhile: leave nothing behind
-                self.store.forget_chunk(chain, key, increment.generation, message.chunk.index)
+        if self.store.load_increment(chain, key) is None:  # ended meanwhile: leave nothing behind
+            self.store.forget_chunk(chain, key, increment.generation, message.chunk.index)
             return None
-        return increment
+        if message.chunk.index < increment.chunks - COUNTED_TAIL:
+            return None  # only the last chunks count the done rows (linear, not quadratic); the timer finishes the rest
+        done = self.store.chunks_done(chain, key, increment.generation)
+        return increment if all_done(increment.progress, done) else None
+
+    def _fenced_out(self, increment: Increment) -> None:
+        """The current plan's writes are refused (a planner that lost its claim raised the
+        blob's fence after it): it is planned again at the timer's next step."""
+        current = self.store.load_increment(increment.chain, increment.job_key)
+        if current is None or current.generation != increment.generation or current.state is not IncrementState.COPYING:
+            return
+        with contextlib.suppress(Conflict):  # moved on meanwhile
+            self.store.save_increment(replace(current, grant_expires=self.clock()))
 
     def finish(self, chain: ChainKey, key: str, counted: Increment | None = None) -> Job | None:
         """Step 4 (idempotent: a finish that died is finished by the next). `counted`: the
@@ -304,6 +335,16 @@ class Differ(Part):
         log.info("increment completed: %s → %s (%s)", job.source_id, chain.region, done.blob_snapshot)
         return done
 
+    def let_go(self, chain: ChainKey, key: str) -> None:
+        """Release the read access an increment holds (to its snapshot and its base)."""
+        head, job = self.store.load_head_and_job(chain, key)
+        if head is None or job is None:
+            return
+        name = holder(chain, key)
+        self.access.release(job.source_id, chain.family_id, name)
+        if head.diff_base:
+            self.access.release(ResourceId.parse(head.diff_base, kind="snapshots"), chain.family_id, name)
+
     def fail(self, chain: ChainKey, key: str, error: CopyError, reason: str) -> Job | None:
         """End an increment that cannot finish: its job `failed` with the reason, the chain's
         diff base cleared (the blob is half-written: the next increment re-bases) and the
@@ -313,10 +354,7 @@ class Differ(Part):
         head, job = self.store.load_head_and_job(chain, key)
         if head is None or job is None or job.state.is_final:
             return None
-        name = holder(chain, key)
-        self.access.release(job.source_id, chain.family_id, name)
-        if head.diff_base:
-            self.access.release(ResourceId.parse(head.diff_base, kind="snapshots"), chain.family_id, name)
+        self.let_go(chain, key)
         failed = replace(job, state=CopyState.FAILED, finished_at=self.clock(), error=error, reason=reason)
         moved = replace(head, copying_key="" if head.copying_key == key else head.copying_key, diff_base="")
         self.store.save_chain(moved, [failed], also=[increment_delete(increment)] if increment else [])
