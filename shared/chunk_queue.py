@@ -66,4 +66,4 @@ class ChunkQueue:
                 self._queue.create_queue()
             self._ready = True
         for message in messages:
-            self._queue.send_message(message.encode())
+            self._queue.send_message(message.encode(), time_to_live=-1)  # a backlog of days loses nothing

@@ -16,14 +16,16 @@ it says, so nothing is left half-done:
 - copying with no chunk done for longer than the grace: recover, i.e. when the queue
   holds no message (the shell asks it: a long queue of other increments' chunks is not
   a loss), its messages were lost: plan again, as a new generation; after RECOVER_LIMIT,
-  plan again whatever the queue holds (a busy queue must not hide a loss for ever). The plan is not
+  plan again whatever the queue holds (a busy queue must not hide a loss for ever). Chunk
+  messages never expire, and a plan marks when all of its chunks are on the queue: one
+  whose planner died while sending is planned again after the plan's grace, not gated; The plan is not
   stored, so the whole increment is copied again from the same base: correct (writing
   a page twice is harmless), and rare;
 - begun MAX_PLANS times (a planner that keeps failing, chunks that keep going quiet) and
   still not done: fail, with the reason (nothing runs, or holds read access, for ever);
 - finishing for longer than the grace: finish again (taking the blob snapshot is made
   idempotent by the shell: one with this source's metadata is reused); for longer than
-  RECOVER_LIMIT: fail, with the reason;
+  FINISH_LIMIT: fail, with the reason;
 
 Pure: it must not read the table, a queue or a clock.
 """
@@ -39,7 +41,8 @@ PLAN_GRACE = timedelta(minutes=10)  # longer than any planning takes: a planner 
 CHUNK_GRACE = timedelta(minutes=15)  # no chunk done for this long: its messages were lost or poisoned
 GRANT_MARGIN = timedelta(minutes=30)  # a SAS is renewed this long before it runs out
 MAX_PLANS = 12  # plans of one increment begun (waiting for read access aside): past this it fails
-RECOVER_LIMIT = timedelta(hours=2)  # quiet chunks are planned again after this even while the queue is busy
+FINISH_LIMIT = timedelta(hours=2)  # a finish failing for this long fails its increment
+RECOVER_LIMIT = timedelta(hours=24)  # quiet chunks are planned again after this even while the queue is busy
 
 
 class IncrementState(StrEnum):
@@ -59,6 +62,7 @@ class Progress:
     changed_at: datetime  # when it last moved: planned, a chunk done, finishing claimed
     grant_expires: datetime | None = None
     plans: int = 0  # how many plans it began (not counting those that waited for read access)
+    queued: bool = True  # every chunk of the plan reached the queue (False: a planner died sending)
 
 
 class Action(StrEnum):
@@ -102,7 +106,7 @@ def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -
             return again(progress, f"planning stopped {int(quiet.total_seconds() // 60)} min ago")
         return Step(Action.WAIT)
     if progress.state is IncrementState.FINISHING:
-        if quiet > RECOVER_LIMIT:  # its blob snapshot or commit keeps failing
+        if quiet > FINISH_LIMIT:  # its blob snapshot or commit keeps failing
             return Step(Action.FAIL, why=f"its finish kept failing for {int(quiet.total_seconds() // 60)} min")
         if quiet > PLAN_GRACE:
             return Step(Action.FINISH, why="a finish stopped half-way")
@@ -114,6 +118,8 @@ def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -
         return again(progress, "its read access ran out or was refused, or a newer plan fenced it out")
     if progress.grant_expires is not None and now >= progress.grant_expires - GRANT_MARGIN:
         return Step(Action.REGRANT, why="the read access runs out")
+    if not progress.queued and quiet > PLAN_GRACE:
+        return again(progress, "its planner died before every chunk was on the queue")
     if quiet > CHUNK_GRACE:
         missing = sum(1 for i in range(progress.chunks) if i not in done)
         why = f"no chunk done for {int(quiet.total_seconds() // 60)} min ({missing} not done)"

@@ -337,12 +337,15 @@ class Increment:
     size: int = 0
     stamp: str = ""
     fence: int = 0  # the blob's sequence number while this increment writes it
-    plans: int = 0  # how many plans reached the queue (a cap ends an increment that never finishes)
+    plans: int = 0  # how many plans it began (a cap ends an increment that never finishes)
+    queued: bool = False  # every chunk of the current plan was put on the queue
     etag: str | None = None
 
     @property
     def progress(self) -> Progress:
-        return Progress(self.state, self.generation, self.chunks, self.changed_at, self.grant_expires, self.plans)
+        return Progress(
+            self.state, self.generation, self.chunks, self.changed_at, self.grant_expires, self.plans, self.queued
+        )
 
 
 @dataclass(frozen=True)

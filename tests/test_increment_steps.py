@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from shared.increment_steps import (
     CHUNK_GRACE,
+    FINISH_LIMIT,
     GRANT_MARGIN,
     MAX_PLANS,
     PLAN_GRACE,
+    RECOVER_LIMIT,
     Action,
     IncrementState,
     Progress,
@@ -93,3 +95,20 @@ def test_every_state_leads_somewhere_once_it_has_been_quiet_long_enough(state, c
 def test_read_access_that_ran_out_or_was_refused_plans_the_increment_again():
     step = next_step(copying(expires=T0 + HOUR), at(0), T0 + HOUR)
     assert step.action is Action.PLAN and "ran out or was refused" in step.why
+
+
+def test_a_plan_whose_planner_died_while_queueing_is_planned_again_and_a_busy_queue_waits_a_day():
+    unsent = replace(copying(), queued=False)
+    assert next_step(unsent, {}, T0 + PLAN_GRACE).action is Action.WAIT
+    step = next_step(unsent, {}, T0 + PLAN_GRACE + timedelta(seconds=1))
+    assert step.action is Action.PLAN and "before every chunk was on the queue" in step.why
+    quiet = next_step(copying(), {}, T0 + CHUNK_GRACE + timedelta(seconds=1))
+    assert quiet.action is Action.RECOVER  # the shell plans again only if the queue is empty
+    assert next_step(copying(expires=None), {}, T0 + RECOVER_LIMIT + timedelta(seconds=1)).action is Action.REPLAN
+
+
+def test_a_finish_that_keeps_failing_fails_its_increment():
+    finishing = Progress(IncrementState.FINISHING, 1, 4, T0)
+    assert next_step(finishing, at(0, 1, 2, 3), T0 + FINISH_LIMIT).action is Action.FINISH
+    step = next_step(finishing, at(0, 1, 2, 3), T0 + FINISH_LIMIT + timedelta(seconds=1))
+    assert step.action is Action.FAIL and "finish kept failing" in step.why

@@ -36,7 +36,7 @@ from shared.increment_steps import IncrementState, all_done
 from shared.increments import outside, plan
 from shared.model import ChainHead, ChainKey, CopyError, CopyState, Increment, Job, blob_name
 from shared.pageblobs import SOURCE_KEY, SourceRefused, SourceSnapshot, TargetBlob, copy_chunk
-from shared.store import Conflict
+from shared.store import Conflict, retrying
 from shared.tables.increments import increment_delete, increment_write
 
 log = logging.getLogger("snapcopy")
@@ -180,6 +180,13 @@ class Differ(Part):
         except Conflict:
             return None  # a later plan claimed it meanwhile: it goes on
         self.io.queue.send([ChunkMessage(chain, key, planned.generation, chunk) for chunk in chunks])
+
+        def mark_queued() -> None:  # every chunk is on the queue now: only a lost message could stop it
+            current = self.store.load_increment(chain, key)
+            if current is not None and current.generation == planned.generation and not current.queued:
+                self.store.save_increment(replace(current, queued=True))
+
+        retrying(mark_queued)
         log.info(
             "increment planned: %s → %s, %d chunk(s), %s",
             job.source_id,

@@ -40,6 +40,7 @@ def increment_entity(increment: Increment) -> Entity:
         "Stamp": increment.stamp,
         "Fence": float(increment.fence),
         "Plans": increment.plans,
+        "Queued": increment.queued,
     }
 
 
@@ -63,6 +64,7 @@ def increment_from(chain: ChainKey, entity: Any) -> Increment:
         stamp=entity.get("Stamp", "") or "",
         fence=int(entity.get("Fence", 0) or 0),
         plans=int(entity.get("Plans", 0) or 0),
+        queued=bool(entity.get("Queued", False)),
         etag=etag_of(entity),
     )
 
