@@ -41,9 +41,9 @@ test: lint $(TOOLS_STAMP)  ## lint, then pytest (the tests start Azurite and the
 test-fast: setup  ## the pure core, codecs and parsers only (no Azurite, emulator or external tools): seconds
 	$(VENV)/bin/pytest -q -m "not azurite and not emulator and not slow"
 
-reliability: setup  ## the fault-injection matrices: CopyStart (200 seeds) and the diff method (10 seeds); docs/reliability*-latest.json
+reliability: setup  ## the fault-injection matrices: CopyStart (200 seeds) and the diff method (20 seeds), about 10 min; docs/reliability*-latest.json
 	$(PY) -m local.chaos --seeds 200
-	$(PY) -m local.chaos_diff --seeds 10
+	$(PY) -m local.chaos_diff --seeds 20
 
 bench: setup  ## schedule quality and cost in simulated time vs a naive baseline (7 to 9 min on 2 CPUs; --quick under 1 min): bench/results, docs/benchmarks.md
 	$(PY) -m local.bench

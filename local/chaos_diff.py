@@ -19,7 +19,7 @@ every blob snapshot equals its source byte for byte (0 wrong blobs), every snaps
 still exists is copied and every job ended (0 lost increments), copies in creation order,
 no increment, chunk, grant or flight row left, no SAS left open, none refused (the
 five-SAS limit never exceeded). `python -m local.chaos_diff --seeds 40` runs the matrix
-(`make reliability` runs it after the CopyStart matrix and writes
+(`make reliability` runs 20 seeds after the CopyStart matrix and writes
 docs/reliability-diff-latest.json).
 """
 

@@ -27,6 +27,7 @@ API_VERSION = "0.1.0"  # the package version (pyproject.toml); the tests check t
 
 _SNAPSHOT_ID = r"^/subscriptions/[0-9A-Fa-f-]{36}/resourceGroups/[^/]+/providers/Microsoft\.Compute/snapshots/[^/]+$"
 _REGION = f"^{REGION}$"
+_BLOB_URL = r"^https?://[^/?#]+(/[^/?#]+)+\.vhd(\?snapshot=[^&#]+)?$"
 _FAMILY = f"^{GUID.replace('A-Fa-f', 'a-f')}$"  # family ids are stored lower-case
 _TOKEN = r"^[A-Za-z0-9_-]+$"
 
@@ -63,10 +64,14 @@ def _copy_properties() -> dict[str, Any]:
         },
         "sourceSnapshotId": {"type": "string", "pattern": _SNAPSHOT_ID, "description": "ARM id of the source."},
         "targetSnapshotId": {
-            "type": "string",
-            "pattern": _SNAPSHOT_ID,
-            "description": "ARM id of the copy in the target region (named `<source>-<region>`; it exists once "
-            "the copy has started).",
+            "anyOf": [
+                {"type": "string", "pattern": _SNAPSHOT_ID},
+                {"type": "string", "pattern": _BLOB_URL},
+            ],
+            "description": "What stands for the source in the target region. CopyStart: the copy's ARM id "
+            "(named `<source>-<region>`; it exists once the copy has started). The diff method: the URL of "
+            "the chain's page blob, then of its blob snapshot (`?snapshot=<time>`) once the copy succeeded, "
+            "which a disk is restored from.",
         },
         "targetRegion": {"type": "string", "pattern": _REGION},
         "state": {

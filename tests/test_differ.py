@@ -362,3 +362,24 @@ def test_a_renewal_that_arm_refuses_once_does_not_stop_the_chunks(
     (job,) = stored_jobs(deployment)
     assert job.state is CopyState.SUCCEEDED
     assert_equal_to_source(deployment, blobs, job)
+
+
+def test_a_diff_copy_answers_the_api_as_documented_with_its_blob_snapshot(
+    deployment: Deployment, blobs: ContainerClient
+):
+    from tests.test_openapi import Contract
+
+    contract = Contract(deployment.host)
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, MIB, 1)])
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    (copy,) = contract.call("list_copies").body["value"]
+    assert (
+        copy["state"] == "copying"
+        and copy["targetSnapshotId"] == f"{blobs.url}/{blob_name(stored_jobs(deployment)[0].chain)}"
+    )
+    run_until_settled(deployment)
+    done = contract.call("get_copy", copy=copy["copyId"]).body
+    (job,) = stored_jobs(deployment)
+    assert done["state"] == "succeeded" and done["targetSnapshotId"] == job.blob_snapshot
+    assert "?snapshot=" in done["targetSnapshotId"]
