@@ -235,11 +235,10 @@ class Differ(Part):
         `SourceGone` when ARM says the source is deleted."""
         chain, key = message.chain, message.job_key
         increment = self.store.load_increment(chain, key)
-        if (
-            increment is None
-            or increment.generation != message.generation
-            or increment.state is not IncrementState.COPYING
-        ):
+        if increment is None:  # ended: a run of this chunk that died after its done row leaves none
+            self.store.forget_chunk(chain, key, message.generation, message.chunk.index)
+            return None
+        if increment.generation != message.generation or increment.state is not IncrementState.COPYING:
             return None  # a message of no current plan: dropped
         job = self.store.load_job(chain, key)
         if job is None:
@@ -337,6 +336,10 @@ class Differ(Part):
             last_completed_at=now,
             diff_base=str(job.source_id),
         )
+        # the done rows before the commit (the increment is `finishing`, which needs none of
+        # them: a run that dies between the two leaves none) and after it (a duplicate
+        # chunk's row recorded meanwhile)
+        self.store.drop_chunks(chain, key)
         self.store.save_chain(moved, [done], also=[increment_delete(increment)])
         self.store.drop_chunks(chain, key)
         log.info("increment completed: %s → %s (%s)", job.source_id, chain.region, done.blob_snapshot)
@@ -364,6 +367,7 @@ class Differ(Part):
         self.let_go(chain, key)
         failed = replace(job, state=CopyState.FAILED, finished_at=self.clock(), error=error, reason=reason)
         moved = replace(head, copying_key="" if head.copying_key == key else head.copying_key, diff_base="")
+        self.store.drop_chunks(chain, key)  # before and after the commit, as in finish
         self.store.save_chain(moved, [failed], also=[increment_delete(increment)] if increment else [])
         self.store.drop_chunks(chain, key)
         log.error(
