@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueClient
 
 from local.azurite import blob_endpoint
 from shared.arm import ArmError
@@ -66,13 +67,31 @@ def blobs(storage_connection_string: str, container_name: str) -> Iterator[Conta
 def run_until_settled(deployment: Deployment, *, limit: int = 40, step: float = 60.0) -> None:
     """Events, chunks and ticks until every job of the run is final (as time passes)."""
     for _ in range(limit):
-        deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+        deliver_events(deployment)
         run = deployment.drain_chunks()
         assert not run.poisoned, run.errors
         if all(job["State"] in ("succeeded", "failed", "skipped") for job in jobs(deployment)):
             return
         deployment.tick(step)
     raise AssertionError(f"not settled: {[(job['RowKey'], job['State']) for job in jobs(deployment)]}")
+
+
+def deliver_events(deployment: Deployment) -> None:
+    """Deliver the snapshots' write events the emulator has sent since the last call."""
+    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+
+
+def lose_every_chunk(deployment: Deployment) -> tuple[Job, QueueClient]:
+    """Take one 20 MiB snapshot, start its increment and lose every chunk it queued."""
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 20 * MIB, 1)])
+    deliver_events(deployment)
+    diff = deployment.replicator.deps.diff
+    assert diff is not None
+    diff.queue.client.clear_messages()
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.COPYING
+    return job, diff.queue.client
 
 
 def jobs(deployment: Deployment) -> list[dict[str, Any]]:
@@ -140,7 +159,7 @@ def test_a_source_deleted_mid_copy_fails_its_increment_and_the_next_re_bases(
     take(deployment, disk, "s0", [(0, 4 * MIB, 1)])
     run_until_settled(deployment)
     doomed = take(deployment, disk, "s1", [(8 * MIB, 12 * MIB, 2)])
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    deliver_events(deployment)
     increment = deployment.store.load_increment(stored_jobs(deployment)[1].chain, stored_jobs(deployment)[1].key)
     assert increment is not None and increment.state is IncrementState.COPYING and increment.chunks >= 1
     deployment.fleet.delete_snapshot(doomed)  # its SAS dies with it: the chunks' reads are refused
@@ -158,14 +177,7 @@ def test_a_source_deleted_mid_copy_fails_its_increment_and_the_next_re_bases(
 def test_lost_chunks_are_planned_again_by_the_timer_and_the_blob_is_still_exact(
     deployment: Deployment, blobs: ContainerClient
 ):
-    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
-    take(deployment, disk, "s0", [(0, 20 * MIB, 1)])
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
-    diff = deployment.replicator.deps.diff
-    assert diff is not None
-    diff.queue.client.clear_messages()  # every chunk lost
-    (job,) = stored_jobs(deployment)
-    assert job.state is CopyState.COPYING
+    job, _ = lose_every_chunk(deployment)
     first = deployment.store.load_increment(job.chain, job.key)
     assert first is not None and first.plans == 1
     deployment.tick(60)
@@ -231,7 +243,7 @@ def test_a_renewal_while_a_chunk_reads_is_not_a_lost_grant(
     the renewal's, so it is tried again with the new SAS; the increment is not planned again."""
     disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
     take(deployment, disk, "s0", [(0, 64 * MIB, 1)])  # two chunks
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    deliver_events(deployment)
     (job,) = stored_jobs(deployment)
     before = deployment.store.load_increment(job.chain, job.key)
     assert before is not None and before.state is IncrementState.COPYING
@@ -257,7 +269,7 @@ def test_a_late_chunk_of_a_failed_attempt_never_counts_for_its_retry(deployment:
     take(deployment, disk, "s0", [(0, 4 * MIB, 1)])
     run_until_settled(deployment)
     take(deployment, disk, "s1", [(8 * MIB, 64 * MIB, 2)])  # a diff of two chunks
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    deliver_events(deployment)
     old = {ChunkMessage.decode(text).chunk.index: text for text in receive_all(deployment)}
     assert sorted(old) == [0, 1]
     deployment.replicator.chunk_poisoned(old[0])  # the first attempt fails
@@ -282,7 +294,7 @@ def test_a_disk_a_page_blob_cannot_hold_fails_with_the_reason_and_lets_go_of_its
 ):
     disk = deployment.fleet.create_disk(RG, "vm0-big", "eastus2", size_gb=9 * 1024)  # a page blob holds 8 TiB
     take(deployment, disk, "s0", [(0, MIB, 1)])
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    deliver_events(deployment)
     (job,) = stored_jobs(deployment)
     assert job.state is CopyState.FAILED and job.error is not None and job.error.code == "CannotCopy"
     assert "8 TiB" in job.error.message
@@ -301,7 +313,7 @@ def test_a_target_that_refuses_for_good_fails_the_increment_and_holds_no_read_ac
     monkeypatch.setattr(TargetBlob, "prepare", refused)
     disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
     take(deployment, disk, "s0", [(0, MIB, 1)])
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    deliver_events(deployment)
     assert deployment.world.open_grants() == []  # let go at once, not held until the next plan
     for _ in range(MAX_PLANS + 1):
         deployment.tick(PLAN_GRACE.total_seconds() + 60)
@@ -314,14 +326,8 @@ def test_a_target_that_refuses_for_good_fails_the_increment_and_holds_no_read_ac
 def test_lost_chunks_are_planned_again_within_the_limit_even_while_the_queue_is_busy(
     deployment: Deployment, blobs: ContainerClient
 ):
-    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
-    take(deployment, disk, "s0", [(0, 20 * MIB, 1)])
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
-    diff = deployment.replicator.deps.diff
-    assert diff is not None
-    diff.queue.client.clear_messages()  # every chunk of this increment lost
-    diff.queue.client.send_message("another increment's chunk, not run yet", visibility_timeout=3600)
-    (job,) = stored_jobs(deployment)
+    job, queue = lose_every_chunk(deployment)
+    queue.send_message("another increment's chunk, not run yet", visibility_timeout=3600)
     deployment.tick(CHUNK_GRACE.total_seconds() + 60)
     assert deployment.store.load_increment(job.chain, job.key).plans == 1  # type: ignore[union-attr]  # the queue is busy
     deployment.tick(RECOVER_LIMIT.total_seconds())
@@ -332,7 +338,7 @@ def test_lost_chunks_are_planned_again_within_the_limit_even_while_the_queue_is_
     (job,) = stored_jobs(deployment)
     assert job.state is CopyState.SUCCEEDED
     assert_equal_to_source(deployment, blobs, job)
-    diff.queue.client.clear_messages()
+    queue.clear_messages()
 
 
 def test_a_renewal_that_arm_refuses_once_does_not_stop_the_chunks(
@@ -342,7 +348,7 @@ def test_a_renewal_that_arm_refuses_once_does_not_stop_the_chunks(
     the SAS their plan read with, which is good until a new one replaces it."""
     disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
     take(deployment, disk, "s0", [(0, 64 * MIB, 1)])
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    deliver_events(deployment)
     arm, calls = deployment.replicator.arm, list[int]()
     real = arm.grant_read
 
@@ -372,7 +378,7 @@ def test_a_diff_copy_answers_the_api_as_documented_with_its_blob_snapshot(
     contract = Contract(deployment.host)
     disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
     take(deployment, disk, "s0", [(0, MIB, 1)])
-    deployment.deliver([e for e in deployment.drain_events() if "/snapshots/" in e["subject"]])
+    deliver_events(deployment)
     (copy,) = contract.call("list_copies").body["value"]
     assert (
         copy["state"] == "copying"
