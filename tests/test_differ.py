@@ -25,7 +25,7 @@ from shared.grants import GRANT_SECONDS
 from shared.ids import ResourceId
 from shared.increment_steps import CHUNK_GRACE, MAX_PLANS, PLAN_GRACE, RECOVER_LIMIT, IncrementState
 from shared.increments import PAGE, joined
-from shared.model import CopyState, Job, blob_name
+from shared.model import CopyState, Increment, Job, blob_name
 from shared.pageblobs import TargetBlob, allocated, copy_chunk
 from tests.conftest import Deployment
 from tests.test_functions import RG
@@ -92,6 +92,12 @@ def lose_every_chunk(deployment: Deployment) -> tuple[Job, QueueClient]:
     (job,) = stored_jobs(deployment)
     assert job.state is CopyState.COPYING
     return job, diff.queue.client
+
+
+def increment_of(deployment: Deployment, job: Job) -> Increment:
+    increment = deployment.store.load_increment(job.chain, job.key)
+    assert increment is not None, f"{job.key} has no increment"
+    return increment
 
 
 def jobs(deployment: Deployment) -> list[dict[str, Any]]:
@@ -214,7 +220,7 @@ def test_an_increment_waits_while_its_family_holds_its_read_access_budget(
     waiting = deployment.store.load_increment(first.chain, first.key)
     assert waiting is not None and waiting.state is IncrementState.WAITING
     deployment.tick(60)
-    assert deployment.store.load_increment(first.chain, first.key).state is IncrementState.WAITING  # type: ignore[union-attr]
+    assert increment_of(deployment, first).state is IncrementState.WAITING
     assert world.access_counters()["refused"] == 0  # it waited; ARM was never asked past the limit
     access.release(others[3], snapshot.family_id, "chain|elsewhere")
     run_until_settled(deployment)  # the timer asks again, and the chain goes on
@@ -329,7 +335,7 @@ def test_lost_chunks_are_planned_again_within_the_limit_even_while_the_queue_is_
     job, queue = lose_every_chunk(deployment)
     queue.send_message("another increment's chunk, not run yet", visibility_timeout=3600)
     deployment.tick(CHUNK_GRACE.total_seconds() + 60)
-    assert deployment.store.load_increment(job.chain, job.key).plans == 1  # type: ignore[union-attr]  # the queue is busy
+    assert increment_of(deployment, job).plans == 1  # the queue is busy
     deployment.tick(RECOVER_LIMIT.total_seconds())
     again = deployment.store.load_increment(job.chain, job.key)
     assert again is not None and again.plans == 2  # a busy queue does not hide a loss for ever
