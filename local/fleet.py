@@ -69,14 +69,18 @@ class Fleet:
         incremental: bool = True,
         resource_group: str | None = None,
         tags: dict[str, str] | None = None,
+        data_access_auth_mode: str | None = None,
     ) -> str:
-        """Snapshot a disk (into the disk's resource group unless told otherwise)."""
+        """Snapshot a disk (into the disk's resource group unless told otherwise);
+        `data_access_auth_mode` AzureActiveDirectory: its SAS reads also take an Entra token."""
         resource_group = resource_group or disk_id.split("/")[4]
         body = Snapshot(
             location=location,
             tags=tags,
             properties=SnapshotProperties(
-                creation_data=CreationData(create_option="Copy", source_resource_id=disk_id), incremental=incremental
+                creation_data=CreationData(create_option="Copy", source_resource_id=disk_id),
+                incremental=incremental,
+                data_access_auth_mode=data_access_auth_mode,
             ),
         )
         snapshot = self.client.snapshots.begin_create_or_update(resource_group, name, body).result()

@@ -60,6 +60,7 @@ def snapshot_from_arm(body: dict[str, Any]) -> Snapshot:
         source_unique_id=str(creation.get("sourceUniqueId") or ""),
         access_state=str(props["snapshotAccessState"]) if props.get("snapshotAccessState") else None,
         sas_active=props.get("diskState") == "ActiveSAS",
+        entra_data_access=props.get("dataAccessAuthMode") == "AzureActiveDirectory",
         encryption_type=str(encryption.get("type") or ""),
         disk_encryption_set_id=str(encryption.get("diskEncryptionSetId") or ""),
         copy_error=CopyError(str(error["errorCode"]), str(error.get("errorMessage") or ""))

@@ -86,6 +86,8 @@ class Snapshot:
     encryption_type: str = ""  # properties.encryption.type
     disk_encryption_set_id: str = ""  # properties.encryption.diskEncryptionSetId, if any
     sas_active: bool = False  # diskState ActiveSAS: someone holds read access (the diff method's grants)
+    # dataAccessAuthMode AzureActiveDirectory: reading through its SAS also takes an Entra token
+    entra_data_access: bool = False
 
     @property
     def customer_key(self) -> bool:
@@ -339,6 +341,7 @@ class Increment:
     fence: int = 0  # the blob's sequence number while this increment writes it
     plans: int = 0  # how many plans it began (a cap ends an increment that never finishes)
     queued: bool = False  # every chunk of the current plan was put on the queue
+    entra: bool = False  # its source's data access takes an Entra token beside the SAS
     etag: str | None = None
 
     @property

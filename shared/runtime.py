@@ -116,6 +116,7 @@ def diff_io(settings: Settings, credential: Any, options: dict[str, Any] | None 
         containers,
         source_options={**options, **({"connection_verify": settings.arm_ca_bundle} if settings.arm_ca_bundle else {})},
         ranges=threading.BoundedSemaphore(settings.diff_parallel_ranges),
+        credential=credential,
     )
 
 

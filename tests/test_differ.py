@@ -395,3 +395,21 @@ def test_a_diff_copy_answers_the_api_as_documented_with_its_blob_snapshot(
     (job,) = stored_jobs(deployment)
     assert done["state"] == "succeeded" and done["targetSnapshotId"] == job.blob_snapshot
     assert "?snapshot=" in done["targetSnapshotId"]
+
+
+def test_a_source_whose_data_access_takes_entra_id_is_read_with_the_app_s_token(
+    deployment: Deployment, blobs: ContainerClient
+):
+    """dataAccessAuthMode AzureActiveDirectory: the SAS alone is refused (401, with the
+    challenge naming https://disk.azure.com/); snapcopy answers it with its identity's token."""
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    for index, (start, seed) in enumerate([(0, 1), (4 * MIB, 2)]):
+        deployment.world.write_disk(disk, start, 3 * MIB, seed)
+        deployment.fleet.take_snapshot(disk, f"s{index}", "eastus2", data_access_auth_mode="AzureActiveDirectory")
+        deployment.advance(60)
+    run_until_settled(deployment)
+    done = stored_jobs(deployment)
+    assert [job.state for job in done] == [CopyState.SUCCEEDED] * 2
+    for job in done:
+        assert_equal_to_source(deployment, blobs, job)
+    assert deployment.world.open_grants() == []

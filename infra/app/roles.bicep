@@ -58,6 +58,11 @@ var snapshotAccessActions = [
   'Microsoft.Compute/snapshots/beginGetAccess/action'
   'Microsoft.Compute/snapshots/endGetAccess/action'
 ]
+// A snapshot with dataAccessAuthMode AzureActiveDirectory also wants an Entra token on the
+// reads through its SAS (the data action of "Data Operator for Managed Disks", reads only).
+var snapshotAccessDataActions = [
+  'Microsoft.Compute/snapshots/download/action'
+]
 
 resource sourceReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(subscription().id, environmentName, 'snapcopy-source-reader')
@@ -117,13 +122,13 @@ resource snapshotAccess 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(subscription().id, environmentName, 'snapcopy-snapshot-access')
   properties: {
     roleName: 'snapcopy snapshot access (${suffix})'
-    description: 'Grants and revokes read access (a SAS) to snapshots the diff copy method reads.'
+    description: 'Grants and revokes read access (a SAS) to snapshots the diff copy method reads, and reads through it.'
     type: 'CustomRole'
     permissions: [
       {
         actions: snapshotAccessActions
         notActions: []
-        dataActions: []
+        dataActions: snapshotAccessDataActions
         notDataActions: []
       }
     ]

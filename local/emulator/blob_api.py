@@ -26,6 +26,7 @@ from fastapi.responses import Response
 
 from .access import Grant, SasRefused
 from .contents import PAGE, Image, Span
+from .data_plane import DISK_RESOURCE, ENTRA_REQUIRED
 from .world import World
 
 router = APIRouter()
@@ -39,6 +40,9 @@ async def _world(request: Request) -> World:
 WorldDep = Annotated[World, Depends(_world)]
 
 
+EMULATOR_TENANT = "00000000-0000-0000-0000-0000000e3a7e"  # the tenant a challenge names
+
+
 class StorageError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -50,6 +54,11 @@ def storage_error(status: int, code: str, message: str, request: Request) -> Res
         f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{escape(message)}</Message></Error>'
     )
     headers = {**_common(request), "x-ms-error-code": code}
+    if code == ENTRA_REQUIRED:  # the challenge Azure answers with: which audience to ask a token for
+        headers["WWW-Authenticate"] = (
+            f"Bearer authorization_uri=https://login.microsoftonline.com/{EMULATOR_TENANT}/oauth2/authorize "
+            f"resource_id={DISK_RESOURCE}"
+        )
     return Response(body, status_code=status, media_type="application/xml", headers=headers)
 
 
@@ -57,11 +66,16 @@ def _common(request: Request) -> dict[str, str]:
     return {"x-ms-request-id": str(uuid.uuid4()), "x-ms-version": request.headers.get("x-ms-version", "2021-08-06")}
 
 
+def _bearer(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    return authorization[len("Bearer ") :] if authorization.startswith("Bearer ") else None
+
+
 def _open(world: World, account: str, request: Request) -> tuple[Image, Grant]:
     try:
-        return world.blob(account, request.query_params.get("sig"))
+        return world.blob(account, request.query_params.get("sig"), _bearer(request))
     except SasRefused as refused:
-        status = 404 if refused.code == "BlobNotFound" else 403
+        status = {"BlobNotFound": 404, ENTRA_REQUIRED: 401}.get(refused.code, 403)
         raise StorageError(status, refused.code, str(refused)) from None
 
 
@@ -88,8 +102,11 @@ async def blob_properties(account: str, container: str, blob: str, request: Requ
     world.count_request("HEAD blob")
     try:
         image, grant = _open(world, account, request)
-    except StorageError as error:
-        return Response(status_code=error.status, headers={**_common(request), "x-ms-error-code": error.code})
+    except StorageError as error:  # a HEAD answers without a body
+        failed = storage_error(error.status, error.code, error.message, request)
+        return Response(
+            status_code=error.status, headers={k: v for k, v in failed.headers.items() if k != "content-length"}
+        )
     headers = {**_properties(world, image, grant, request), "Content-Length": str(image.size)}
     return Response(status_code=200, headers=headers, media_type="application/octet-stream")
 
@@ -136,7 +153,7 @@ def _download(world: World, image: Image, grant: Grant, request: Request) -> Res
 def _page_list(world: World, image: Image, grant: Grant, request: Request) -> Response:
     previous = request.headers.get("x-ms-previous-snapshot-url")
     if previous is not None:
-        older = _previous(world, previous, grant)
+        older = _previous(world, previous, grant, _bearer(request))
         try:
             changed, cleared = image.diff(older)
         except ValueError:
@@ -180,13 +197,14 @@ async def refuse_writes(account: str, container: str, blob: str, request: Reques
     )
 
 
-def _previous(world: World, url: str, grant: Grant) -> Image:
-    """The older image a diff is against: its SAS must be valid too, and of the same family."""
+def _previous(world: World, url: str, grant: Grant, bearer: str | None) -> Image:
+    """The older image a diff is against: its SAS must be valid too (with the request's Entra
+    token when its data access takes one), and of the same family."""
     parts = urlsplit(url)
     account = parts.path.strip("/").split("/", 1)[0]
     signature = parse_qs(parts.query).get("sig", [None])[0]
     try:
-        older, older_grant = world.blob(account, signature)
+        older, older_grant = world.blob(account, signature, bearer)
     except SasRefused as refused:
         raise StorageError(409, "PreviousSnapshotNotFound", f"the previous snapshot: {refused}") from None
     if older_grant.family_id is None or older_grant.family_id != grant.family_id:

@@ -128,19 +128,34 @@ class DataPlane:
 
     # -- what a SAS reads ----------------------------------------------------------------
 
-    def blob(self, account: str, signature: str | None) -> tuple[Image, Grant]:
-        """The image a SAS reads, or SasRefused (403) / a vanished snapshot (404)."""
+    def blob(self, account: str, signature: str | None, bearer: str | None = None) -> tuple[Image, Grant]:
+        """The image a SAS reads, or SasRefused (403) / a vanished snapshot (404) / an Entra
+        token missing for a snapshot whose data access takes one (401, `EntraTokenRequired`)."""
         with self._lock:
             grant = self._state.grants.check(account, signature, self.clock.now())
             snapshot = self._state.snapshots.get(grant.snapshot_key)
             if snapshot is None or snapshot.image is None:
                 raise SasRefused("BlobNotFound", "The specified blob does not exist.")
+            if snapshot.data_access_auth_mode == "AzureActiveDirectory" and not disk_token(bearer):
+                raise SasRefused(
+                    ENTRA_REQUIRED, "This snapshot's data access needs an Entra token for https://disk.azure.com/."
+                )
             return snapshot.image, grant
 
     def blob_modified(self, grant: Grant) -> str:
         with self._lock:
             snapshot = self._state.snapshots.get(grant.snapshot_key)
             return arm_time(snapshot.time_created if snapshot is not None else self.clock.now())
+
+
+ENTRA_REQUIRED = "EntraTokenRequired"
+DISK_RESOURCE = "https://disk.azure.com/"  # the audience Azure wants for disk data (the trailing slash too)
+
+
+def disk_token(bearer: str | None) -> bool:
+    """Whether a bearer token was asked for the disks' data audience. The emulator's
+    tokens (local/emulator/credential.py) carry the scope they were asked for."""
+    return bearer is not None and bearer.endswith("|" + DISK_RESOURCE + "/.default")
 
 
 def sas_url(base_url: str, grant: Grant) -> str:

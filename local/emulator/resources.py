@@ -113,6 +113,7 @@ class Snapshot:
     encryption: Encryption = field(default_factory=Encryption)
     image: Image | None = None  # the disk's contents when it was taken (a CopyStart copy: its source's)
     sas_until: datetime | None = None  # read access granted until then (revoking clears it)
+    data_access_auth_mode: str = "None"  # AzureActiveDirectory: a SAS read also needs an Entra token
 
     @property
     def size_bytes(self) -> int:
@@ -147,6 +148,7 @@ class Snapshot:
             "uniqueId": self.unique_id,
             "diskState": "ActiveSAS" if self.sas_until is not None and now < self.sas_until else "Unattached",
             **_common_properties(),
+            "dataAccessAuthMode": self.data_access_auth_mode,
             "encryption": self.encryption.to_arm(),
             "snapshotAccessState": self.access_state(now),
         }

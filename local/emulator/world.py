@@ -419,6 +419,12 @@ class World(DataPlane):
         encryption = encryption_of(properties)
         tags = tags_of(body)
         sku = sku_of(body, SNAPSHOT_SKUS, "Standard_ZRS")
+        access_mode = properties.get("dataAccessAuthMode", "None")
+        if access_mode not in ("None", "AzureActiveDirectory"):
+            raise bad_request(
+                f"properties.dataAccessAuthMode must be 'None' or 'AzureActiveDirectory', got {access_mode!r}.",
+                "InvalidParameter",
+            )
         with self._lock:
             now = self.clock.now()
             existing = self._state.snapshots.get(rid.key)
@@ -449,6 +455,7 @@ class World(DataPlane):
                 encryption=encryption,
                 now=now,
             )
+            snapshot.data_access_auth_mode = access_mode
             self._state.snapshots[rid.key] = snapshot
             return self._created(snapshot, request, now)
 

@@ -121,6 +121,9 @@ class Differ(Part):
         except Conflict:
             return None
         name = holder(chain, key)
+        snapshot = self.arm.get_snapshot(job.source_id)  # a GET: the judge of existence
+        if snapshot is None:
+            raise SourceGone(f"{job.source_id} was deleted before its copy to {chain.region} began")
         try:
             grant = self.access.acquire(job.source_id, chain.family_id, name)
         except ArmError as error:
@@ -145,7 +148,7 @@ class Differ(Part):
                 with contextlib.suppress(Conflict):
                     self.store.save_increment(replace(increment, state=IncrementState.WAITING))
                 return None
-        source = SourceSnapshot(grant.sas, **self.io.source_options)
+        source = self._source(grant.sas, snapshot.entra_data_access)
         size = source.size()
         target = TargetBlob(self.io.containers(job.blob_endpoint, job.blob_container), increment.blob)
         target.prepare(size, increment.fence)
@@ -174,6 +177,7 @@ class Differ(Part):
             size=size,
             fence=fence,
             generation=fence,
+            entra=snapshot.entra_data_access,
         )
         try:
             planned = self.store.save_increment(planned)
@@ -195,6 +199,13 @@ class Differ(Part):
             f"diff against {head.diff_base}" if planned.base_id else "a full copy",
         )
         return planned
+
+    def _source(self, sas: str, entra: bool) -> SourceSnapshot:
+        """A source read through its SAS, and with the app's Entra token when its data access
+        takes one (dataAccessAuthMode AzureActiveDirectory: the token's audience comes from
+        the service's challenge, https://disk.azure.com/)."""
+        options = {**self.io.source_options, **({"credential": self.io.credential} if entra else {})}
+        return SourceSnapshot(sas, **options)
 
     def regrant(self, chain: ChainKey, key: str) -> None:
         """Renew the source's read access before it runs out (the timer's step); chunks
@@ -257,7 +268,7 @@ class Differ(Part):
             sas = increment.source_sas  # being renewed: the SAS this plan read with is good until the new one is
         if not sas:
             raise NoReadAccess(f"no read access to {job.source_id} now", "")
-        source = SourceSnapshot(sas, **self.io.source_options)
+        source = self._source(sas, increment.entra)
         container = self.io.containers(job.blob_endpoint, job.blob_container)
         try:
             with self.io.ranges:

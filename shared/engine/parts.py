@@ -51,6 +51,8 @@ class DiffIo:
     queue: ChunkQueue
     containers: Callable[[str, str], ContainerClient]  # (blob endpoint, container) -> client
     source_options: dict[str, Any] = field(default_factory=dict)  # blob client options for SAS reads
+    # the app's identity, for sources whose data access takes an Entra token beside the SAS
+    credential: Any = None
     # DIFF_MAX_PARALLEL_RANGES: range copies at once in this process, whatever the queue hands over
     ranges: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(DEFAULT_PARALLEL_RANGES))
 

@@ -41,6 +41,7 @@ def increment_entity(increment: Increment) -> Entity:
         "Fence": float(increment.fence),
         "Plans": increment.plans,
         "Queued": increment.queued,
+        "Entra": increment.entra,
     }
 
 
@@ -65,6 +66,7 @@ def increment_from(chain: ChainKey, entity: Any) -> Increment:
         fence=int(entity.get("Fence", 0) or 0),
         plans=int(entity.get("Plans", 0) or 0),
         queued=bool(entity.get("Queued", False)),
+        entra=bool(entity.get("Entra", False)),
         etag=etag_of(entity),
     )
 

@@ -86,7 +86,13 @@ class Arm:
         return self.client.disks.begin_create_or_update(self.rg, name, body).result()
 
     def snapshot(
-        self, disk: Disk, name: str, *, incremental: bool = True, instant_access_minutes: int | None = None
+        self,
+        disk: Disk,
+        name: str,
+        *,
+        incremental: bool = True,
+        instant_access_minutes: int | None = None,
+        data_access_auth_mode: str | None = None,
     ) -> Snapshot:
         body = Snapshot(
             location=disk.location,
@@ -97,6 +103,7 @@ class Arm:
                     instant_access_duration_minutes=instant_access_minutes,
                 ),
                 incremental=incremental,
+                data_access_auth_mode=data_access_auth_mode,
             ),
         )
         return self.client.snapshots.begin_create_or_update(self.rg, name, body).result()

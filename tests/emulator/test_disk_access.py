@@ -10,11 +10,13 @@ import hashlib
 import pytest
 import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceExistsError
+from azure.core.rest import HttpResponse
 from azure.mgmt.compute.models import GrantAccessData
 from azure.storage.blob import BlobClient
 
 from local.emulator import EmulatorServer, VirtualClock, World
 from local.emulator.contents import PAGE
+from local.emulator.credential import EmulatorCredential
 from tests.emulator.conftest import RG, Arm
 
 MIB = 1024 * 1024
@@ -104,6 +106,29 @@ def test_a_revoked_or_expired_sas_reads_nothing(arm: Arm, world: World, emulator
         expiring.download_blob(offset=0, length=PAGE).readall()
     assert expired.value.status_code == 403
     assert world.open_grants() == []
+
+
+def test_a_snapshot_whose_data_access_takes_entra_id_reads_only_with_a_disk_token(
+    arm: Arm, world: World, emulator: EmulatorServer
+):
+    disk = arm.disk("vm0-data0", size_gb=1)
+    assert disk.id
+    world.write_disk(disk.id, 0, MIB, seed=1)
+    s0 = arm.snapshot(disk, "s0", data_access_auth_mode="AzureActiveDirectory")
+    assert s0.data_access_auth_mode == "AzureActiveDirectory"
+    sas = grant(arm, "s0")
+    with pytest.raises(ClientAuthenticationError) as refused:  # the SAS alone: 401 with the challenge
+        blob(emulator, sas).get_blob_properties()
+    response = refused.value.response
+    assert isinstance(response, HttpResponse)
+    challenge = response.headers["WWW-Authenticate"]
+    assert "resource_id=https://disk.azure.com/" in challenge and "authorization_uri=" in challenge
+    # the SDK answers the challenge: a token for https://disk.azure.com//.default, then the read
+    with_token = BlobClient.from_blob_url(sas, credential=EmulatorCredential(), connection_verify=str(emulator.ca_path))
+    data = with_token.download_blob(offset=0, length=MIB).readall()
+    assert data == world.snapshot_image(s0.id or "").read(0, MIB)
+    with pytest.raises(HttpResponseError):
+        arm.snapshot(disk, "s1", data_access_auth_mode="Certificates")
 
 
 def test_a_deleted_source_is_gone_from_behind_its_sas_too(arm: Arm, world: World, emulator: EmulatorServer):
