@@ -86,13 +86,14 @@ class SourceSnapshot:
         try:
             return bytes(self._blob.download_blob(offset=start, length=end - start).readall())
         except HttpResponseError as error:
-            if error.status_code in (403, 404):
+            if error.status_code in (401, 403, 404):  # 401: an Entra token wanted and not given
                 raise SourceRefused(error.status_code or 0, str(error.reason or "")) from error
             raise
 
 
 class SourceRefused(Exception):
-    """The source snapshot's SAS was refused (403) or found nothing (404)."""
+    """The source snapshot's SAS was refused (401: it also wants an Entra token; 403) or found
+    nothing (404)."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}")

@@ -21,6 +21,7 @@ from shared.arm import ArmError
 from shared.chunk_messages import ChunkMessage
 from shared.engine import differ as differ_module
 from shared.engine.access import Access
+from shared.engine.differ import NoReadAccess
 from shared.grants import GRANT_SECONDS
 from shared.ids import ResourceId
 from shared.increment_steps import CHUNK_GRACE, MAX_PLANS, PLAN_GRACE, RECOVER_LIMIT, IncrementState
@@ -413,3 +414,99 @@ def test_a_source_whose_data_access_takes_entra_id_is_read_with_the_app_s_token(
     for job in done:
         assert_equal_to_source(deployment, blobs, job)
     assert deployment.world.open_grants() == []
+
+
+# --- what a third review found --------------------------------------------------------------
+
+
+def test_a_replan_whose_planner_dies_sending_is_planned_again_after_the_grace(
+    deployment: Deployment, blobs: ContainerClient, monkeypatch: pytest.MonkeyPatch
+):
+    """`queued` is carried over from the previous plan (never reset by the claim)."""
+    job, queue = lose_every_chunk(deployment)
+    assert increment_of(deployment, job).queued  # plan 1 marked it
+    diff = deployment.replicator.deps.diff
+    assert diff is not None
+
+    def dies(messages: Any) -> None:
+        raise RuntimeError("the host died while sending")
+
+    monkeypatch.setattr(diff.queue, "send", dies)
+    with pytest.raises(Exception, match="died while sending"):
+        deployment.tick(CHUNK_GRACE.total_seconds() + 60)  # RECOVER: plan 2 dies sending
+    second = increment_of(deployment, job)
+    assert second.plans == 2 and second.state is IncrementState.COPYING
+    monkeypatch.undo()
+    queue.send_message("another increment's chunk, not run yet", visibility_timeout=3600)
+    assert not second.queued  # each plan starts unqueued
+    deployment.tick(PLAN_GRACE.total_seconds() + 60)
+    # a planner that died sending is planned again after the plan's grace, whatever the queue holds
+    assert increment_of(deployment, job).plans == 3
+    queue.clear_messages()
+
+
+def test_an_entra_base_with_a_plain_source_still_diffs(deployment: Deployment, blobs: ContainerClient):
+    """s0 taken while the disk's data access took Entra ID, s1 after it was switched off."""
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    deployment.world.write_disk(disk, 0, 3 * MIB, 1)
+    deployment.fleet.take_snapshot(disk, "s0", "eastus2", data_access_auth_mode="AzureActiveDirectory")
+    deployment.advance(60)
+    run_until_settled(deployment)
+    deployment.world.write_disk(disk, 4 * MIB, 3 * MIB, 2)
+    deployment.fleet.take_snapshot(disk, "s1", "eastus2")
+    deployment.advance(60)
+    deliver_events(deployment)
+    _, second = stored_jobs(deployment)
+    planned = increment_of(deployment, second)
+    assert planned.state is IncrementState.COPYING and planned.entra and planned.base_id  # a diff, with the token
+    run_until_settled(deployment)
+    for job in stored_jobs(deployment):
+        assert job.state is CopyState.SUCCEEDED
+        assert_equal_to_source(deployment, blobs, job)
+
+
+def test_a_renewal_that_dies_after_arm_granted_does_not_fail_the_increment(
+    deployment: Deployment, blobs: ContainerClient, monkeypatch: pytest.MonkeyPatch
+):
+    """The renewal's claim stands 10 min; the plan's SAS was replaced by ARM's new grant;
+    five deliveries 30 s apart poison the chunk long before the claim runs out."""
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    take(deployment, disk, "s0", [(0, 64 * MIB, 1)])
+    deliver_events(deployment)
+    texts = receive_all(deployment)  # held by the host meanwhile
+    arm = deployment.replicator.arm
+    real = arm.grant_read
+
+    def granted_then_died(*args: Any, **kwargs: Any) -> str:
+        real(*args, **kwargs)  # ARM issued a new SAS (the old one stops working)
+        raise ArmError("Timeout", "the run died before writing the grant row", 504)
+
+    monkeypatch.setattr(arm, "grant_read", granted_then_died)
+    deployment.advance(GRANT_SECONDS - 20 * 60)
+    with pytest.raises(Exception, match="died before"):
+        deployment.tick(0)
+    monkeypatch.undo()
+    text = texts[0]
+    for _ in range(5):  # the host's five deliveries, 30 s apart
+        with pytest.raises(NoReadAccess):
+            deployment.replicator.copy_chunk(text)
+        deployment.advance(30)
+    deployment.replicator.chunk_poisoned(text)
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.COPYING  # not failed: its read access was in doubt, so it is planned again
+    run_until_settled(deployment)
+    (job,) = stored_jobs(deployment)
+    assert job.state is CopyState.SUCCEEDED
+    assert_equal_to_source(deployment, blobs, job)
+    assert deployment.world.open_grants() == []
+
+
+def test_a_deleted_base_leaves_no_grant_row_counting_against_the_family(deployment: Deployment, blobs: ContainerClient):
+    disk = deployment.fleet.create_disk(RG, "vm0-data0", "eastus2", size_gb=1)
+    s0 = take(deployment, disk, "s0", [(0, MIB, 1)])
+    run_until_settled(deployment)
+    take(deployment, disk, "s1", [(2 * MIB, MIB, 2)])
+    deployment.fleet.delete_snapshot(s0)  # the user's retention deletes the chain's base
+    run_until_settled(deployment)
+    assert [job.state for job in stored_jobs(deployment)] == [CopyState.SUCCEEDED] * 2
+    assert deployment.store.all_grants() == []  # the deleted base's claim row does not count against the family

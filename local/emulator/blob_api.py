@@ -206,6 +206,8 @@ def _previous(world: World, url: str, grant: Grant, bearer: str | None) -> Image
     try:
         older, older_grant = world.blob(account, signature, bearer)
     except SasRefused as refused:
+        if refused.code == ENTRA_REQUIRED:  # the previous snapshot wants the token too: the same challenge
+            raise StorageError(401, ENTRA_REQUIRED, f"the previous snapshot: {refused}") from None
         raise StorageError(409, "PreviousSnapshotNotFound", f"the previous snapshot: {refused}") from None
     if older_grant.family_id is None or older_grant.family_id != grant.family_id:
         raise StorageError(409, "PreviousSnapshotNotFound", "the previous snapshot is not of the same disk")

@@ -120,6 +120,16 @@ class DiffLane(Part):
             or increment.state is not IncrementState.COPYING
         ):
             return  # of an older plan, ended, or finishing: nothing to fail
+        if self.differ.access_in_doubt(message):
+            # its read access died under it (a renewal that died after ARM granted, say):
+            # the chunk is not at fault; the increment is planned again with a new grant
+            log.warning(
+                "chunk %d of %s → %s poisoned while its read access was in doubt: planned again",
+                message.chunk.index,
+                message.job_key,
+                message.chain.region,
+            )
+            return
         error = CopyError("ChunkFailed", f"chunk {message.chunk.index} of plan {message.generation} failed 5 times")
         self.fail(message.chain, message.job_key, error, f"a chunk kept failing (see the poison queue); {_REBASES}")
 

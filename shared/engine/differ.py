@@ -116,6 +116,7 @@ class Differ(Part):
                     fence=fence,
                     changed_at=now,
                     plans=begun,
+                    queued=False,
                 )
             )
         except Conflict:
@@ -142,13 +143,17 @@ class Differ(Part):
             except ArmError as error:
                 if error.status != 404:
                     raise
+                self.access.release(base, chain.family_id, name)  # its claim row must not count
                 base = None  # the base snapshot is gone: re-base
             if base is not None and base_grant is None:  # wait for it (a full copy would cost more)
                 self.access.release(job.source_id, chain.family_id, name)
                 with contextlib.suppress(Conflict):
                     self.store.save_increment(replace(increment, state=IncrementState.WAITING))
                 return None
-        source = self._source(grant.sas, snapshot.entra_data_access)
+        # an Entra token when the source or the base wants one (the base's SAS rides on the
+        # diff request as x-ms-previous-snapshot-url)
+        entra = snapshot.entra_data_access or (base_grant is not None and self._entra(base))
+        source = self._source(grant.sas, entra)
         size = source.size()
         target = TargetBlob(self.io.containers(job.blob_endpoint, job.blob_container), increment.blob)
         target.prepare(size, increment.fence)
@@ -177,7 +182,7 @@ class Differ(Part):
             size=size,
             fence=fence,
             generation=fence,
-            entra=snapshot.entra_data_access,
+            entra=entra,
         )
         try:
             planned = self.store.save_increment(planned)
@@ -187,7 +192,12 @@ class Differ(Part):
 
         def mark_queued() -> None:  # every chunk is on the queue now: only a lost message could stop it
             current = self.store.load_increment(chain, key)
-            if current is not None and current.generation == planned.generation and not current.queued:
+            if (
+                current is not None
+                and current.generation == planned.generation
+                and current.state is IncrementState.COPYING
+                and not current.queued
+            ):
                 self.store.save_increment(replace(current, queued=True))
 
         retrying(mark_queued)
@@ -199,6 +209,11 @@ class Differ(Part):
             f"diff against {head.diff_base}" if planned.base_id else "a full copy",
         )
         return planned
+
+    def _entra(self, snapshot_id: ResourceId | None) -> bool:
+        """Whether a snapshot's data access takes an Entra token (a GET; gone: no)."""
+        found = self.arm.get_snapshot(snapshot_id) if snapshot_id is not None else None
+        return found is not None and found.entra_data_access
 
     def _source(self, sas: str, entra: bool) -> SourceSnapshot:
         """A source read through its SAS, and with the app's Entra token when its data access
@@ -237,6 +252,21 @@ class Differ(Part):
                 self.store.save_increment(replace(increment, grant_expires=now))
             except Conflict:
                 return False  # moved on meanwhile: the chunk is tried again and sees how
+        return True
+
+    def access_in_doubt(self, message: ChunkMessage) -> bool:
+        """A poisoned chunk's read access was not live (claimed by a renewal, run out, gone):
+        if so, the increment is marked to be planned again (True) rather than failed."""
+        increment = self.store.load_increment(message.chain, message.job_key)
+        job = self.store.load_job(message.chain, message.job_key)
+        if increment is None or job is None or increment.generation != message.generation:
+            return False
+        now = self.clock()
+        grant = self.store.load_grant(message.chain.family_id, str(job.source_id).lower())
+        if grant is not None and grant.live(now):
+            return False
+        with contextlib.suppress(Conflict):  # moved on meanwhile: the timer looks again
+            self.store.save_increment(replace(increment, grant_expires=now))
         return True
 
     def copy(self, message: ChunkMessage) -> Increment | None:
@@ -328,7 +358,7 @@ class Differ(Part):
         if not increment.stamp:
             metadata = {SOURCE_KEY: str(job.source_id), "sourcetimecreated": job.source_time.isoformat()}
             stamp = target.snapshot({**metadata, "policy": job.policy})  # the one taken before, if any
-            increment = self.store.save_increment(replace(increment, stamp=stamp))
+            increment = self._stamped(increment, stamp)
         target.mark_holding(str(job.source_id))  # the next increment may diff onto it
         self.access.release(job.source_id, chain.family_id, holder(chain, key))  # idempotent: before the commit
         now = self.clock()
@@ -355,6 +385,19 @@ class Differ(Part):
         self.store.drop_chunks(chain, key)
         log.info("increment completed: %s → %s (%s)", job.source_id, chain.region, done.blob_snapshot)
         return done
+
+    def _stamped(self, increment: Increment, stamp: str) -> Increment:
+        """Record the blob snapshot on a finishing increment (read again when another write,
+        a late "every chunk queued" mark, moved it meanwhile)."""
+        held = [increment]
+
+        def save() -> Increment:
+            current = held.pop() if held else self.store.load_increment(increment.chain, increment.job_key)
+            if current is None or current.generation != increment.generation:
+                raise Conflict(f"increment {increment.job_key} moved on while finishing")
+            return current if current.stamp == stamp else self.store.save_increment(replace(current, stamp=stamp))
+
+        return retrying(save)
 
     def let_go(self, chain: ChainKey, key: str) -> None:
         """Release the read access an increment holds (to its snapshot and its base)."""
