@@ -26,6 +26,7 @@ from shared.arm import ArmError
 from shared.chunk_messages import ChunkMessage
 from shared.engine.differ import SOURCE_DELETED, Differ, NoReadAccess, SourceGone
 from shared.engine.finishing import Finisher
+from shared.engine.increment_end import Ending
 from shared.engine.parts import Deps, Part
 from shared.increment_steps import Action, IncrementState, next_step
 from shared.model import ChainKey, CopyError, CopyState, Increment, InFlight, Job, Phase
@@ -44,6 +45,7 @@ class DiffLane(Part):
     def __init__(self, deps: Deps, differ: Differ, finishing: Finisher) -> None:
         super().__init__(deps)
         self.differ = differ
+        self.ending = Ending(deps, differ)
         self.finishing = finishing
 
     def begin(self, flight: InFlight, job: Job) -> bool:
@@ -134,12 +136,12 @@ class DiffLane(Part):
         self.fail(message.chain, message.job_key, error, f"a chunk kept failing (see the poison queue); {_REBASES}")
 
     def finish(self, chain: ChainKey, key: str, counted: Increment | None = None) -> None:
-        done = self.differ.finish(chain, key, counted)
+        done = self.ending.finish(chain, key, counted)
         if done is not None:
             self._end(done)
 
     def fail(self, chain: ChainKey, key: str, error: CopyError, reason: str) -> None:
-        failed = self.differ.fail(chain, key, error, reason)
+        failed = self.ending.fail(chain, key, error, reason)
         if failed is not None:
             self._end(failed)
 
