@@ -88,11 +88,12 @@ def all_done(progress: Progress, done: Collection[int]) -> bool:
     )
 
 
-def again(progress: Progress, why: str) -> Step:
-    """Plan a copying increment again, unless it was planned too often already."""
+def again(progress: Progress, why: str, action: Action = Action.PLAN) -> Step:
+    """Plan an increment again (`action`: at once, or as a recovery), unless it was
+    planned too often already: then it fails."""
     if progress.plans >= MAX_PLANS:
         return Step(Action.FAIL, why=f"{why}, after {progress.plans} plans")
-    return Step(Action.PLAN, why=why)
+    return Step(action, why=why)
 
 
 def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -> Step:
@@ -123,7 +124,5 @@ def next_step(progress: Progress, done: Mapping[int, datetime], now: datetime) -
     if quiet > CHUNK_GRACE:
         missing = sum(1 for i in range(progress.chunks) if i not in done)
         why = f"no chunk done for {int(quiet.total_seconds() // 60)} min ({missing} not done)"
-        if progress.plans >= MAX_PLANS:
-            return Step(Action.FAIL, why=f"{why}, after {progress.plans} plans")
-        return Step(Action.REPLAN if quiet > RECOVER_LIMIT else Action.RECOVER, why=why)
+        return again(progress, why, Action.REPLAN if quiet > RECOVER_LIMIT else Action.RECOVER)
     return Step(Action.WAIT)

@@ -242,15 +242,9 @@ class Differ(Part):
         job = self.store.load_job(chain, key)
         if increment is None or job is None or increment.generation != message.generation:
             return True  # of no current plan: nothing to try again
-        now = self.clock()
-        if not self.access.spend(job.source_id, chain.family_id, sas, now):
+        if not self.access.spend(job.source_id, chain.family_id, sas, self.clock()):
             return False
-        if increment.grant_expires is None or increment.grant_expires > now:
-            try:
-                self.store.save_increment(replace(increment, grant_expires=now))
-            except Conflict:
-                return False  # moved on meanwhile: the chunk is tried again and sees how
-        return True
+        return self._plan_again_soon(increment)  # moved on meanwhile: the chunk is tried again and sees how
 
     def access_in_doubt(self, message: ChunkMessage) -> bool:
         """A poisoned chunk's read access was not live (claimed by a renewal, run out, gone):
@@ -259,12 +253,10 @@ class Differ(Part):
         job = self.store.load_job(message.chain, message.job_key)
         if increment is None or job is None or increment.generation != message.generation:
             return False
-        now = self.clock()
         grant = self.store.load_grant(message.chain.family_id, str(job.source_id).lower())
-        if grant is not None and grant.live(now):
+        if grant is not None and grant.live(self.clock()):
             return False
-        with contextlib.suppress(Conflict):  # moved on meanwhile: the timer looks again
-            self.store.save_increment(replace(increment, grant_expires=now))
+        self._plan_again_soon(increment)  # moved on meanwhile: the timer looks again
         return True
 
     def copy(self, message: ChunkMessage) -> Increment | None:
@@ -324,10 +316,25 @@ class Differ(Part):
         """The current plan's writes are refused (a planner that lost its claim raised the
         blob's fence after it): it is planned again at the timer's next step."""
         current = self.store.load_increment(increment.chain, increment.job_key)
-        if current is None or current.generation != increment.generation or current.state is not IncrementState.COPYING:
-            return
-        with contextlib.suppress(Conflict):  # moved on meanwhile
-            self.store.save_increment(replace(current, grant_expires=self.clock()))
+        if (
+            current is not None
+            and current.generation == increment.generation
+            and current.state is IncrementState.COPYING
+        ):
+            self._plan_again_soon(current)
+
+    def _plan_again_soon(self, increment: Increment) -> bool:
+        """Mark an increment's read access run out, so that the timer's next step plans it
+        again with a new grant (`increment_steps.next_step`); False when the row moved
+        meanwhile (the caller's next look decides)."""
+        now = self.clock()
+        if increment.grant_expires is not None and increment.grant_expires <= now:
+            return True  # marked already
+        try:
+            self.store.save_increment(replace(increment, grant_expires=now))
+        except Conflict:
+            return False
+        return True
 
     def let_go(self, chain: ChainKey, key: str) -> None:
         """Release the read access an increment holds (to its snapshot and its base)."""

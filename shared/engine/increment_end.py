@@ -14,7 +14,7 @@ from dataclasses import replace
 from shared.engine.differ import Differ, holder
 from shared.engine.parts import Deps, Part
 from shared.increment_steps import IncrementState, all_done
-from shared.model import ChainKey, CopyError, CopyState, Increment, Job
+from shared.model import ChainHead, ChainKey, CopyError, CopyState, Increment, Job
 from shared.pageblobs import SOURCE_KEY, TargetBlob
 from shared.store import Conflict, retrying
 from shared.tables.increments import increment_delete
@@ -75,12 +75,7 @@ class Ending(Part):
             last_completed_at=now,
             diff_base=str(job.source_id),
         )
-        # the done rows before the commit (the increment is `finishing`, which needs none of
-        # them: a run that dies between the two leaves none) and after it (a duplicate
-        # chunk's row recorded meanwhile)
-        self.store.drop_chunks(chain, key)
-        self.store.save_chain(moved, [done], also=[increment_delete(increment)])
-        self.store.drop_chunks(chain, key)
+        self._commit(moved, done, increment)
         log.info("increment completed: %s → %s (%s)", job.source_id, chain.region, done.blob_snapshot)
         return done
 
@@ -96,13 +91,19 @@ class Ending(Part):
         self.differ.let_go(chain, key)
         failed = replace(job, state=CopyState.FAILED, finished_at=self.clock(), error=error, reason=reason)
         moved = replace(head, copying_key="" if head.copying_key == key else head.copying_key, diff_base="")
-        self.store.drop_chunks(chain, key)  # before and after the commit, as in finish
-        self.store.save_chain(moved, [failed], also=[increment_delete(increment)] if increment else [])
-        self.store.drop_chunks(chain, key)
+        self._commit(moved, failed, increment)
         log.error(
             "increment failed: %s → %s: %s %s; %s", job.source_id, chain.region, error.code, error.message, reason
         )
         return failed
+
+    def _commit(self, head: ChainHead, job: Job, increment: Increment | None) -> None:
+        """The job's end, the head and the increment's row gone, one batch; the done rows
+        dropped before it (an ending increment needs none of them: a run that dies between
+        the two leaves none) and after it (a duplicate chunk's row recorded meanwhile)."""
+        self.store.drop_chunks(job.chain, job.key)
+        self.store.save_chain(head, [job], also=[increment_delete(increment)] if increment else [])
+        self.store.drop_chunks(job.chain, job.key)
 
     def _stamped(self, increment: Increment, stamp: str) -> Increment:
         """Record the blob snapshot on a finishing increment (read again when another write,
