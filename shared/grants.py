@@ -88,6 +88,25 @@ def claim(existing: Grant | None, snapshot_key: str, family_id: str, holders: tu
     return Grant(snapshot_key, family_id, "", now + CLAIM, holders, etag)
 
 
+class Refusal(StrEnum):
+    """What a read refused with a grant's SAS means for the grant."""
+
+    SPENT = "spent"  # the grant's own SAS died behind our back: mark it run out
+    GONE = "gone"  # no live grant (none, run out, a claim that died): asking again is the way
+    RENEWED = "renewed"  # renewed since, or being renewed: read again with the new one
+
+
+def refused_read(grant: Grant | None, sas: str, now: datetime) -> Refusal:
+    """A read with `sas` ("": there was no live SAS to read with) was refused."""
+    if grant is None:
+        return Refusal.GONE
+    if not grant.sas:
+        return Refusal.RENEWED if grant.claimed(now) else Refusal.GONE
+    if grant.expires <= now:
+        return Refusal.GONE
+    return Refusal.RENEWED if sas != grant.sas else Refusal.SPENT
+
+
 def joined(grant: Grant, holder: str) -> Grant:
     return grant if holder in grant.holders else replace(grant, holders=(*grant.holders, holder))
 

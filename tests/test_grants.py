@@ -10,7 +10,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.engine.access import Access
-from shared.grants import CLAIM, FAMILY_BUDGET, GRANT_SECONDS, RENEW_MARGIN, Grant, Need, idle, need
+from shared.grants import (
+    CLAIM,
+    FAMILY_BUDGET,
+    GRANT_SECONDS,
+    RENEW_MARGIN,
+    Grant,
+    Need,
+    Refusal,
+    idle,
+    need,
+    refused_read,
+)
 from shared.ids import ResourceId
 from tests.conftest import Deployment
 from tests.test_functions import RG
@@ -46,6 +57,16 @@ def test_a_family_at_its_budget_makes_a_newcomer_wait():
     assert need(ran_out[0], ran_out, T0 + timedelta(seconds=1)) is Need.GRANT
     # but not once the others fill the budget without it
     assert need(ran_out[0], [ran_out[0], *family[1:], grant("s9")], T0 + timedelta(seconds=1)) is Need.WAIT
+
+
+def test_a_refused_read_spends_only_the_grant_s_own_live_sas():
+    live = grant("s0")
+    assert refused_read(live, live.sas, T0) is Refusal.SPENT
+    assert refused_read(live, "https://old/sas", T0) is Refusal.RENEWED  # renewed since: read again
+    assert refused_read(grant("s0", sas="", expires=T0 + CLAIM), live.sas, T0) is Refusal.RENEWED  # renewing
+    assert refused_read(grant("s0", sas="", expires=T0), live.sas, T0) is Refusal.GONE  # a claim that died
+    assert refused_read(grant("s0", expires=T0), live.sas, T0) is Refusal.GONE  # ran out
+    assert refused_read(None, "", T0) is Refusal.GONE
 
 
 def test_the_sweep_forgets_grants_nobody_holds_or_that_ran_out():

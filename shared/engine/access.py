@@ -15,7 +15,19 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.engine.parts import Part
-from shared.grants import GRANT_SECONDS, Grant, Need, claim, idle, joined, left, need, over_budget
+from shared.grants import (
+    GRANT_SECONDS,
+    Grant,
+    Need,
+    Refusal,
+    claim,
+    idle,
+    joined,
+    left,
+    need,
+    over_budget,
+    refused_read,
+)
 from shared.ids import ResourceId
 from shared.store import Conflict
 
@@ -85,14 +97,9 @@ class Access(Part):
         still the grant's: then it is marked run out, so the next acquire asks ARM again);
         False when it is being renewed or was renewed since (the chunk is tried again)."""
         grant = self.store.load_grant(family_id, str(snapshot_id).lower())
-        if grant is None:
-            return True
-        if not grant.sas:
-            return not grant.claimed(now)  # being renewed: try again; a claim that died: spent
-        if grant.expires <= now:
-            return True
-        if sas != grant.sas:
-            return False  # renewed since: the chunk reads with the new SAS
+        refusal = refused_read(grant, sas, now)
+        if refusal is not Refusal.SPENT or grant is None:
+            return refusal is Refusal.GONE
         try:
             self.store.save_grant(replace(grant, expires=now))
         except Conflict:
