@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import itertools
 import json
 import logging
@@ -58,6 +57,7 @@ from local.chaos import (
     VirtualSleepRetry,
     _replayable_uuids,
 )
+from local.compare import blob_differs
 from local.emulator.credential import EmulatorCredential
 from local.emulator.events import RequestInfo
 from local.emulator.ids import parse_resource_id
@@ -66,7 +66,6 @@ from shared import runtime
 from shared.arm import RETRY_SETTINGS
 from shared.config import load_settings
 from shared.increments import PAGE
-from shared.pageblobs import allocated
 from shared.service import Replicator
 from shared.tables.keys import COUNTER, GRANT_LOW
 
@@ -477,21 +476,8 @@ class DiffChaos:
         self.result.copied += 1
         url, stamp = str(job.get("BlobSnapshot", "")).split("?snapshot=")
         name = url.rsplit("/", 1)[-1]
-        copy = self.blobs.get_blob_client(name, snapshot=stamp)
-        held = allocated(copy)
-        if _joined(held) != image.allocated():
-            return [f"wrong blob: {job['RowKey']} holds other ranges than its source"]
-        for start, end in _joined(held):
-            ours = hashlib.sha256(copy.download_blob(offset=start, length=end - start).readall()).digest()
-            if ours != hashlib.sha256(image.read(start, end - start)).digest():
-                return [f"wrong blob: {job['RowKey']} differs from its source at {start}"]
-        return []
-
-
-def _joined(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    from shared.increments import joined
-
-    return joined(list(spans))
+        problem = blob_differs(self.blobs.get_blob_client(name, snapshot=stamp), image)
+        return [f"wrong blob: {job['RowKey']}: {problem}"] if problem else []
 
 
 def _text_queue(url: str, credential: Any) -> QueueClient:

@@ -19,7 +19,6 @@ Every run ends by comparing its last blob snapshot with the source, byte for byt
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -31,11 +30,12 @@ from typing import Any
 from azure.mgmt.compute.models import GrantAccessData
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from local.compare import blob_differs
 from local.emulator import EmulatorServer, VirtualClock, World
 from local.emulator.config import EmulatorConfig
 from local.fleet import Fleet
-from shared.increments import PAGE, Chunk, joined, plan
-from shared.pageblobs import SourceSnapshot, TargetBlob, allocated, copy_chunk
+from shared.increments import PAGE, Chunk, plan
+from shared.pageblobs import SourceSnapshot, TargetBlob, copy_chunk
 
 MIB = 1024 * 1024
 SUBSCRIPTION = "6f1c2b3a-0d4e-4a5b-9c8d-7e6f5a4b3c2d"
@@ -142,17 +142,7 @@ class Bench:
 
     def _equal(self, blob: str, stamp: str) -> bool:
         image = self.world.snapshot_image(self.snapshots[-1])
-        copy = self.container.get_blob_client(blob, snapshot=stamp)
-        held = joined(allocated(copy))
-        if held != image.allocated():
-            return False
-        for start, end in held:
-            for offset in range(start, end, 8 * MIB):
-                length = min(end, offset + 8 * MIB) - offset
-                ours = copy.download_blob(offset=offset, length=length).readall()
-                if hashlib.sha256(ours).digest() != hashlib.sha256(image.read(offset, length)).digest():
-                    return False
-        return True
+        return not blob_differs(self.container.get_blob_client(blob, snapshot=stamp), image)
 
     def close(self) -> None:
         self.fleet.close()
